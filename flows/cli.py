@@ -1,0 +1,150 @@
+"""The `newsdesk` command: a thin shell over the flow and the warehouse.
+
+Library errors become CLI errors here, at the edge, with an exit code:
+1 when a run or query failed, 2 when the user's input (settings, SQL) is wrong.
+Prefect is imported only by the commands that run a flow, so `newsdesk sql`
+starts fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Turn RSS/Atom feeds into a deduplicated, dated archive of article texts in DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+SourcesOpt = Annotated[Optional[Path], typer.Option("--sources", help="Sources file (TOML). Default: $NEWSDESK_SOURCES, else seeds/sources.toml.")]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file. Default: $NEWSDESK_DB, else ./newsdesk.duckdb.")]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def ingest(
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Run the `ingest` flow once: fetch the feeds, extract new articles, load them."""
+    # No telemetry from the temporary server: the machine may have no internet.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.settings import SettingsError, load_settings
+
+    try:
+        load_settings(sources)  # fail on a bad sources file before Prefect starts
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+
+    import asyncio
+
+    from flows import progress
+    from flows.ingest import ingest as ingest_flow
+
+    show_progress = not quiet and sys.stderr.isatty()
+    try:
+        if show_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
+                tasks: dict[str, int] = {}
+
+                def on_event(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bar.add_task(stage, total=total)
+                    bar.update(tasks[stage], completed=done, total=total)
+
+                with progress.listening(on_event):
+                    summary = asyncio.run(ingest_flow(sources=str(sources) if sources else None, db=str(db) if db else None))
+        else:
+            summary = asyncio.run(ingest_flow(sources=str(sources) if sources else None, db=str(db) if db else None))
+    except Exception as exc:  # the flow already recorded the failed run
+        err.print(f"[red]ingest failed:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1)
+    if not quiet:
+        _print_summary(summary)
+
+
+def _print_summary(s: dict) -> None:
+    out = Console()
+    out.print(
+        f"feeds: {s['feeds_ok']}/{s['feeds_total']} fetched ({s['feeds_not_modified']} unchanged, {s['feeds_failed']} failed)\n"
+        f"entries seen: {s['entries_seen']} ({s['entries_known']} already known)\n"
+        f"articles new: {s['articles_new']} ({s['articles_from_feed']} from feed text)\n"
+        f"duplicates skipped: {s['duplicates']}\n"
+        f"failures: {s['failures']}" + (
+            " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["failure_reasons"].items())) + ")" if s["failures"] else ""
+        ) + f"\nwarehouse: {s['db']} (run {s['run_id']})",
+        highlight=False,
+    )
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL statement, run read-only.")],
+    db: DbOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """Run read-only SQL against the warehouse and print the result."""
+    import duckdb
+
+    from flows.settings import default_db_path
+    from warehouse.connection import connect
+    from warehouse.queries import run_sql
+
+    try:
+        with connect(default_db_path(db), read_only=True) as con:
+            columns, rows = run_sql(con, query)
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    except duckdb.Error as exc:
+        err.print(f"[red]SQL error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    _print_rows(columns, rows, format)
+
+
+def _print_rows(columns: list[str], rows: list[tuple], format: Format) -> None:
+    if format is Format.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif format is Format.json:
+        json.dump([dict(zip(columns, r)) for r in rows], sys.stdout, default=str, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+    else:
+        from rich.table import Table
+
+        # Off a terminal (a pipe, a log) the table is laid out wide instead of
+        # wrapped to 80 columns; long cells are cut with an ellipsis.
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+        table = Table(show_lines=False)
+        for name in columns:
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16), max_width=70)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v).replace("\n", " ") for v in row))
+        console.print(table)
+        Console(stderr=True).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", style="dim")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,142 @@
+"""Settings: the sources file (TOML) plus NEWSDESK_* environment variables.
+
+Built once per run into frozen objects; code below the flow gets plain
+arguments. Unknown keys and bad values are refused with a message that names
+the key, so a typo in the sources file never passes silently.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCES = REPO_ROOT / "seeds" / "sources.toml"
+DEFAULT_DB = Path("newsdesk.duckdb")
+DEFAULT_USER_AGENT = "newsdesk/0.1 (news archive bot; +https://github.com/newsdesk/newsdesk)"
+
+
+class SettingsError(ValueError):
+    """The sources file or an environment variable is wrong; says which key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FetchSettings(_Strict):
+    user_agent: Annotated[str, Field(min_length=3)] = DEFAULT_USER_AGENT
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 20.0  # per connect / read
+    total_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0  # whole request, body included
+    max_bytes: Annotated[int, Field(gt=0)] = 10_000_000
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 16
+    per_host_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    per_host_delay_s: Annotated[float, Field(ge=0, le=600)] = 1.0
+    max_redirects: Annotated[int, Field(ge=0, le=30)] = 10
+    retries: Annotated[int, Field(ge=0, le=10)] = 2  # within one run, for timeouts, 429 and 5xx
+    retry_backoff_s: Annotated[float, Field(ge=0, le=600)] = 1.0
+    max_retry_after_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    allow_private_networks: tuple[str, ...] = ()
+
+    @field_validator("allow_private_networks")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR network ({exc})") from None
+        return value
+
+    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.allow_private_networks)
+
+
+class PipelineSettings(_Strict):
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 64  # pages fetched, extracted and loaded together
+
+
+class FeedSettings(_Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
+    url: str
+    language: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("http", "https", "file"):
+            raise ValueError(f"{value!r}: only http, https and file URLs are feeds")
+        if scheme in ("http", "https") and not urlsplit(value).hostname:
+            raise ValueError(f"{value!r} has no host")
+        return value
+
+
+class Settings(_Strict):
+    feeds: tuple[FeedSettings, ...]
+    fetch: FetchSettings = FetchSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    sources_path: Path | None = None
+
+    @field_validator("feeds")
+    @classmethod
+    def _unique(cls, feeds: tuple[FeedSettings, ...]) -> tuple[FeedSettings, ...]:
+        names = [f.name for f in feeds]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feed names must be unique, repeated: {', '.join(dupes)}")
+        return feeds
+
+
+def _resolve_file_url(url: str, base: Path) -> str:
+    """`file:feeds/x.xml` is relative to the sources file; make it absolute."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return url
+    path = Path(parts.path)
+    if not path.is_absolute():
+        path = (base / path).resolve()
+    return path.as_uri()
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid settings"]
+    for err in exc.errors():
+        key = ""
+        for part in err["loc"]:
+            key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(sources: str | os.PathLike | None = None) -> Settings:
+    """Read the sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
+    path = Path(sources or os.environ.get("NEWSDESK_SOURCES") or DEFAULT_SOURCES).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such sources file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    for feed in data.get("feeds", []) if isinstance(data.get("feeds"), list) else []:
+        if isinstance(feed, dict) and isinstance(feed.get("url"), str):
+            feed["url"] = _resolve_file_url(feed["url"], path.parent)
+    if "sources_path" in data:
+        raise SettingsError(f"{path}: sources_path: unknown key")
+    try:
+        return Settings.model_validate({**data, "sources_path": path.resolve()})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, str(path))) from None
+
+
+def default_db_path(db: str | os.PathLike | None = None) -> Path:
+    """The warehouse file: the argument, else NEWSDESK_DB, else ./newsdesk.duckdb."""
+    return Path(db or os.environ.get("NEWSDESK_DB") or DEFAULT_DB).expanduser()

@@ -1,0 +1,49 @@
+"""Shared fixtures. Prefect gets a throw-away home before anything imports it,
+and never phones home: these machines have no internet."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="newsdesk-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+from tests.httpserver import LocalServer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SEEDS = REPO / "seeds"
+SEED_DOCUMENT = SHARED / "seed-documents" / "000_2683f6786eb8b0e7.txt"
+EXTRACTION = SHARED / "corpus" / "extraction"
+FEEDS_CORPUS = SHARED / "corpus" / "feeds"
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1, in a thread, for one test."""
+    with LocalServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session (~10 s, paid once)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def seed_document() -> tuple[str, str]:
+    """(date, body) of the seed document: `date YYYY-MM-DD` then the text."""
+    text = SEED_DOCUMENT.read_text(encoding="utf-8").strip()
+    head, date, body = text.split(" ", 2)
+    assert head == "date"
+    return date, body

@@ -1,0 +1,104 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.conftest import SEEDS, seed_document
+from transforms.articles import build_article, decode_html, extract_page, looks_like_html
+from transforms.errors import ExtractError
+from transforms.records import ExtractedPage, FeedEntry
+
+UTC = timezone.utc
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SEED_PAGE = SEEDS / "pages" / "kim-jong-un-travels-to-russia-to-meet-putin.html"
+
+
+def entry(**kw) -> FeedEntry:
+    base = dict(source="world", link="https://news.example.com/a?utm_source=rss", canonical_link="https://news.example.com/a",
+                guid="g1", title="Headline", author=None, published_at=datetime(2023, 9, 11, 5, tzinfo=UTC),
+                feed_text="Short summary from the feed.", language="en")
+    base.update(kw)
+    return FeedEntry(**base)
+
+
+def test_extract_seed_page_gives_the_seed_text_and_metadata():
+    page = extract_page(decode_html(SEED_PAGE.read_bytes()), SEED_PAGE.as_uri())
+    assert page.declared_url == "https://www.world-desk.example/2023/09/11/kim-jong-un-travels-to-russia-to-meet-putin"
+    # htmldate trusts the date in the canonical URL (/2023/09/11/) first, to the day.
+    assert page.published_at.date().isoformat() == "2023-09-11"
+    assert page.author == "World Desk staff"
+    article = build_article(entry(title="Kim Jong-Un travels to Russia to meet Putin"), page, page_problem=None, run_id="r", now=NOW)
+    _date, body = seed_document()
+    assert article.body.split() == body.split()
+    assert article.body_source == "page" and article.body_note is None
+    assert article.url == page.declared_url  # a saved page is known by the URL it declares
+    assert article.language == "en"
+
+
+def test_page_date_keeps_its_time_when_the_url_has_none():
+    html = (
+        "<html><head><meta property='article:published_time' content='2023-09-08T13:30:00+02:00'></head><body><article>"
+        + "<p>" + "A sentence of the article body. " * 30 + "</p></article></body></html>"
+    )
+    page = extract_page(html, "https://news.example.com/economy/rates")
+    assert page.published_at == datetime(2023, 9, 8, 11, 30, tzinfo=UTC)
+
+
+def test_decode_html_charsets():
+    text = "Café – “quoted”"
+    cp1252 = f'<html><head><meta charset="windows-1252"></head><body>{text}</body></html>'.encode("cp1252")
+    assert text in decode_html(cp1252)
+    # "latin-1" on a page means windows-1252 (the curly quotes live there).
+    latin = f'<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1"><p>{text}</p>'.encode("cp1252")
+    assert text in decode_html(latin)
+    # The HTTP header wins over the meta tag.
+    assert text in decode_html(f'<meta charset="utf-8"><p>{text}</p>'.encode("cp1252"), "windows-1252")
+    assert text in decode_html(b"\xef\xbb\xbf" + f"<p>{text}</p>".encode("utf-8"), None)
+    assert text in decode_html(f"<p>{text}</p>".encode("utf-8"), "no-such-charset")
+
+
+def test_looks_like_html():
+    assert looks_like_html(b"<!DOCTYPE html><html>")
+    assert looks_like_html(b"\n  <html lang=en>")
+    assert not looks_like_html(b"%PDF-1.7\n")
+    assert not looks_like_html(b'{"a": 1}')
+
+
+def test_feed_fallback_when_page_missing():
+    article = build_article(entry(feed_text="First paragraph.\nSecond paragraph."), None, page_problem="http_404", run_id="r", now=NOW)
+    assert article.body == "First paragraph.\n\nSecond paragraph."
+    assert article.body_source == "feed"
+    assert article.body_note == "http_404"
+    assert article.url == "https://news.example.com/a"
+    assert article.extractor == "feed"
+
+
+def _page(text: str, **kw) -> ExtractedPage:
+    base = dict(url="https://news.example.com/a", declared_url=None, title=None, author=None, published_at=None,
+                text=text, sitename=None, extractor="trafilatura test")
+    base.update(kw)
+    return ExtractedPage(**base)
+
+
+def test_page_much_shorter_than_feed_falls_back():
+    long_feed = " ".join(["word"] * 80)
+    article = build_article(entry(feed_text=long_feed), _page("Please enable JavaScript."), page_problem=None, run_id="r", now=NOW)
+    assert article.body_source == "feed" and article.body_note == "page_shorter_than_feed"
+
+
+def test_empty_extraction_falls_back_and_nothing_at_all_raises():
+    article = build_article(entry(), _page(""), page_problem=None, run_id="r", now=NOW)
+    assert article.body_source == "feed" and article.body_note == "empty_extraction"
+    with pytest.raises(ExtractError) as info:
+        build_article(entry(feed_text=""), None, page_problem="timeout", run_id="r", now=NOW)
+    assert info.value.reason == "timeout" and info.value.url == "https://news.example.com/a?utm_source=rss"
+
+
+def test_page_date_used_when_feed_has_none_and_future_rejected():
+    page = _page("Body text " * 40, published_at=datetime(2023, 9, 8, 13, 30, tzinfo=UTC))
+    article = build_article(entry(published_at=None), page, page_problem=None, run_id="r", now=NOW)
+    assert (article.published_at, article.date_source) == (datetime(2023, 9, 8, 13, 30, tzinfo=UTC), "page")
+    assert str(article.published_date) == "2023-09-08"
+    future = entry(published_at=datetime(2031, 1, 1, tzinfo=UTC))
+    article = build_article(future, None, page_problem="timeout", run_id="r", now=NOW)
+    assert article.date_source == "first_seen" and article.published_at == NOW
+    assert "2031" in article.date_note

@@ -1,0 +1,62 @@
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from tests.transforms.test_articles import entry
+from transforms.articles import build_article
+from transforms.dedupe import plan_entries, resolve_duplicates
+from transforms.records import KnownKeys
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def test_plan_groups_same_link_across_feeds_and_skips_seen():
+    a1 = entry(source="a", link="https://x.example/s?utm_source=a", canonical_link="https://x.example/s", guid="a-1")
+    b1 = entry(source="b", link="https://x.example/s?fbclid=1", canonical_link="https://x.example/s", guid="b-1")
+    a2 = entry(source="a", link="https://x.example/t", canonical_link="https://x.example/t", guid="a-2")
+    a2_again = replace(a2)
+    old = entry(source="a", link="https://x.example/old", canonical_link="https://x.example/old", guid="a-0")
+    by_guid = entry(source="a", link="https://x.example/moved", canonical_link="https://x.example/moved", guid="a-9")
+    elsewhere = entry(source="c", link="https://x.example/old", canonical_link="https://x.example/old", guid="c-0")
+    known = KnownKeys(
+        by_url={"https://x.example/old": "id-old"},
+        sighted_links=frozenset({("a", "https://x.example/old")}),
+        sighted_guids=frozenset({("a", "a-9")}),
+    )
+    plan = plan_entries([a1, b1, a2, a2_again, old, by_guid, elsewhere], known)
+    assert plan.to_fetch == ((a1, b1), (a2,))
+    assert plan.known == ((elsewhere, "id-old"),)
+    assert plan.already_seen == (a2_again, old, by_guid)
+
+
+def _article(e, text, url=None):
+    art = build_article(e, None, page_problem="test", run_id="r", now=NOW)
+    art = replace(art, body=text, content_hash=text)
+    return replace(art, url=url, article_id=url) if url else art
+
+
+def test_resolve_duplicates_by_url_and_hash_in_batch_and_warehouse():
+    e1 = entry(source="a", canonical_link="https://x.example/1", link="https://x.example/1")
+    e2 = entry(source="b", canonical_link="https://y.example/copy", link="https://y.example/copy")
+    e3 = entry(source="c", canonical_link="https://x.example/3", link="https://x.example/3")
+    e4 = entry(source="d", canonical_link="https://x.example/4", link="https://x.example/4")
+    built = [
+        ((e1,), _article(e1, "body one", "https://x.example/1")),
+        ((e2,), _article(e2, "body one", "https://y.example/copy")),  # same text elsewhere
+        ((e3,), _article(e3, "stored body", "https://x.example/3")),  # hash already stored
+        ((e4,), _article(e4, "body four", "https://x.example/4")),
+    ]
+    known = KnownKeys(by_hash={"stored body": "id-stored"})
+    res = resolve_duplicates(built, known, run_id="r", now=NOW)
+    assert [a.url for a in res.articles] == ["https://x.example/1", "https://x.example/4"]
+    assert res.duplicates == 2
+    assert [(s.source, s.article_id) for s in res.sightings] == [
+        ("a", "https://x.example/1"), ("b", "https://x.example/1"), ("c", "id-stored"), ("d", "https://x.example/4"),
+    ]
+
+
+def test_group_of_entries_counts_one_article_and_the_rest_as_duplicates():
+    e1 = entry(source="a")
+    e2 = entry(source="b")
+    res = resolve_duplicates([((e1, e2), _article(e1, "text"))], KnownKeys(), run_id="r", now=NOW)
+    assert len(res.articles) == 1 and res.duplicates == 1
+    assert {s.source for s in res.sightings} == {"a", "b"}

@@ -1,0 +1,93 @@
+"""Exact-duplicate decisions: which entries to fetch, which articles are new.
+
+Two pure steps around the page fetch. Before it, `plan_entries` drops entries
+a feed already showed us and folds entries that share a canonical link, so a
+page is fetched once however many feeds carry it. After extraction,
+`resolve_duplicates` matches articles on canonical URL and content hash
+against the warehouse (`KnownKeys`) and the batch itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from transforms.records import Article, FeedEntry, KnownKeys, Sighting
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPlan:
+    # New entries grouped by canonical link; the first of each group is fetched.
+    to_fetch: tuple[tuple[FeedEntry, ...], ...] = ()
+    # Entries of an article the warehouse already holds, seen in a new feed.
+    known: tuple[tuple[FeedEntry, str], ...] = ()
+    # Entries this feed had already shown us (in an earlier run, or twice now).
+    already_seen: tuple[FeedEntry, ...] = ()
+
+
+def plan_entries(entries: list[FeedEntry] | tuple[FeedEntry, ...], known: KnownKeys) -> EntryPlan:
+    groups: dict[str, list[FeedEntry]] = {}
+    known_entries: list[tuple[FeedEntry, str]] = []
+    seen: list[FeedEntry] = []
+    taken: set[tuple[str, str]] = set()
+    for entry in entries:
+        key = (entry.source, entry.canonical_link)
+        if key in known.sighted_links or key in taken or (
+            entry.guid and (entry.source, entry.guid) in known.sighted_guids
+        ):
+            seen.append(entry)
+            continue
+        taken.add(key)
+        article_id = known.by_url.get(entry.canonical_link)
+        if article_id:
+            known_entries.append((entry, article_id))
+        else:
+            groups.setdefault(entry.canonical_link, []).append(entry)
+    return EntryPlan(tuple(tuple(g) for g in groups.values()), tuple(known_entries), tuple(seen))
+
+
+@dataclass(slots=True)
+class Resolution:
+    articles: list[Article] = field(default_factory=list)
+    sightings: list[Sighting] = field(default_factory=list)
+    duplicates: int = 0  # entries that turned out to be an article we hold
+
+
+def sighting(entry: FeedEntry, article_id: str, *, run_id: str, now: datetime) -> Sighting:
+    return Sighting(
+        article_id=article_id,
+        source=entry.source,
+        url=entry.link,
+        canonical_link=entry.canonical_link,
+        guid=entry.guid,
+        seen_at=now,
+        run_id=run_id,
+    )
+
+
+def resolve_duplicates(
+    built: list[tuple[tuple[FeedEntry, ...], Article]],
+    known: KnownKeys,
+    *,
+    run_id: str,
+    now: datetime,
+) -> Resolution:
+    """Keep the first article per canonical URL and per content hash, across
+    the warehouse and this batch; every entry becomes a sighting of the
+    article it carried."""
+    by_url = dict(known.by_url)
+    by_hash = dict(known.by_hash)
+    out = Resolution()
+    for group, article in built:
+        existing = by_url.get(article.url) or by_hash.get(article.content_hash)
+        if existing:
+            article_id = existing
+            out.duplicates += len(group)
+        else:
+            article_id = article.article_id
+            by_url[article.url] = article_id
+            by_hash[article.content_hash] = article_id
+            out.articles.append(article)
+            out.duplicates += len(group) - 1
+        out.sightings.extend(sighting(e, article_id, run_id=run_id, now=now) for e in group)
+    return out

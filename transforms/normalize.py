@@ -1,0 +1,159 @@
+"""Normalization: canonical URLs, clean text, UTC dates, hashes, language.
+
+Pure functions over plain values. The run's clock comes in as an argument
+(`now`), so a date "in the future" means later than the run that saw it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import date, datetime, time, timezone
+from urllib.parse import urlsplit, urlunsplit
+
+import courlan
+
+# Ids and hashes must agree across processes, runs and machines: hashlib only,
+# never Python's salted hash().
+
+
+def canonical_url(url: str) -> str:
+    """The URL we key articles on: lower-case host, default port, sorted query
+    without tracking parameters (utm_*, fbclid, gclid ... as courlan knows
+    them), no fragment. A URL courlan cannot parse is kept as given, minus its
+    fragment, rather than dropped."""
+    url = url.strip()
+    try:
+        cleaned = courlan.normalize_url(url)
+    except (ValueError, AttributeError):
+        cleaned = url
+    parts = urlsplit(cleaned)
+    if parts.scheme == "file":
+        # A file has no query or fragment; keep only its path.
+        return urlunsplit(("file", "", parts.path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def site_of(url: str) -> str:
+    """The registrable part of a host, good enough to say "same site":
+    news.example.com and www.example.com are one site."""
+    host = (urlsplit(url).hostname or "").lower()
+    labels = host.split(".")
+    # Two-label public suffixes (co.uk, com.br ...) keep three labels.
+    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in {"co", "com", "org", "net", "gov", "ac", "edu", "ne", "or"}:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def choose_article_url(fetched_url: str, declared_url: str | None) -> str:
+    """Prefer the page's rel=canonical / og:url when it stays on the site the
+    page came from, so a page cannot claim another publisher's identity.
+    A page read from a local file (a saved copy) has no site of its own: its
+    declared URL is where it came from, and is taken as its identity."""
+    fetched = canonical_url(fetched_url)
+    if not declared_url:
+        return fetched
+    declared = canonical_url(declared_url)
+    if urlsplit(declared).scheme not in ("http", "https"):
+        return fetched
+    if urlsplit(fetched).scheme == "file" or site_of(declared) == site_of(fetched):
+        return declared
+    return fetched
+
+
+def article_id_for(url: str) -> str:
+    """Stable id of an article: derived from the canonical URL it was first
+    loaded under, so every run and machine computes the same id."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:20]
+
+
+_SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def normalize_text(text: str, title: str | None = None) -> str:
+    """Unicode NFC, runs of spaces folded, one paragraph per line of input,
+    paragraphs separated by a blank line (the layout of the seed documents).
+    A first paragraph that only repeats the headline is dropped: the title has
+    a column of its own and the body should not start with it twice."""
+    text = unicodedata.normalize("NFC", text).translate(_ZERO_WIDTH)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
+    paragraphs = [p for p in (_SPACES.sub(" ", line).strip() for line in text.split("\n")) if p]
+    if paragraphs and title and _fold(paragraphs[0]) == _fold(title):
+        paragraphs = paragraphs[1:]
+    return "\n\n".join(paragraphs)
+
+
+def _fold(s: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", s).split()).casefold()
+
+
+def normalize_title(title: str | None) -> str | None:
+    if not title:
+        return None
+    folded = " ".join(unicodedata.normalize("NFC", title).split())
+    return folded or None
+
+
+def content_hash(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+_WORD = re.compile(r"\w+")
+
+
+def word_count(body: str) -> int:
+    return sum(1 for _ in _WORD.finditer(body))
+
+
+def to_utc(value: datetime | date | None) -> datetime | None:
+    """Aware UTC datetime; a naive value is taken to be UTC already, a bare
+    date is midnight UTC of that day."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        return datetime.combine(value, time(0), tzinfo=timezone.utc)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def choose_published_at(
+    feed_date: datetime | None,
+    page_date: datetime | None,
+    first_seen: datetime,
+    now: datetime,
+) -> tuple[datetime, str, str | None]:
+    """Pick the publication time: the feed's, else the page's, else when we
+    first saw it. A candidate later than `now` (the run's start) is rejected:
+    a dated record never lies in the future. Returns (time, source, note)."""
+    notes = []
+    for candidate, source in ((feed_date, "feed"), (page_date, "page")):
+        candidate = to_utc(candidate)
+        if candidate is None:
+            continue
+        if candidate > now:
+            notes.append(f"{source} date {candidate.isoformat()} is after the run started")
+            continue
+        return candidate, source, "; ".join(notes) or None
+    return to_utc(first_seen), "first_seen", "; ".join(notes) or None
+
+
+def detect_language(body: str, fallback: str | None = None, *, min_words: int = 15) -> str | None:
+    """ISO 639-1 code of the body's language. Bodies too short to tell fall
+    back to what the feed declared."""
+    fallback = _lang_code(fallback)
+    if word_count(body) < min_words:
+        return fallback
+    import py3langid  # loads its model once, on first use
+
+    code, _score = py3langid.classify(body[:5000])
+    return code or fallback
+
+
+def _lang_code(tag: str | None) -> str | None:
+    if not tag:
+        return None
+    code = tag.strip().lower().replace("_", "-").split("-")[0]
+    return code if code.isalpha() and 2 <= len(code) <= 3 else None

@@ -1,0 +1,121 @@
+"""Typed records that cross the package boundaries.
+
+Feed entries come out of `transforms.feeds`, pages out of `transforms.articles`;
+`Article`, `Sighting` and `Failure` are what `warehouse` loads. All are frozen:
+a record is built once, in a transform, and never patched on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, date
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One item of a feed, as the publisher described it."""
+
+    source: str
+    link: str  # absolute, as given by the feed (resolved against the feed URL)
+    canonical_link: str  # `link` after URL normalization: the key we dedupe on
+    guid: str | None
+    title: str | None
+    author: str | None
+    published_at: datetime | None  # UTC, None when the feed gives no usable date
+    feed_text: str  # content or summary as plain text, "" when absent
+    language: str | None  # the feed's or entry's declared language
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    source: str
+    url: str
+    title: str | None
+    language: str | None
+    entries: tuple[FeedEntry, ...]
+    # feedparser's "bozo" diagnostics for a feed it could still read.
+    warning: str | None = None
+    # Entries dropped while parsing (no link at all), with the reason.
+    rejected: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedPage:
+    """What trafilatura found in one HTML page."""
+
+    url: str  # the URL the page was fetched from (after redirects)
+    declared_url: str | None  # rel=canonical / og:url, as the page gives it
+    title: str | None
+    author: str | None
+    published_at: datetime | None  # UTC
+    text: str  # raw extracted text, not yet normalized; "" when nothing usable
+    sitename: str | None
+    extractor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One row of `articles`: a normalized, dated article ready to load."""
+
+    article_id: str
+    url: str
+    source: str
+    title: str | None
+    author: str | None
+    published_at: datetime
+    published_date: date
+    date_source: str  # 'feed' | 'page' | 'first_seen'
+    date_note: str | None  # why a candidate date was rejected, if one was
+    language: str | None
+    body: str
+    body_source: str  # 'page' | 'feed'
+    body_note: str | None  # why the page body was not used, if it was not
+    word_count: int
+    content_hash: str
+    first_seen_at: datetime
+    run_id: str
+    extractor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A feed carrying an article: every (feed, entry URL) is kept once."""
+
+    article_id: str
+    source: str
+    url: str  # the entry link as the feed gave it, tracking parameters and all
+    canonical_link: str
+    guid: str | None
+    seen_at: datetime
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Something that did not become a row, and why."""
+
+    run_id: str
+    stage: str
+    url: str
+    source: str | None
+    reason: str
+    error: str
+    at: datetime
+    transient: bool = False
+    # 'feed_fallback': the article was still loaded from the feed's text;
+    # 'not_loaded': nothing was loaded for this URL.
+    outcome: str = "not_loaded"
+
+
+@dataclass(frozen=True, slots=True)
+class KnownKeys:
+    """What the warehouse already holds, for the duplicate decisions.
+
+    Maps each key to the article it belongs to; built by `warehouse.queries`.
+    """
+
+    by_url: dict[str, str] = field(default_factory=dict)
+    by_hash: dict[str, str] = field(default_factory=dict)
+    # (source, canonical_link) and (source, guid) pairs already sighted.
+    sighted_links: frozenset[tuple[str, str]] = frozenset()
+    sighted_guids: frozenset[tuple[str, str]] = frozenset()

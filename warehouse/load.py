@@ -1,0 +1,166 @@
+"""Loads: articles, sightings, failures, sources and runs.
+
+Rows travel as Arrow tables, one transaction per batch, with
+`INSERT ... ON CONFLICT DO NOTHING` so that loading a batch twice changes
+nothing. No Python loop issues one INSERT per row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from transforms.records import Article, Failure, Sighting
+
+_TS = pa.timestamp("us", tz="UTC")
+
+ARTICLE_SCHEMA = pa.schema([
+    ("article_id", pa.string()), ("url", pa.string()), ("source", pa.string()),
+    ("title", pa.string()), ("author", pa.string()), ("published_at", _TS),
+    ("published_date", pa.date32()), ("date_source", pa.string()), ("date_note", pa.string()),
+    ("language", pa.string()), ("body", pa.string()), ("body_source", pa.string()),
+    ("body_note", pa.string()), ("word_count", pa.int32()), ("content_hash", pa.string()),
+    ("first_seen_at", _TS), ("run_id", pa.string()), ("extractor", pa.string()),
+])
+SIGHTING_SCHEMA = pa.schema([
+    ("article_id", pa.string()), ("source", pa.string()), ("url", pa.string()),
+    ("canonical_link", pa.string()), ("guid", pa.string()), ("seen_at", _TS), ("run_id", pa.string()),
+])
+FAILURE_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("stage", pa.string()), ("url", pa.string()), ("source", pa.string()),
+    ("reason", pa.string()), ("error", pa.string()), ("at", _TS), ("transient", pa.bool_()),
+    ("outcome", pa.string()),
+])
+
+
+def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
+    """Columnar Arrow table of frozen dataclass records (field names = columns)."""
+    names = schema.names
+    columns = {name: [getattr(r, name) for r in records] for name in names}
+    return pa.table(columns, schema=schema)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str) -> None:
+    if rows.num_rows == 0:
+        return
+    con.register("_batch", rows)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch {conflict}")
+    finally:
+        con.unregister("_batch")
+
+
+def load_batch(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    articles: Sequence[Article] = (),
+    sightings: Sequence[Sighting] = (),
+    failures: Sequence[Failure] = (),
+) -> None:
+    """Load one batch in one transaction: all of it, or none of it."""
+    con.begin()
+    try:
+        _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+
+
+def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> None:
+    """Register the feeds of the sources file; keeps each feed's fetch state."""
+    rows = [
+        {"name": f["name"], "url": f["url"], "language": f.get("language"), "tags": list(f.get("tags") or [])}
+        for f in feeds
+    ]
+    if not rows:
+        return
+    table = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("name", pa.string()), ("url", pa.string()), ("language", pa.string()), ("tags", pa.list_(pa.string())),
+    ]))
+    con.register("_feeds", table)
+    try:
+        con.execute(
+            "INSERT INTO sources (name, url, language, tags) SELECT name, url, language, tags FROM _feeds "
+            "ON CONFLICT (name) DO UPDATE SET url = excluded.url, language = excluded.language, tags = excluded.tags"
+        )
+    finally:
+        con.unregister("_feeds")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceState:
+    """What one poll of a feed taught us about it."""
+
+    name: str
+    fetched_at: datetime
+    status: int | None
+    ok: bool
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    title: str | None = None
+
+
+def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
+    if not states:
+        return
+    table = pa.Table.from_pylist([dataclasses.asdict(s) for s in states], schema=pa.schema([
+        ("name", pa.string()), ("fetched_at", _TS), ("status", pa.int32()), ("ok", pa.bool_()),
+        ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
+    ]))
+    con.register("_states", table)
+    try:
+        # A 304 carries no validators of its own: keep the ones we had.
+        con.execute("""
+            UPDATE sources SET
+                last_fetched_at = s.fetched_at,
+                last_status = s.status,
+                last_success_at = CASE WHEN s.ok THEN s.fetched_at ELSE sources.last_success_at END,
+                last_error = CASE WHEN s.ok THEN NULL ELSE s.error END,
+                consecutive_failures = CASE WHEN s.ok THEN 0 ELSE sources.consecutive_failures + 1 END,
+                etag = CASE WHEN s.ok THEN coalesce(s.etag, sources.etag) ELSE sources.etag END,
+                last_modified = CASE WHEN s.ok THEN coalesce(s.last_modified, sources.last_modified)
+                                     ELSE sources.last_modified END,
+                title = coalesce(s.title, sources.title)
+            FROM _states AS s
+            WHERE sources.name = s.name
+        """)
+    finally:
+        con.unregister("_states")
+
+
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime, flow_run_id: str | None) -> None:
+    con.execute(
+        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, 'running')",
+        [run_id, flow_run_id, started_at],
+    )
+
+
+RUN_COUNTS = (
+    "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
+    "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
+    "pages_fetched", "failures",
+)
+
+
+def finish_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    finished_at: datetime,
+    status: str,
+    counts: dict[str, int],
+    error: str | None = None,
+) -> None:
+    sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
+    con.execute(
+        f"UPDATE runs SET finished_at = ?, status = ?, error = ?, {sets} WHERE run_id = ?",
+        [finished_at, status, error, *(counts.get(name, 0) for name in RUN_COUNTS), run_id],
+    )

@@ -1,0 +1,83 @@
+"""Read queries: what the warehouse already knows, and ad hoc SQL."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from transforms.records import FeedEntry, KnownKeys
+
+
+def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry]) -> KnownKeys:
+    """Which of these entries' links and GUIDs the warehouse has seen, joined
+    in DuckDB rather than by loading the history into Python."""
+    if not entries:
+        return KnownKeys()
+    keys = pa.table({
+        "source": [e.source for e in entries],
+        "link": [e.canonical_link for e in entries],
+        "guid": [e.guid for e in entries],
+    })
+    con.register("_keys", keys)
+    try:
+        by_url = dict(con.execute("""
+            SELECT a.url, a.article_id FROM articles a WHERE a.url IN (SELECT link FROM _keys)
+            UNION ALL
+            SELECT s.canonical_link, s.article_id FROM article_sightings s
+            WHERE s.canonical_link IN (SELECT link FROM _keys)
+        """).fetchall())
+        links = con.execute("""
+            SELECT DISTINCT s.source, s.canonical_link FROM article_sightings s
+            JOIN _keys k ON k.source = s.source AND k.link = s.canonical_link
+        """).fetchall()
+        guids = con.execute("""
+            SELECT DISTINCT s.source, s.guid FROM article_sightings s
+            JOIN _keys k ON k.source = s.source AND k.guid = s.guid
+        """).fetchall()
+    finally:
+        con.unregister("_keys")
+    return KnownKeys(by_url=by_url, sighted_links=frozenset(links), sighted_guids=frozenset(guids))
+
+
+def select_known_articles(
+    con: duckdb.DuckDBPyConnection, urls: Sequence[str], hashes: Sequence[str]
+) -> KnownKeys:
+    """Articles already stored under one of these canonical URLs or hashes."""
+    if not urls and not hashes:
+        return KnownKeys()
+    con.register("_urls", pa.table({"url": list(urls)}, schema=pa.schema([("url", pa.string())])))
+    con.register("_hashes", pa.table({"h": list(hashes)}, schema=pa.schema([("h", pa.string())])))
+    try:
+        by_url = dict(con.execute("""
+            SELECT url, article_id FROM articles WHERE url IN (SELECT url FROM _urls)
+            UNION ALL
+            SELECT canonical_link, article_id FROM article_sightings WHERE canonical_link IN (SELECT url FROM _urls)
+        """).fetchall())
+        by_hash = dict(con.execute(
+            "SELECT content_hash, min(article_id) FROM articles WHERE content_hash IN (SELECT h FROM _hashes) GROUP BY 1"
+        ).fetchall())
+    finally:
+        con.unregister("_urls")
+        con.unregister("_hashes")
+    return KnownKeys(by_url=by_url, by_hash=by_hash)
+
+
+def select_feed_validators(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str | None, str | None]]:
+    """(ETag, Last-Modified) per feed, for conditional GET."""
+    rows = con.execute("SELECT name, etag, last_modified FROM sources").fetchall()
+    return {name: (etag, modified) for name, etag, modified in rows}
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one statement; returns column names and rows."""
+    cur = con.execute(sql, params or [])
+    if cur.description is None:
+        return [], []
+    return [d[0] for d in cur.description], cur.fetchall()
+
+
+def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    columns, rows = run_sql(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    return dict(zip(columns, rows[0])) if rows else None

@@ -1,0 +1,139 @@
+"""Schema of the warehouse: one commented DDL per numbered migration.
+
+`migrate` applies the migrations a database has not seen yet, each in its own
+transaction, and records them in `schema_migrations`; running it twice is a
+no-op. To change the schema, append a migration; never edit a shipped one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import duckdb
+
+_V1 = """
+-- One row per feed of the sources file, with its fetch state.
+CREATE TABLE sources (
+    name                 VARCHAR PRIMARY KEY,
+    url                  VARCHAR NOT NULL,
+    language             VARCHAR,
+    tags                 VARCHAR[],
+    title                VARCHAR,        -- as the feed names itself
+    etag                 VARCHAR,        -- for conditional GET
+    last_modified        VARCHAR,        -- for conditional GET, as the server sent it
+    last_fetched_at      TIMESTAMPTZ,
+    last_status          INTEGER,        -- HTTP status of the last fetch (304 = unchanged)
+    last_success_at      TIMESTAMPTZ,
+    last_error           VARCHAR,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0
+);
+
+-- One row per article, however many feeds carried it.
+CREATE TABLE articles (
+    article_id     VARCHAR PRIMARY KEY,  -- sha256 of the first canonical URL, 20 hex
+    url            VARCHAR NOT NULL,     -- canonical URL
+    source         VARCHAR NOT NULL,     -- the feed it was first seen in
+    title          VARCHAR,
+    author         VARCHAR,
+    published_at   TIMESTAMPTZ NOT NULL, -- UTC, never later than the run that loaded it
+    published_date DATE NOT NULL,        -- UTC date of published_at
+    date_source    VARCHAR NOT NULL,     -- 'feed' | 'page' | 'first_seen'
+    date_note      VARCHAR,              -- why a feed/page date was rejected
+    language       VARCHAR,              -- ISO 639-1, detected from the body
+    body           VARCHAR NOT NULL,     -- NFC text, paragraphs split by a blank line
+    body_source    VARCHAR NOT NULL,     -- 'page' | 'feed'
+    body_note      VARCHAR,              -- why the page body was not used
+    word_count     INTEGER NOT NULL,
+    content_hash   VARCHAR NOT NULL,     -- sha256 of body
+    first_seen_at  TIMESTAMPTZ NOT NULL,
+    run_id         VARCHAR NOT NULL,
+    extractor      VARCHAR NOT NULL      -- e.g. 'trafilatura 2.3.0 fast', or 'feed'
+);
+CREATE INDEX articles_url ON articles (url);
+CREATE INDEX articles_content_hash ON articles (content_hash);
+
+-- Every (feed, entry link) that carried an article, kept once.
+CREATE TABLE article_sightings (
+    source         VARCHAR NOT NULL,
+    canonical_link VARCHAR NOT NULL,     -- the entry link, normalized
+    article_id     VARCHAR NOT NULL,
+    url            VARCHAR NOT NULL,     -- the entry link as the feed gave it
+    guid           VARCHAR,
+    seen_at        TIMESTAMPTZ NOT NULL,
+    run_id         VARCHAR NOT NULL,
+    PRIMARY KEY (source, canonical_link)
+);
+CREATE INDEX sightings_article ON article_sightings (article_id);
+
+-- One row per run of the ingest flow, with what it did.
+CREATE TABLE runs (
+    run_id             VARCHAR PRIMARY KEY,
+    flow_run_id        VARCHAR,          -- Prefect's id, when run under Prefect
+    started_at         TIMESTAMPTZ NOT NULL,
+    finished_at        TIMESTAMPTZ,
+    status             VARCHAR NOT NULL, -- 'running' | 'completed' | 'failed'
+    feeds_total        INTEGER,
+    feeds_ok           INTEGER,          -- fetched and parsed (304 included)
+    feeds_not_modified INTEGER,
+    feeds_failed       INTEGER,
+    entries_seen       INTEGER,          -- = entries_known + articles_new + duplicates + entries_failed
+    entries_known      INTEGER,          -- already sighted in that feed: skipped
+    articles_new       INTEGER,
+    articles_from_feed INTEGER,          -- of articles_new, bodies taken from the feed
+    duplicates         INTEGER,          -- new sightings of an article we hold
+    entries_failed     INTEGER,          -- entries that ended as a failure only
+    pages_fetched      INTEGER,
+    failures           INTEGER,          -- failure rows written by the run
+    error              VARCHAR
+);
+
+-- Everything that did not become a row, and why.
+CREATE TABLE failures (
+    run_id    VARCHAR NOT NULL,
+    stage     VARCHAR NOT NULL,          -- 'fetch' | 'parse' | 'extract' | 'load'
+    url       VARCHAR NOT NULL,
+    source    VARCHAR,
+    reason    VARCHAR NOT NULL,          -- short code: http_404, timeout, not_html ...
+    error     VARCHAR NOT NULL,          -- the message
+    transient BOOLEAN NOT NULL,          -- worth retrying in a later run
+    outcome   VARCHAR NOT NULL,          -- 'feed_fallback' (loaded from the feed text) | 'not_loaded'
+    "at"      TIMESTAMPTZ NOT NULL       -- when it happened (quoted: AT is a keyword)
+);
+"""
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version it is at."""
+    current = schema_version(con)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this newsdesk ({SCHEMA_VERSION}); upgrade newsdesk"
+        )
+    for version, description, ddl in MIGRATIONS:
+        if version <= current:
+            continue
+        con.begin()
+        try:
+            con.execute(ddl)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                [version, description, datetime.now(timezone.utc)],
+            )
+            con.commit()
+        except Exception:
+            con.rollback()
+            raise
+    return SCHEMA_VERSION
