@@ -51,6 +51,10 @@ class LocalServer:
                     reply = Reply(404, b"not found") if route is None else (route(req) if callable(route) else route)
                     self.send_response(reply.status)
                     headers = {"Content-Length": str(len(reply.body)), **reply.headers}
+                    if headers.get("Content-Length") is None:
+                        # No length: the body ends when the connection closes.
+                        del headers["Content-Length"]
+                        self.close_connection = True
                     for name, value in headers.items():
                         self.send_header(name, value)
                     self.end_headers()
@@ -61,8 +65,13 @@ class LocalServer:
                     with owner._lock:
                         owner.in_flight -= 1
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client that hung up early (timeouts, size caps) is expected here
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
 
@@ -82,7 +91,7 @@ class LocalServer:
         return [r for r in self.requests if r.path.startswith(prefix)]
 
     def __enter__(self) -> "LocalServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 

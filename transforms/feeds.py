@@ -90,7 +90,9 @@ def parse_feed(
     if parsed.get("bozo"):
         exc = parsed.get("bozo_exception")
         warning = f"{type(exc).__name__}: {exc}" if exc else "ill-formed feed"
-        if not parsed.entries and not parsed.get("version"):
+        # Ill-formed and nothing recovered (a truncated response, an HTML
+        # error page): a failure to record, not an empty feed.
+        if not parsed.entries:
             raise ParseError(url, "malformed_feed", warning)
     if not parsed.get("version") and not parsed.entries:
         raise ParseError(url, "not_a_feed", "no RSS, Atom or RDF document found")

@@ -1,0 +1,68 @@
+"""Helpers for flow tests: sources files pointing at the local test server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.conftest import SEEDS
+from tests.httpserver import LocalServer
+
+CONTENT_TYPES = {".rss": "application/rss+xml", ".atom": "application/atom+xml", ".rdf": "application/rdf+xml"}
+
+
+def write_sources(path: Path, feeds: list[tuple[str, str]], **fetch) -> Path:
+    """A sources file for the test server: loopback allowed, no politeness delay."""
+    settings = {"allow_private_networks": ["127.0.0.0/8"], "per_host_delay_s": 0, "retry_backoff_s": 0.01,
+                "timeout_s": 5, "user_agent": "newsdesk-tests/1.0 (+https://example.invalid/newsdesk)"}
+    settings.update(fetch)
+    lines = ["[fetch]"]
+    for key, value in settings.items():
+        lines.append(f"{key} = {_toml(value)}")
+    for name, url in feeds:
+        lines += ["", "[[feeds]]", f'name = "{name}"', f'url = "{url}"']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def serve_seeds(server: LocalServer) -> list[tuple[str, str]]:
+    """The seed feeds and pages over HTTP; the feeds' relative links then
+    resolve to pages on the same server."""
+    for page in (SEEDS / "pages").glob("*.html"):
+        server.route(f"/pages/{page.name}", page.read_bytes())
+    feeds = []
+    for feed in sorted((SEEDS / "feeds").iterdir()):
+        url = server.route(f"/feeds/{feed.name}", feed.read_bytes(), content_type=CONTENT_TYPES[feed.suffix])
+        feeds.append((feed.stem, url))
+    return feeds
+
+
+def run_ingest(sources: Path, db: Path) -> dict:
+    from flows.ingest import ingest
+
+    return asyncio.run(ingest(sources=str(sources), db=str(db)))
+
+
+def query(db: Path, sql: str, params=None) -> list[tuple]:
+    from warehouse.connection import connect
+    from warehouse.queries import run_sql
+
+    with connect(db, read_only=True) as con:
+        return run_sql(con, sql, params)[1]
+
+
+def assert_accounting(summary: dict) -> None:
+    """Every entry seen ends as exactly one thing."""
+    assert summary["entries_seen"] == (
+        summary["entries_known"] + summary["articles_new"] + summary["duplicates"] + summary["entries_failed"]
+    ), summary

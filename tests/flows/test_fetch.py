@@ -1,0 +1,143 @@
+"""The fetcher against a real HTTP server on 127.0.0.1 (no Prefect needed)."""
+
+import asyncio
+import gzip
+import time
+
+import pytest
+
+from flows.fetch import Fetcher
+from flows.settings import FetchSettings
+from tests.httpserver import Reply
+from transforms.errors import FetchError
+
+LOOPBACK = dict(allow_private_networks=("127.0.0.0/8",), per_host_delay_s=0, retry_backoff_s=0.01, timeout_s=2,
+                total_timeout_s=5, user_agent="newsdesk-tests/1.0")
+
+
+def fetch(url, settings=None, **kw):
+    async def go():
+        async with Fetcher(settings or FetchSettings(**LOOPBACK)) as f:
+            return await f.get(url, **kw)
+    return asyncio.run(go())
+
+
+def fetch_error(url, settings=None, **kw) -> FetchError:
+    with pytest.raises(FetchError) as info:
+        fetch(url, settings, **kw)
+    return info.value
+
+
+def test_plain_get_sends_user_agent(server):
+    url = server.route("/a", "<p>hi</p>", content_type="text/html; charset=ISO-8859-1")
+    resp = fetch(url)
+    assert resp.status == 200 and resp.body == b"<p>hi</p>"
+    assert resp.content_type == "text/html" and resp.charset == "ISO-8859-1"
+    assert server.requests[0].headers["user-agent"] == "newsdesk-tests/1.0"
+
+
+def test_loopback_refused_unless_allowed(server):
+    url = server.route("/a", "x")
+    err = fetch_error(url, FetchSettings(per_host_delay_s=0))
+    assert err.reason == "blocked_address" and err.url == url and err.stage == "fetch"
+    assert server.requests == []  # refused before connecting
+
+
+@pytest.mark.parametrize("target", ["http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://0.0.0.0/"])
+def test_redirect_to_private_address_refused_by_the_guard(server, target):
+    url = server.route("/r", b"", status=302, headers={"Location": target})
+    started = time.monotonic()
+    err = fetch_error(url)
+    assert err.reason == "blocked_address"
+    assert time.monotonic() - started < 1  # refused, not timed out
+
+
+def test_redirects_followed_and_loops_detected(server):
+    server.route("/final", "done")
+    server.route("/hop", b"", status=301, headers={"Location": "/final"})
+    resp = fetch(server.url("/hop"))
+    assert resp.final_url == server.url("/final") and resp.body == b"done"
+    server.route("/loop1", b"", status=302, headers={"Location": "/loop2"})
+    server.route("/loop2", b"", status=302, headers={"Location": "/loop1"})
+    assert fetch_error(server.url("/loop1")).reason == "redirect_loop"
+    server.route("/tofile", b"", status=302, headers={"Location": "file:///etc/passwd"})
+    assert fetch_error(server.url("/tofile")).reason == "redirect_not_allowed"
+
+
+def test_size_caps(server):
+    big = server.route("/big", b"x" * 5000)
+    assert fetch_error(big, FetchSettings(**LOOPBACK, max_bytes=1000)).reason == "too_large"
+    unsized = server.route("/unsized", b"y" * 5000, headers={"Content-Length": None})
+    assert fetch_error(unsized, FetchSettings(**LOOPBACK, max_bytes=1000)).reason == "too_large"
+    bomb = gzip.compress(b"\0" * 5_000_000)
+    url = server.route("/bomb", bomb, headers={"Content-Encoding": "gzip"})
+    assert len(bomb) < 10_000
+    assert fetch_error(url, FetchSettings(**LOOPBACK, max_bytes=100_000)).reason == "too_large"
+
+
+def test_retries_transient_then_succeeds_and_gives_up_on_404(server):
+    calls = []
+
+    def flaky(req):
+        calls.append(req)
+        return Reply(503, b"busy") if len(calls) < 3 else Reply(200, b"ok", {"Content-Type": "text/plain"})
+
+    server.route("/flaky", flaky)
+    assert fetch(server.url("/flaky")).body == b"ok" and len(calls) == 3
+    err = fetch_error(server.url("/missing"))
+    assert err.reason == "http_404" and not err.transient
+    assert len(server.hits("/missing")) == 1  # a 404 is not retried
+
+
+def test_retry_after_is_obeyed(server):
+    calls = []
+
+    def limited(req):
+        calls.append(time.monotonic())
+        return Reply(429, b"", {"Retry-After": "1"}) if len(calls) == 1 else Reply(200, b"ok")
+
+    server.route("/limited", limited)
+    assert fetch(server.url("/limited")).body == b"ok"
+    assert calls[1] - calls[0] >= 0.95
+
+
+def test_timeout_is_transient(server):
+    def stall(req):
+        time.sleep(1.5)
+        return Reply(200, b"late")
+
+    server.route("/stall", stall)
+    err = fetch_error(server.url("/stall"), FetchSettings(**{**LOOPBACK, "timeout_s": 0.3, "retries": 0}))
+    assert err.reason == "timeout" and err.transient
+
+
+def test_per_host_concurrency_and_delay(server):
+    def slow(req):
+        time.sleep(0.2)
+        return Reply(200, b"ok")
+
+    server.route("/slow", slow)
+
+    async def many(settings):
+        async with Fetcher(settings) as f:
+            await asyncio.gather(*(f.get(server.url("/slow")) for _ in range(6)))
+
+    asyncio.run(many(FetchSettings(**{**LOOPBACK, "per_host_concurrency": 2})))
+    assert server.max_in_flight == 2
+    server.requests.clear()
+    asyncio.run(many(FetchSettings(**{**LOOPBACK, "per_host_concurrency": 4, "per_host_delay_s": 0.15})))
+    starts = sorted(r.started for r in server.requests)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert min(gaps) >= 0.13
+
+
+def test_file_urls_only_when_allowed(tmp_path):
+    page = tmp_path / "a.html"
+    page.write_text("<p>x</p>")
+    assert fetch_error(page.as_uri()).reason == "scheme_not_allowed"
+    resp = fetch(page.as_uri(), allow_file=True)
+    assert resp.body == b"<p>x</p>" and resp.content_type == "text/html"
+    again = fetch(page.as_uri(), allow_file=True, last_modified=resp.headers["last-modified"])
+    assert again.not_modified
+    assert fetch_error((tmp_path / "nope.html").as_uri(), allow_file=True).reason == "file_not_found"
+    assert fetch_error("ftp://example.com/x").reason == "scheme_not_allowed"

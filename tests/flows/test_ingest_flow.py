@@ -1,0 +1,126 @@
+"""The ingest flow end to end, under Prefect, against a real HTTP server on
+127.0.0.1 serving the seed feeds and pages."""
+
+import pytest
+
+from tests.conftest import seed_document
+from tests.flows.helpers import assert_accounting, query, run_ingest, serve_seeds, write_sources
+from tests.httpserver import Reply
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path):
+    sources = write_sources(tmp_path / "sources.toml", serve_seeds(server))
+    db = tmp_path / "wh.duckdb"
+
+    first = run_ingest(sources, db)
+    assert first["feeds_ok"] == 3 and first["feeds_failed"] == 0
+    assert first["entries_seen"] == 16
+    assert first["articles_new"] == 15
+    assert first["duplicates"] == 1  # the shipping story, in two feeds under different tracking parameters
+    assert first["articles_from_feed"] == 1  # the entry whose page is missing
+    assert_accounting(first)
+    assert query(db, "SELECT count(*) FROM articles") == [(15,)]
+    assert query(db, "SELECT count(*) FROM article_sightings") == [(16,)]
+
+    # The duplicate: one article, two sightings, one page request.
+    shipping = query(db, "SELECT article_id FROM articles WHERE title LIKE 'Container shipping%'")
+    assert len(shipping) == 1
+    assert query(db, "SELECT source FROM article_sightings WHERE article_id = ? ORDER BY source", [shipping[0][0]]) == [
+        ("business-brief",), ("world-desk",)]
+    assert len(server.hits("/pages/shipping-rates-fall-for-third-month.html")) == 1
+
+    # The missing page: loaded from the feed text, with the reason kept.
+    assert query(db, "SELECT body_source, body_note FROM articles WHERE title LIKE 'Ceasefire%'") == [("feed", "http_404")]
+    assert query(db, "SELECT stage, reason, outcome FROM failures") == [("fetch", "http_404", "feed_fallback")]
+
+    # The feed without a date: the page's metadata dates it.
+    assert query(db, "SELECT date_source, published_date::VARCHAR FROM articles WHERE title LIKE 'Central bank%'") == [
+        ("page", "2023-09-08")]
+
+    # The seed record.
+    date, body = seed_document()
+    rows = query(db, "SELECT published_date::VARCHAR, body, language FROM articles WHERE published_date = ?", [date])
+    assert len(rows) == 1
+    assert rows[0][1].split() == body.split() and rows[0][2] == "en"
+
+    # Every request carried our User-Agent.
+    assert {r.headers["user-agent"] for r in server.requests} == {"newsdesk-tests/1.0 (+https://example.invalid/newsdesk)"}
+
+    page_requests = len(server.hits("/pages/"))
+    second = run_ingest(sources, db)
+    assert second["articles_new"] == 0 and second["duplicates"] == 0
+    assert second["entries_known"] == second["entries_seen"] == 16
+    assert len(server.hits("/pages/")) == page_requests  # no page fetched again
+    assert query(db, "SELECT count(*) FROM articles") == [(15,)]
+    assert query(db, "SELECT count(*) FROM article_sightings") == [(16,)]
+    assert query(db, "SELECT status, articles_new FROM runs ORDER BY started_at") == [("completed", 15), ("completed", 0)]
+
+
+def test_conditional_get_skips_unchanged_feed(server, tmp_path):
+    feed = (b'<rss version="2.0"><channel><title>t</title><item><title>One</title>'
+            b'<link>/pages/one.html</link><description>' + b"Feed text of the one story. " * 10 + b'</description></item></channel></rss>')
+
+    def feed_route(req):
+        if req.headers.get("if-none-match") == '"v1"':
+            return Reply(304, b"", {"ETag": '"v1"'})
+        return Reply(200, feed, {"Content-Type": "application/rss+xml", "ETag": '"v1"'})
+
+    server.route("/feed.xml", feed_route)
+    server.route("/pages/one.html", "<html><body><article><p>" + "Body of the story. " * 40 + "</p></article></body></html>")
+    sources = write_sources(tmp_path / "s.toml", [("one", server.url("/feed.xml"))])
+    db = tmp_path / "wh.duckdb"
+    assert run_ingest(sources, db)["articles_new"] == 1
+    second = run_ingest(sources, db)
+    assert second["feeds_not_modified"] == 1 and second["entries_seen"] == 0
+    assert server.hits("/feed.xml")[-1].headers["if-none-match"] == '"v1"'
+    assert query(db, "SELECT etag, last_status FROM sources") == [('"v1"', 304)]
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
+    good_page = "<html><body><article><p>" + "A complete article body sentence. " * 40 + "</p></article></body></html>"
+    calls = {"flaky": 0}
+
+    def flaky(req):
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            return Reply(500, b"oops", {"Content-Type": "text/plain"})
+        return Reply(200, good_page.replace("complete", "recovered").encode(), {"Content-Type": "text/html"})
+
+    server.route("/flaky.html", flaky)
+    server.route("/good.html", good_page)
+    server.route("/doc.pdf", b"%PDF-1.7\n...", content_type="application/pdf")
+    server.route("/broken.xml", b"<rss><channel><title>broken", content_type="application/rss+xml")
+    server.route("/feed.xml", f"""<rss version="2.0"><channel><title>mixed</title>
+      <item><title>Good</title><link>{server.url('/good.html')}</link></item>
+      <item><title>Flaky</title><link>{server.url('/flaky.html')}</link></item>
+      <item><title>Gone</title><link>{server.url('/gone.html')}</link></item>
+      <item><title>A PDF</title><link>{server.url('/doc.pdf')}</link><description>The PDF's summary in the feed.</description></item>
+      <item><title>Private</title><link>http://10.0.0.1/secret</link></item>
+    </channel></rss>""", content_type="application/rss+xml")
+    sources = write_sources(tmp_path / "s.toml", [("mixed", server.url("/feed.xml")), ("broken", server.url("/broken.xml")),
+                                                  ("dead", server.url("/no-such-feed.xml"))])
+    db = tmp_path / "wh.duckdb"
+    summary = run_ingest(sources, db)
+    assert_accounting(summary)
+    assert summary["feeds_failed"] == 2 and summary["feeds_ok"] == 1
+    assert summary["articles_new"] == 3  # good, flaky (retried within the run), the PDF from its feed text
+    assert summary["entries_failed"] == 2  # gone (404, no feed text) and the private address
+    reasons = dict(query(db, "SELECT url, reason FROM failures"))
+    assert reasons[server.url("/no-such-feed.xml")] == "http_404"
+    assert reasons[server.url("/broken.xml")] in {"malformed_feed", "not_a_feed"}
+    assert reasons[server.url("/gone.html")] == "http_404"
+    assert reasons[server.url("/doc.pdf")] == "not_html"
+    assert reasons["http://10.0.0.1/secret"] == "blocked_address"
+    assert query(db, "SELECT body_source FROM articles WHERE title = 'Flaky'") == [("page",)]
+    assert query(db, "SELECT consecutive_failures FROM sources WHERE name = 'dead'") == [(1,)]
+
+    # The page comes back: a rerun retries what was not loaded, and only that.
+    server.route("/gone.html", good_page.replace("complete", "returned"))
+    before = {p: len(server.hits(p)) for p in ("/good.html", "/flaky.html", "/doc.pdf")}
+    again = run_ingest(sources, db)
+    assert_accounting(again)
+    assert again["articles_new"] == 1
+    assert {p: len(server.hits(p)) for p in before} == before
+    assert query(db, "SELECT count(*) FROM articles") == [(4,)]

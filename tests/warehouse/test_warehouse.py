@@ -1,0 +1,113 @@
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import duckdb
+import pytest
+
+from tests.transforms.test_articles import entry
+from transforms.articles import build_article
+from transforms.dedupe import sighting
+from transforms.records import Failure
+from warehouse import load, queries
+from warehouse.connection import connect
+from warehouse.schema import SCHEMA_VERSION, migrate, schema_version
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "wh.duckdb"
+
+
+def test_schema_applies_twice_and_records_its_version(db):
+    with connect(db) as con:
+        assert schema_version(con) == SCHEMA_VERSION
+        assert migrate(con) == SCHEMA_VERSION  # second time: nothing to do
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"sources", "articles", "article_sightings", "runs", "failures", "schema_migrations"} <= tables
+        assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+    with connect(db) as con:  # reopening migrates nothing again
+        assert con.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_refuses_a_newer_schema(db):
+    with connect(db) as con:
+        con.execute("INSERT INTO schema_migrations VALUES (999, 'future', now())")
+    with pytest.raises(RuntimeError, match="newer"):
+        with connect(db):
+            pass
+
+
+def _batch():
+    e = entry(source="a", link="https://x.example/1?utm_source=a", canonical_link="https://x.example/1", guid="g1")
+    art = build_article(e, None, page_problem="http_404", run_id="run-1", now=NOW)
+    s = sighting(e, art.article_id, run_id="run-1", now=NOW)
+    f = Failure(run_id="run-1", stage="fetch", url=e.link, source="a", reason="http_404", error="Not Found",
+                at=NOW, transient=False, outcome="feed_fallback")
+    return e, art, s, f
+
+
+def test_load_batch_is_idempotent_and_typed(db):
+    e, art, s, f = _batch()
+    with connect(db) as con:
+        load.load_batch(con, articles=[art], sightings=[s], failures=[f])
+        load.load_batch(con, articles=[art], sightings=[s])
+        assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
+        assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == 1
+        row = con.execute("SELECT published_at, published_date, typeof(published_at), body_source, body_note FROM articles").fetchone()
+        assert row[0] == e.published_at and str(row[1]) == "2023-09-11"
+        assert row[2] == "TIMESTAMP WITH TIME ZONE"
+        assert row[3:] == ("feed", "http_404")
+        assert con.execute('SELECT reason, outcome, "at" FROM failures').fetchall() == [("http_404", "feed_fallback", NOW)]
+
+
+def test_load_batch_is_all_or_nothing(db):
+    _e, art, s, _f = _batch()
+    broken = replace(art, article_id="other", body=None)  # violates NOT NULL
+    with connect(db) as con:
+        with pytest.raises(duckdb.Error):
+            load.load_batch(con, articles=[art, broken], sightings=[s])
+        assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == 0
+
+
+def test_known_keys_queries(db):
+    e, art, s, _f = _batch()
+    other = entry(source="b", link="https://x.example/1", canonical_link="https://x.example/1", guid="zz")
+    with connect(db) as con:
+        load.load_batch(con, articles=[art], sightings=[s])
+        known = queries.select_known_for_entries(con, [e, other])
+        assert known.by_url == {"https://x.example/1": art.article_id}
+        assert known.sighted_links == {("a", "https://x.example/1")}
+        assert known.sighted_guids == {("a", "g1")}
+        by_hash = queries.select_known_articles(con, [], [art.content_hash, "nope"])
+        assert by_hash.by_hash == {art.content_hash: art.article_id}
+        assert queries.select_known_articles(con, [], []).by_hash == {}
+
+
+def test_sources_and_runs(db):
+    with connect(db) as con:
+        load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed", "tags": ["x"]}])
+        load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed2", "language": "en"}])
+        load.update_source_states(con, [load.SourceState("a", NOW, 200, ok=True, etag='"v1"', last_modified="Mon", title="A")])
+        load.update_source_states(con, [load.SourceState("a", NOW, 304, ok=True)])  # 304 keeps validators
+        load.update_source_states(con, [load.SourceState("a", NOW, 500, ok=False, error="boom")])
+        assert queries.select_feed_validators(con) == {"a": ('"v1"', "Mon")}
+        row = con.execute("SELECT url, language, title, last_status, last_error, consecutive_failures, last_success_at FROM sources").fetchone()
+        assert row == ("https://a.example/feed2", "en", "A", 500, "boom", 1, NOW)
+        load.start_run(con, "r1", NOW, None)
+        load.finish_run(con, "r1", finished_at=NOW, status="completed", counts={"articles_new": 3})
+        run = queries.select_run(con, "r1")
+        assert run["status"] == "completed" and run["articles_new"] == 3 and run["failures"] == 0
+
+
+def test_read_only_connection_cannot_write(db):
+    with connect(db):
+        pass
+    with connect(db, read_only=True) as con:
+        with pytest.raises(duckdb.Error):
+            con.execute("DELETE FROM articles")
+    with pytest.raises(FileNotFoundError):
+        with connect(db.parent / "missing.duckdb", read_only=True):
+            pass
