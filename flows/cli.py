@@ -105,11 +105,9 @@ def sql(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ) -> None:
     """Run read-only SQL against the warehouse and print the result."""
-    import duckdb
-
     from flows.settings import default_db_path
     from warehouse.connection import connect
-    from warehouse.queries import run_sql
+    from warehouse.queries import QueryError, run_sql
 
     try:
         with connect(default_db_path(db), read_only=True) as con:
@@ -117,7 +115,7 @@ def sql(
     except FileNotFoundError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
-    except duckdb.Error as exc:
+    except QueryError as exc:
         err.print(f"[red]SQL error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
     _print_rows(columns, rows, format)

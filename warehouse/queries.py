@@ -70,9 +70,16 @@ def select_feed_validators(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[st
     return {name: (etag, modified) for name, etag, modified in rows}
 
 
+class QueryError(Exception):
+    """A user's SQL failed (syntax, unknown column, write on a read-only file)."""
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
     """Run one statement; returns column names and rows."""
-    cur = con.execute(sql, params or [])
+    try:
+        cur = con.execute(sql, params or [])
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from exc
     if cur.description is None:
         return [], []
     return [d[0] for d in cur.description], cur.fetchall()
