@@ -25,8 +25,21 @@ class EntryPlan:
     already_seen: tuple[FeedEntry, ...] = ()
 
 
+def global_guid(guid: str | None) -> str | None:
+    """A GUID that names the same item in any feed: a URL or a URI scheme
+    built for uniqueness (tag:, urn:). Plain GUIDs like "1234" only mean
+    something inside their own feed, so they never match across feeds."""
+    if not guid:
+        return None
+    lowered = guid.lower()
+    if lowered.startswith(("http://", "https://", "tag:", "urn:")):
+        return guid
+    return None
+
+
 def plan_entries(entries: list[FeedEntry] | tuple[FeedEntry, ...], known: KnownKeys) -> EntryPlan:
     groups: dict[str, list[FeedEntry]] = {}
+    group_of_guid: dict[str, str] = {}
     known_entries: list[tuple[FeedEntry, str]] = []
     seen: list[FeedEntry] = []
     taken: set[tuple[str, str]] = set()
@@ -38,11 +51,16 @@ def plan_entries(entries: list[FeedEntry] | tuple[FeedEntry, ...], known: KnownK
             seen.append(entry)
             continue
         taken.add(key)
-        article_id = known.by_url.get(entry.canonical_link)
+        guid = global_guid(entry.guid)
+        article_id = known.by_url.get(entry.canonical_link) or (known.by_guid.get(guid) if guid else None)
         if article_id:
             known_entries.append((entry, article_id))
-        else:
-            groups.setdefault(entry.canonical_link, []).append(entry)
+            continue
+        # Same link, or same global GUID under another link: one page, one fetch.
+        link = entry.canonical_link if entry.canonical_link in groups else group_of_guid.get(guid or "", entry.canonical_link)
+        groups.setdefault(link, []).append(entry)
+        if guid:
+            group_of_guid.setdefault(guid, link)
     return EntryPlan(tuple(tuple(g) for g in groups.values()), tuple(known_entries), tuple(seen))
 
 

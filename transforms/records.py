@@ -116,6 +116,7 @@ class KnownKeys:
 
     by_url: dict[str, str] = field(default_factory=dict)
     by_hash: dict[str, str] = field(default_factory=dict)
+    by_guid: dict[str, str] = field(default_factory=dict)  # globally unique GUIDs only
     # (source, canonical_link) and (source, guid) pairs already sighted.
     sighted_links: frozenset[tuple[str, str]] = frozenset()
     sighted_guids: frozenset[tuple[str, str]] = frozenset()

@@ -36,9 +36,14 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
             SELECT DISTINCT s.source, s.guid FROM article_sightings s
             JOIN _keys k ON k.source = s.source AND k.guid = s.guid
         """).fetchall()
+        # Whether a GUID is global is decided in transforms; here any match.
+        by_guid = dict(con.execute("""
+            SELECT s.guid, min(s.article_id) FROM article_sightings s
+            WHERE s.guid IN (SELECT guid FROM _keys) GROUP BY s.guid
+        """).fetchall())
     finally:
         con.unregister("_keys")
-    return KnownKeys(by_url=by_url, sighted_links=frozenset(links), sighted_guids=frozenset(guids))
+    return KnownKeys(by_url=by_url, by_guid=by_guid, sighted_links=frozenset(links), sighted_guids=frozenset(guids))
 
 
 def select_known_articles(

@@ -60,3 +60,16 @@ def test_group_of_entries_counts_one_article_and_the_rest_as_duplicates():
     res = resolve_duplicates([((e1, e2), _article(e1, "text"))], KnownKeys(), run_id="r", now=NOW)
     assert len(res.articles) == 1 and res.duplicates == 1
     assert {s.source for s in res.sightings} == {"a", "b"}
+
+
+def test_global_guids_match_across_feeds_plain_ones_do_not():
+    a = entry(source="a", link="https://x.example/s", canonical_link="https://x.example/s", guid="tag:x.example,2023:s")
+    b = entry(source="b", link="https://mirror.example/s", canonical_link="https://mirror.example/s", guid="tag:x.example,2023:s")
+    c = entry(source="c", link="https://y.example/1", canonical_link="https://y.example/1", guid="1234")
+    d = entry(source="d", link="https://z.example/1", canonical_link="https://z.example/1", guid="1234")
+    plan = plan_entries([a, b, c, d], KnownKeys())
+    assert plan.to_fetch == ((a, b), (c,), (d,))
+    stored = KnownKeys(by_guid={"tag:x.example,2023:s": "id-s", "1234": "id-1234"})
+    plan = plan_entries([b, d], stored)
+    assert plan.known == ((b, "id-s"),)
+    assert plan.to_fetch == ((d,),)
