@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
 
 import httpx
 
@@ -29,6 +30,7 @@ from transforms.errors import FetchError
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class Fetcher:
             trust_env=False,  # never route through a proxy from the environment
         )
         self.requests_sent = 0
+        self._robots: dict[str, RobotFileParser | None] = {}
+        self._robots_locks: dict[str, asyncio.Lock] = {}
 
     async def __aenter__(self) -> "Fetcher":
         return self
@@ -132,6 +136,38 @@ class Fetcher:
                 delay = exc.retry_after if exc.retry_after is not None else backoff
                 await asyncio.sleep(min(delay, self.settings.max_retry_after_s))
                 attempt += 1
+
+    async def get_page(self, url: str, *, allow_file: bool = False) -> Response:
+        """GET an article page: robots.txt is asked first when configured."""
+        if self.settings.obey_robots and urlsplit(url).scheme.lower() in ("http", "https"):
+            if not await self._robots_allow(url):
+                raise FetchError(url, "robots_disallowed", "robots.txt disallows this URL for our user agent")
+        return await self.get(url, allow_file=allow_file, accept=_PAGE_ACCEPT)
+
+    async def _robots_allow(self, url: str) -> bool:
+        """robots.txt is fetched once per host per run. A missing one (4xx)
+        allows everything; one we cannot get (5xx, timeout) allows too, and
+        the page fetch then meets the same trouble and is retried later."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        lock = self._robots_locks.setdefault(origin, asyncio.Lock())
+        async with lock:
+            if origin not in self._robots:
+                parser = None
+                try:
+                    resp = await self.get(origin + "/robots.txt", accept="text/plain")
+                    parser = RobotFileParser()
+                    parser.parse(resp.body.decode("utf-8", errors="replace").splitlines())
+                    delay = parser.crawl_delay(self.settings.user_agent)
+                    if delay:
+                        # Crawl-delay is a floor on our own per-host gap, capped.
+                        gate = self._gate((parts.hostname or "").lower())
+                        gate.delay_s = max(gate.delay_s, min(float(delay), self.settings.max_crawl_delay_s))
+                except FetchError:
+                    parser = None
+                self._robots[origin] = parser
+        parser = self._robots[origin]
+        return parser is None or parser.can_fetch(self.settings.user_agent, url)
 
     # -- internals --------------------------------------------------------
 

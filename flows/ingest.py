@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -27,13 +27,13 @@ from transforms.articles import build_article, decode_html, extract_page, looks_
 from transforms.dedupe import plan_entries, resolve_duplicates, sighting
 from transforms.errors import FetchError, NewsdeskError
 from transforms.feeds import parse_feed
-from transforms.records import Article, Failure, FeedEntry, ParsedFeed
+from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
+from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
 from warehouse import load, queries
 from warehouse.connection import connect
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
 _SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
-_PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
 _FEED_ACCEPT = "application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,text/xml;q=0.9,*/*;q=0.5"
 
 
@@ -53,6 +53,10 @@ class RunSummary:
     entries_failed: int = 0
     failures: int = 0
     pages_fetched: int = 0
+    feeds_skipped: int = 0
+    entries_pending: int = 0
+    retries: int = 0
+    retries_loaded: int = 0
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
     def add_failures(self, failures: Sequence[Failure]) -> None:
@@ -74,6 +78,7 @@ class PageFetch:
     entries: tuple[FeedEntry, ...]  # the entries that share this page's link
     response: Response | None
     error: NewsdeskError | None
+    retry: PageAttempt | None = None  # set when this is a retry from page_attempts
 
 
 def _now() -> datetime:
@@ -126,19 +131,19 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[ParsedFeed | Newsdes
 
 
 @task(cache_policy=NO_CACHE)
-async def fetch_pages(fetcher: Fetcher, groups: Sequence[tuple[FeedEntry, ...]], file_sources: frozenset[str]) -> list[PageFetch]:
+async def fetch_pages(fetcher: Fetcher, jobs: Sequence[tuple[tuple[FeedEntry, ...], PageAttempt | None]],
+                      file_sources: frozenset[str]) -> list[PageFetch]:
     """Fetch the page of each group of entries; different hosts in parallel."""
 
-    async def one(group: tuple[FeedEntry, ...]) -> PageFetch:
+    async def one(group: tuple[FeedEntry, ...], retry: PageAttempt | None) -> PageFetch:
         entry = group[0]
         try:
-            resp = await fetcher.get(entry.link, allow_file=entry.source in file_sources, accept=_PAGE_ACCEPT)
-            return PageFetch(group, resp, None)
+            resp = await fetcher.get_page(entry.link, allow_file=entry.source in file_sources)
+            return PageFetch(group, resp, None, retry)
         except FetchError as exc:
-            return PageFetch(group, None, exc)
+            return PageFetch(group, None, exc, retry)
 
-    results = list(await asyncio.gather(*(one(g) for g in groups)))
-    return results
+    return list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
 
 
 def _extract_one(page: PageFetch, run_id: str, now: datetime) -> tuple[Article | None, NewsdeskError | None]:
@@ -174,26 +179,72 @@ async def extract_pages(pages: Sequence[PageFetch], run_id: str, now: datetime):
 
 
 @task(cache_policy=NO_CACHE)
-def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now: datetime) -> dict[str, int]:
-    """Resolve exact duplicates against the warehouse and load one batch."""
+def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now: datetime, policy: RetryPolicy) -> dict:
+    """Resolve exact duplicates against the warehouse and load one batch:
+    new articles, sightings, failures, pending retries and upgrades."""
     built: list[tuple[tuple[FeedEntry, ...], Article]] = []
     failures: list[Failure] = []
+    upgrades: list[Article] = []
+    settled: list[tuple[str, str]] = []
+    open_attempts: list[tuple[PageFetch, Article | None, str, str, bool]] = []
+    counts = {"entries_failed": 0, "entries_pending": 0, "retries": 0, "retries_loaded": 0}
+    from_retry: set[int] = set()  # articles of retried entries: counted as retries, not as new entries
     for page, (article, problem) in zip(pages, extracted):
-        source = page.entries[0].source
-        if problem is not None:
-            outcome = "feed_fallback" if article is not None else "not_loaded"
-            failures.append(_failure(problem, run_id=run_id, source=source, at=now, outcome=outcome))
-        if article is not None:
+        entry = page.entries[0]
+        fell_back = article is not None and article.body_source == "feed"
+        reason = problem.reason if problem else (article.body_note if fell_back else None)
+        if page.retry is not None:
+            counts["retries"] += 1
+        if reason is None:  # the page body made it
+            if page.retry is not None:
+                counts["retries_loaded"] += 1
+                settled.extend((e.source, e.canonical_link) for e in page.entries)
+                if page.retry.article_id:
+                    upgrades.append(replace(article, article_id=page.retry.article_id))
+                    continue
+                from_retry.add(id(article))
             built.append((page.entries, article))
+            continue
+        message = problem.message if problem else f"page text not used: {reason}"
+        transient = bool(problem and problem.transient)
+        stage = problem.stage if problem else "extract"
+        failures.append(Failure(run_id=run_id, stage=stage, url=problem.url if problem else entry.link,
+                                source=entry.source, reason=reason, error=message, at=now, transient=transient,
+                                outcome="feed_fallback" if article is not None else "not_loaded"))
+        if page.retry is None and article is not None:
+            built.append((page.entries, article))
+        open_attempts.append((page, article, reason, message, transient))
+
     with connect(db) as con:
         known = queries.select_known_articles(con, [a.url for _, a in built], [a.content_hash for _, a in built])
         resolved = resolve_duplicates(built, known, run_id=run_id, now=now)
-        load.load_batch(con, articles=resolved.articles, sightings=resolved.sightings, failures=failures)
+        article_of = {(s.source, s.canonical_link): s.article_id for s in resolved.sightings}
+        attempts: list[PageAttempt] = []
+        for page, article, reason, message, transient in open_attempts:
+            if page.retry is not None:
+                tries = page.retry.attempts + 1
+                status, next_at = next_page_attempt(transient, tries, now, policy)
+                attempts.append(replace(page.retry, status=status, attempts=tries, last_reason=reason,
+                                        last_error=message, last_attempt_at=now, next_attempt_at=next_at))
+                continue
+            if article is not None and not transient:
+                continue  # loaded from the feed for good: nothing left to try
+            status, next_at = next_page_attempt(transient, 1, now, policy)
+            if article is None:
+                counts["entries_pending" if status == "pending" else "entries_failed"] += len(page.entries)
+            for e in page.entries:
+                attempts.append(PageAttempt(
+                    entry=e, article_id=article_of.get((e.source, e.canonical_link)), status=status, attempts=1,
+                    last_reason=reason, last_error=message, first_failed_at=now, last_attempt_at=now,
+                    next_attempt_at=next_at,
+                ))
+        load.load_batch(con, articles=resolved.articles, sightings=resolved.sightings, failures=failures,
+                        attempts=attempts, upgrades=upgrades, settled=settled)
     return {
-        "articles_new": len(resolved.articles),
+        **counts,
+        "articles_new": sum(id(a) not in from_retry for a in resolved.articles),
         "articles_from_feed": sum(a.body_source == "feed" for a in resolved.articles),
         "duplicates": resolved.duplicates,
-        "entries_failed": sum(len(p.entries) for p, (a, _) in zip(pages, extracted) if a is None),
         "failures": failures,
     }
 
@@ -220,9 +271,9 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
     with connect(db_path) as con:
         load.upsert_sources(con, [f.model_dump() for f in settings.feeds])
         load.start_run(con, run_id, started, flow_run.id)
-        validators = queries.select_feed_validators(con)
+        feed_state = queries.select_feed_state(con)
     try:
-        await _run(settings, db_path, run_id, started, summary, validators, logger)
+        await _run(settings, db_path, run_id, started, summary, feed_state, logger)
     except Exception as exc:
         with connect(db_path) as con:
             load.finish_run(con, run_id, finished_at=_now(), status="failed", counts=asdict(summary), error=repr(exc))
@@ -230,48 +281,72 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
     with connect(db_path) as con:
         load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
     logger.info(
-        "run %s: %d feeds (%d failed), %d entries, %d new articles, %d duplicates, %d failures",
-        run_id, summary.feeds_total, summary.feeds_failed, summary.entries_seen,
-        summary.articles_new, summary.duplicates, summary.failures,
+        "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "
+        "%d pending, %d failures, %d retries (%d loaded)",
+        run_id, summary.feeds_total, summary.feeds_failed, summary.feeds_skipped, summary.entries_seen,
+        summary.articles_new, summary.duplicates, summary.entries_pending, summary.failures,
+        summary.retries, summary.retries_loaded,
     )
     return asdict(summary)
 
 
-async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime, summary: RunSummary, validators, logger) -> None:
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(**settings.retry.model_dump())
+
+
+async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime, summary: RunSummary,
+               feed_state: dict, logger) -> None:
+    policy = _policy(settings)
     file_sources = frozenset(f.name for f in settings.feeds if urlsplit(f.url).scheme == "file")
+    # A feed that keeps failing is polled less often (backoff up to 24 h), never dropped.
+    due = [f for f in settings.feeds if not (feed_state.get(f.name, (None,) * 4)[2] or started) > started]
+    summary.feeds_skipped = len(settings.feeds) - len(due)
+    for feed in settings.feeds:
+        if feed not in due:
+            logger.info("feed %s is backing off until %s", feed.name, feed_state[feed.name][2])
     async with Fetcher(settings.fetch) as fetcher:
-        progress.report("feeds", 0, len(settings.feeds))
-        fetched = await fetch_feeds(fetcher, settings.feeds, validators)
+        progress.report("feeds", 0, len(due))
+        validators = {name: state[:2] for name, state in feed_state.items()}
+        fetched = await fetch_feeds(fetcher, due, validators)
         parsed = await parse_feeds(fetched)
-        progress.report("feeds", len(settings.feeds), len(settings.feeds))
+        progress.report("feeds", len(due), len(due))
 
         entries: list[FeedEntry] = []
+        per_feed: dict[str, list[FeedEntry]] = {}
         states: list[load.SourceState] = []
+        polls: list[dict] = []
         feed_failures: list[Failure] = []
         for item, result in zip(fetched, parsed):
             error = item.error or (result if isinstance(result, NewsdeskError) else None)
             status = item.response.status if item.response else None
+            name = item.feed.name
             if error is not None:
                 summary.feeds_failed += 1
-                feed_failures.append(_failure(error, run_id=run_id, source=item.feed.name, at=item.fetched_at, outcome="not_loaded"))
-                logger.warning("feed %s failed: %s", item.feed.name, error)
-                states.append(load.SourceState(item.feed.name, item.fetched_at, status, ok=False, error=str(error)))
+                feed_failures.append(_failure(error, run_id=run_id, source=name, at=item.fetched_at, outcome="not_loaded"))
+                logger.warning("feed %s failed: %s", name, str(error))
+                failures_so_far = (feed_state.get(name, (None,) * 3 + (0,))[3] or 0) + 1
+                states.append(load.SourceState(name, item.fetched_at, status, ok=False, error=str(error),
+                                               next_attempt_at=next_feed_attempt(failures_so_far, item.fetched_at, policy)))
+                polls.append(dict(run_id=run_id, source=name, fetched_at=item.fetched_at, status=status, ok=False,
+                                  not_modified=False, error=str(error), entries=0, new_entries=0))
                 continue
             summary.feeds_ok += 1
             headers = item.response.headers
             if item.response.not_modified:
                 summary.feeds_not_modified += 1
+                per_feed[name] = []
             else:
                 entries.extend(result.entries)
+                per_feed[name] = list(result.entries)
                 if result.warning:
-                    logger.info("feed %s is ill-formed but readable: %s", item.feed.name, result.warning)
+                    logger.info("feed %s is ill-formed but readable: %s", name, result.warning)
                 for link, why in result.rejected:
-                    feed_failures.append(Failure(run_id=run_id, stage="parse", url=link, source=item.feed.name,
+                    feed_failures.append(Failure(run_id=run_id, stage="parse", url=link, source=name,
                                                  reason="no_link", error=why, at=item.fetched_at, outcome="not_loaded"))
                     summary.entries_seen += 1
                     summary.entries_failed += 1
             states.append(load.SourceState(
-                item.feed.name, item.fetched_at, status, ok=True, etag=headers.get("etag"),
+                name, item.fetched_at, status, ok=True, etag=headers.get("etag"),
                 last_modified=headers.get("last-modified"), title=result.title if isinstance(result, ParsedFeed) else None,
             ))
         summary.entries_seen += len(entries)
@@ -279,25 +354,35 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
 
         now = _now()
         with connect(db_path) as con:
-            load.update_source_states(con, states)
             known = queries.select_known_for_entries(con, entries)
             plan = plan_entries(entries, known)
+            seen_before = {id(e) for e in plan.already_seen}
+            for item in fetched:
+                if item.error is None and item.feed.name in per_feed:
+                    feed_entries = per_feed[item.feed.name]
+                    polls.append(dict(run_id=run_id, source=item.feed.name, fetched_at=item.fetched_at,
+                                      status=item.response.status, ok=True, not_modified=item.response.not_modified,
+                                      error=None, entries=len(feed_entries),
+                                      new_entries=sum(id(e) not in seen_before for e in feed_entries)))
             summary.entries_known = len(plan.already_seen)
             # Entries of articles we already hold need no fetch: only a sighting.
             known_sightings = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.known]
+            load.update_source_states(con, states)
+            load.insert_feed_polls(con, polls)
             load.load_batch(con, sightings=known_sightings, failures=feed_failures)
             summary.duplicates += len(known_sightings)
+            retries = queries.select_due_attempts(con, now)
 
-        groups = plan.to_fetch
+        jobs = [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]
         done = 0
-        progress.report("pages", 0, len(groups))
-        for batch in _chunks(groups, settings.pipeline.batch_size):
+        progress.report("pages", 0, len(jobs))
+        for batch in _chunks(jobs, settings.pipeline.batch_size):
             pages = await fetch_pages(fetcher, batch, file_sources)
             summary.pages_fetched += sum(p.response is not None for p in pages)
             extracted = await extract_pages(pages, run_id, _now())
-            counts = load_pages(db_path, pages, extracted, run_id, _now())
+            counts = load_pages(db_path, pages, extracted, run_id, _now(), policy)
             summary.add_failures(counts.pop("failures"))
             for key, value in counts.items():
                 setattr(summary, key, getattr(summary, key) + value)
             done += len(batch)
-            progress.report("pages", done, len(groups))
+            progress.report("pages", done, len(jobs))

@@ -43,6 +43,8 @@ class FetchSettings(_Strict):
     retry_backoff_s: Annotated[float, Field(ge=0, le=600)] = 1.0
     max_retry_after_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     allow_private_networks: tuple[str, ...] = ()
+    obey_robots: bool = True  # robots.txt, fetched once per host per run, for article pages
+    max_crawl_delay_s: Annotated[float, Field(ge=0, le=3600)] = 30.0  # cap on a robots.txt Crawl-delay
 
     @field_validator("allow_private_networks")
     @classmethod
@@ -60,6 +62,13 @@ class FetchSettings(_Strict):
 
 class PipelineSettings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 64  # pages fetched, extracted and loaded together
+
+
+class RetrySettings(_Strict):
+    page_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    page_backoff_s: Annotated[float, Field(ge=0)] = 900.0
+    feed_backoff_s: Annotated[float, Field(ge=0)] = 600.0
+    max_backoff_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 86_400.0
 
 
 class FeedSettings(_Strict):
@@ -83,6 +92,7 @@ class Settings(_Strict):
     feeds: tuple[FeedSettings, ...]
     fetch: FetchSettings = FetchSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    retry: RetrySettings = RetrySettings()
     sources_path: Path | None = None
 
     @field_validator("feeds")

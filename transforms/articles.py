@@ -113,6 +113,39 @@ def extract_page(html: str, url: str) -> ExtractedPage:
 # A page body this much shorter than the feed's own text is a teaser, a bot
 # wall or a template page, not the article.
 _MIN_PAGE_WORDS = 25
+# Interstitials say so in a few stock phrases; looked for only in short pages,
+# so an article that merely mentions JavaScript is not mistaken for one.
+_BOT_WALL = re.compile(
+    r"just a moment|checking (?:if the site connection is secure|your browser)|attention required|"
+    r"enable (?:javascript|cookies)|are you a (?:human|robot)|verify you are (?:a )?human|captcha|"
+    r"access denied|unusual traffic|ddos protection",
+    re.I,
+)
+_PAYWALL = re.compile(
+    r"subscribe (?:now )?to (?:continue|read)|to continue reading|subscribers? only|already a subscriber|"
+    r"for subscribers|sign in to (?:continue|read)|this (?:article|content) is (?:for|reserved for) (?:subscribers|members)",
+    re.I,
+)
+_SHORT_PAGE_WORDS = 300
+
+
+def classify_page(page_body: str, page_title: str | None, feed_body: str) -> str | None:
+    """Why a page's text is not the article, or None when it is:
+    'bot_wall' (a challenge or interstitial), 'paywalled' (a teaser behind a
+    subscription prompt), 'boilerplate_only' (far shorter than the feed's own
+    text), 'empty_extraction' (nothing found)."""
+    words = word_count(page_body)
+    if words < _SHORT_PAGE_WORDS:
+        probe = f"{page_title or ''}\n{page_body}"
+        if _BOT_WALL.search(probe):
+            return "bot_wall"
+        if _PAYWALL.search(probe) and (words < 150 or words < word_count(feed_body)):
+            return "paywalled"
+    if not page_body:
+        return "empty_extraction"
+    if words < _MIN_PAGE_WORDS and word_count(feed_body) > words:
+        return "boilerplate_only"
+    return None
 
 
 def build_article(
@@ -132,10 +165,10 @@ def build_article(
     page_body = normalize_text(page.text, title) if page else ""
     feed_body = normalize_text(entry.feed_text, title)
     note = page_problem
-    if page_body and word_count(page_body) < _MIN_PAGE_WORDS and word_count(feed_body) > word_count(page_body):
-        note, page_body = "page_shorter_than_feed", ""
-    elif page is not None and not page_body:
-        note = note or "empty_extraction"
+    if page is not None:
+        verdict = classify_page(page_body, page.title, feed_body)
+        if verdict:
+            note, page_body = verdict, ""
     if page_body:
         body, body_source, note = page_body, "page", None
     elif feed_body:

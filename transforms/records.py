@@ -120,3 +120,18 @@ class KnownKeys:
     # (source, canonical_link) and (source, guid) pairs already sighted.
     sighted_links: frozenset[tuple[str, str]] = frozenset()
     sighted_guids: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PageAttempt:
+    """An entry whose page is not loaded: pending a retry, failed or given up."""
+
+    entry: FeedEntry
+    article_id: str | None  # the feed-text article loaded meanwhile, if any
+    status: str  # 'pending' | 'failed' | 'given_up'
+    attempts: int
+    last_reason: str
+    last_error: str
+    first_failed_at: datetime
+    last_attempt_at: datetime
+    next_attempt_at: datetime | None

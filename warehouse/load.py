@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, Sighting
+from transforms.records import Article, Failure, PageAttempt, Sighting
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -54,23 +54,96 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict
         con.unregister("_batch")
 
 
+ATTEMPT_SCHEMA = pa.schema([
+    ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
+    ("title", pa.string()), ("author", pa.string()), ("published_at", _TS), ("feed_text", pa.string()),
+    ("language", pa.string()), ("article_id", pa.string()), ("status", pa.string()), ("attempts", pa.int32()),
+    ("last_reason", pa.string()), ("last_error", pa.string()), ("first_failed_at", _TS),
+    ("last_attempt_at", _TS), ("next_attempt_at", _TS),
+])
+_ENTRY_FIELDS = ("source", "canonical_link", "link", "guid", "title", "author", "published_at", "feed_text", "language")
+
+
+def _attempts_arrow(attempts: Sequence[PageAttempt]) -> pa.Table:
+    columns = {name: [getattr(a.entry, name) for a in attempts] for name in _ENTRY_FIELDS}
+    for name in ATTEMPT_SCHEMA.names[len(_ENTRY_FIELDS):]:
+        columns[name] = [getattr(a, name) for a in attempts]
+    return pa.table(columns, schema=ATTEMPT_SCHEMA)
+
+
 def load_batch(
     con: duckdb.DuckDBPyConnection,
     *,
     articles: Sequence[Article] = (),
     sightings: Sequence[Sighting] = (),
     failures: Sequence[Failure] = (),
+    attempts: Sequence[PageAttempt] = (),
+    upgrades: Sequence[Article] = (),
+    settled: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Load one batch in one transaction: all of it, or none of it."""
+    """Load one batch in one transaction: all of it, or none of it.
+
+    `attempts` are upserted into page_attempts; `upgrades` replace the body of
+    feed-text articles whose page has now been fetched (same article_id);
+    `settled` (source, canonical_link) pairs leave page_attempts."""
     con.begin()
     try:
         _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
+        _insert(con, "page_attempts", _attempts_arrow(attempts), """
+            ON CONFLICT (source, canonical_link) DO UPDATE SET
+                status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
+                last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
+                next_attempt_at = excluded.next_attempt_at,
+                article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
+        _upgrade(con, upgrades)
+        if settled:
+            con.register("_settled", pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]}))
+            try:
+                con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
+            finally:
+                con.unregister("_settled")
         con.commit()
     except Exception:
         con.rollback()
         raise
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> None:
+    """The page body replaces the feed text; identity, first sighting and a
+    feed date stay as they were."""
+    if not upgrades:
+        return
+    con.register("_up", to_arrow(upgrades, ARTICLE_SCHEMA))
+    try:
+        con.execute("""
+            UPDATE articles SET
+                body = u.body, body_source = u.body_source, body_note = u.body_note,
+                word_count = u.word_count, content_hash = u.content_hash, language = u.language,
+                extractor = u.extractor, title = coalesce(articles.title, u.title),
+                author = coalesce(articles.author, u.author),
+                published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                    THEN u.published_at ELSE articles.published_at END,
+                published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                      THEN u.published_date ELSE articles.published_date END,
+                date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                   THEN 'page' ELSE articles.date_source END
+            FROM _up AS u
+            WHERE articles.article_id = u.article_id
+        """)
+    finally:
+        con.unregister("_up")
+
+
+def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[dict]) -> None:
+    if not polls:
+        return
+    _insert(con, "feed_polls", pa.Table.from_pylist(list(polls), schema=pa.schema([
+        ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", _TS), ("status", pa.int32()),
+        ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
+        ("new_entries", pa.int32()),
+    ])), "")
 
 
 def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> None:
@@ -106,6 +179,7 @@ class SourceState:
     etag: str | None = None
     last_modified: str | None = None
     title: str | None = None
+    next_attempt_at: datetime | None = None  # set by the caller after a failure
 
 
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
@@ -114,6 +188,7 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
     table = pa.Table.from_pylist([dataclasses.asdict(s) for s in states], schema=pa.schema([
         ("name", pa.string()), ("fetched_at", _TS), ("status", pa.int32()), ("ok", pa.bool_()),
         ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
+        ("next_attempt_at", _TS),
     ]))
     con.register("_states", table)
     try:
@@ -128,7 +203,8 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
                 etag = CASE WHEN s.ok THEN coalesce(s.etag, sources.etag) ELSE sources.etag END,
                 last_modified = CASE WHEN s.ok THEN coalesce(s.last_modified, sources.last_modified)
                                      ELSE sources.last_modified END,
-                title = coalesce(s.title, sources.title)
+                title = coalesce(s.title, sources.title),
+                next_attempt_at = s.next_attempt_at
             FROM _states AS s
             WHERE sources.name = s.name
         """)
@@ -146,7 +222,7 @@ def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime,
 RUN_COUNTS = (
     "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
     "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
-    "pages_fetched", "failures",
+    "pages_fetched", "failures", "feeds_skipped", "entries_pending", "retries", "retries_loaded",
 )
 
 

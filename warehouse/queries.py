@@ -7,7 +7,9 @@ from typing import Any, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import FeedEntry, KnownKeys
+from datetime import datetime
+
+from transforms.records import FeedEntry, KnownKeys, PageAttempt
 
 
 def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry]) -> KnownKeys:
@@ -28,9 +30,14 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
             SELECT s.canonical_link, s.article_id FROM article_sightings s
             WHERE s.canonical_link IN (SELECT link FROM _keys)
         """).fetchall())
+        # An entry waiting in page_attempts is known too: its retries come
+        # from there, not from the feed showing it again.
         links = con.execute("""
             SELECT DISTINCT s.source, s.canonical_link FROM article_sightings s
             JOIN _keys k ON k.source = s.source AND k.link = s.canonical_link
+            UNION
+            SELECT p.source, p.canonical_link FROM page_attempts p
+            JOIN _keys k ON k.source = p.source AND k.link = p.canonical_link
         """).fetchall()
         guids = con.execute("""
             SELECT DISTINCT s.source, s.guid FROM article_sightings s
@@ -69,10 +76,29 @@ def select_known_articles(
     return KnownKeys(by_url=by_url, by_hash=by_hash)
 
 
-def select_feed_validators(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str | None, str | None]]:
-    """(ETag, Last-Modified) per feed, for conditional GET."""
-    rows = con.execute("SELECT name, etag, last_modified FROM sources").fetchall()
-    return {name: (etag, modified) for name, etag, modified in rows}
+def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str | None, str | None, datetime | None, int]]:
+    """(ETag, Last-Modified, next attempt, consecutive failures) per feed."""
+    rows = con.execute("SELECT name, etag, last_modified, next_attempt_at, consecutive_failures FROM sources").fetchall()
+    return {name: tuple(rest) for name, *rest in rows}
+
+
+def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 10_000) -> list[PageAttempt]:
+    """Pending pages whose next attempt has come, oldest first."""
+    rows = con.execute("""
+        SELECT source, link, canonical_link, guid, title, author, published_at, feed_text, language,
+               article_id, status, attempts, last_reason, last_error, first_failed_at, last_attempt_at, next_attempt_at
+        FROM page_attempts WHERE status = 'pending' AND next_attempt_at <= ?
+        ORDER BY next_attempt_at LIMIT ?
+    """, [now, limit]).fetchall()
+    return [
+        PageAttempt(
+            entry=FeedEntry(source=r[0], link=r[1], canonical_link=r[2], guid=r[3], title=r[4], author=r[5],
+                            published_at=r[6], feed_text=r[7], language=r[8]),
+            article_id=r[9], status=r[10], attempts=r[11], last_reason=r[12], last_error=r[13],
+            first_failed_at=r[14], last_attempt_at=r[15], next_attempt_at=r[16],
+        )
+        for r in rows
+    ]
 
 
 class QueryError(Exception):

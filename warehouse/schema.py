@@ -101,8 +101,87 @@ CREATE TABLE failures (
 );
 """
 
+_V2 = """
+-- Entries whose page is not loaded yet (pending a retry in a later run) or
+-- never will be (failed: permanent error; given_up: out of attempts). The
+-- entry is kept whole so that a retry needs no feed, and a feed-text article
+-- loaded meanwhile (article_id) is upgraded in place when the page comes.
+CREATE TABLE page_attempts (
+    source          VARCHAR NOT NULL,
+    canonical_link  VARCHAR NOT NULL,
+    link            VARCHAR NOT NULL,
+    guid            VARCHAR,
+    title           VARCHAR,
+    author          VARCHAR,
+    published_at    TIMESTAMPTZ,
+    feed_text       VARCHAR NOT NULL,
+    language        VARCHAR,
+    article_id      VARCHAR,            -- the feed-fallback article, if one was loaded
+    status          VARCHAR NOT NULL,   -- 'pending' | 'failed' | 'given_up'
+    attempts        INTEGER NOT NULL,
+    last_reason     VARCHAR NOT NULL,
+    last_error      VARCHAR,
+    first_failed_at TIMESTAMPTZ NOT NULL,
+    last_attempt_at TIMESTAMPTZ NOT NULL,
+    next_attempt_at TIMESTAMPTZ,        -- NULL unless pending
+    PRIMARY KEY (source, canonical_link)
+);
+
+-- One row per poll of a feed, for feed health.
+CREATE TABLE feed_polls (
+    run_id       VARCHAR NOT NULL,
+    source       VARCHAR NOT NULL,
+    fetched_at   TIMESTAMPTZ NOT NULL,
+    status       INTEGER,               -- HTTP status, NULL when no response
+    ok           BOOLEAN NOT NULL,
+    not_modified BOOLEAN NOT NULL,
+    error        VARCHAR,
+    entries      INTEGER NOT NULL,      -- entries in the document
+    new_entries  INTEGER NOT NULL       -- of which not seen before in this feed
+);
+
+-- A failing feed is polled again no sooner than this (exponential, <= 24 h).
+ALTER TABLE sources ADD COLUMN next_attempt_at TIMESTAMPTZ;
+
+ALTER TABLE runs ADD COLUMN feeds_skipped INTEGER;      -- backing off after failures
+ALTER TABLE runs ADD COLUMN entries_pending INTEGER;    -- no row yet, retried in a later run
+ALTER TABLE runs ADD COLUMN retries INTEGER;            -- pending pages tried again this run
+ALTER TABLE runs ADD COLUMN retries_loaded INTEGER;     -- of which now loaded (new or upgraded)
+
+-- Per feed: how it has been doing.
+CREATE VIEW feed_health AS
+SELECT
+    s.name AS source,
+    s.url,
+    count(p.source)                                            AS polls,
+    round(avg(p.ok::INTEGER), 3)                               AS success_rate,
+    round(avg(p.not_modified::INTEGER), 3)                     AS share_304,
+    round(avg(p.new_entries) FILTER (WHERE p.ok), 2)           AS new_items_per_poll,
+    s.last_success_at,
+    (SELECT max(g.seen_at) FROM article_sightings g WHERE g.source = s.name) AS last_new_item_at,
+    now() - (SELECT max(g.seen_at) FROM article_sightings g WHERE g.source = s.name) AS staleness,
+    s.consecutive_failures,
+    s.last_error,
+    s.next_attempt_at
+FROM sources s
+LEFT JOIN feed_polls p ON p.source = s.name
+GROUP BY ALL;
+
+-- Per run: every entry seen ends as exactly one thing; balanced = true.
+CREATE VIEW run_accounting AS
+SELECT
+    run_id, started_at, status, entries_seen, entries_known, articles_new, duplicates,
+    entries_pending, entries_failed,
+    entries_known + articles_new + duplicates + coalesce(entries_pending, 0) + entries_failed AS accounted,
+    entries_seen = entries_known + articles_new + duplicates + coalesce(entries_pending, 0) + entries_failed AS balanced,
+    -- rows this run loaded: its new articles plus entries retried from earlier runs
+    (SELECT count(*) FROM articles a WHERE a.run_id = r.run_id) AS articles_loaded
+FROM runs r;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
+    (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -64,5 +64,6 @@ def query(db: Path, sql: str, params=None) -> list[tuple]:
 def assert_accounting(summary: dict) -> None:
     """Every entry seen ends as exactly one thing."""
     assert summary["entries_seen"] == (
-        summary["entries_known"] + summary["articles_new"] + summary["duplicates"] + summary["entries_failed"]
+        summary["entries_known"] + summary["articles_new"] + summary["duplicates"]
+        + summary["entries_pending"] + summary["entries_failed"]
     ), summary

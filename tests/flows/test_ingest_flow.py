@@ -81,6 +81,7 @@ def test_conditional_get_skips_unchanged_feed(server, tmp_path):
 def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
     good_page = "<html><body><article><p>" + "A complete article body sentence. " * 40 + "</p></article></body></html>"
     calls = {"flaky": 0}
+    down = {"busy": True}
 
     def flaky(req):
         calls["flaky"] += 1
@@ -88,7 +89,16 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
             return Reply(500, b"oops", {"Content-Type": "text/plain"})
         return Reply(200, good_page.replace("complete", "recovered").encode(), {"Content-Type": "text/html"})
 
+    def busy(word):
+        def route(req):
+            if down["busy"]:
+                return Reply(503, b"busy", {"Content-Type": "text/plain"})
+            return Reply(200, good_page.replace("complete", word).encode(), {"Content-Type": "text/html"})
+        return route
+
     server.route("/flaky.html", flaky)
+    server.route("/busy.html", busy("upgraded"))
+    server.route("/busy2.html", busy("late"))
     server.route("/good.html", good_page)
     server.route("/doc.pdf", b"%PDF-1.7\n...", content_type="application/pdf")
     server.route("/broken.xml", b"<rss><channel><title>broken", content_type="application/rss+xml")
@@ -98,29 +108,48 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
       <item><title>Gone</title><link>{server.url('/gone.html')}</link></item>
       <item><title>A PDF</title><link>{server.url('/doc.pdf')}</link><description>The PDF's summary in the feed.</description></item>
       <item><title>Private</title><link>http://10.0.0.1/secret</link></item>
+      <item><title>Busy</title><link>{server.url('/busy.html')}</link><description>Busy page, feed text.</description></item>
+      <item><title>Busy two</title><link>{server.url('/busy2.html')}</link></item>
     </channel></rss>""", content_type="application/rss+xml")
     sources = write_sources(tmp_path / "s.toml", [("mixed", server.url("/feed.xml")), ("broken", server.url("/broken.xml")),
-                                                  ("dead", server.url("/no-such-feed.xml"))])
+                                                  ("dead", server.url("/no-such-feed.xml"))], retries=1)
+    with sources.open("a") as f:
+        f.write("\n[retry]\npage_backoff_s = 0\n")
     db = tmp_path / "wh.duckdb"
     summary = run_ingest(sources, db)
     assert_accounting(summary)
     assert summary["feeds_failed"] == 2 and summary["feeds_ok"] == 1
-    assert summary["articles_new"] == 3  # good, flaky (retried within the run), the PDF from its feed text
-    assert summary["entries_failed"] == 2  # gone (404, no feed text) and the private address
+    # good, flaky (retried within the run), the PDF and Busy from their feed text
+    assert summary["articles_new"] == 4 and summary["articles_from_feed"] == 2
+    assert summary["entries_failed"] == 2  # gone (404, no feed text) and the private address: for good
+    assert summary["entries_pending"] == 1  # Busy two: no text anywhere yet, retried next run
     reasons = dict(query(db, "SELECT url, reason FROM failures"))
     assert reasons[server.url("/no-such-feed.xml")] == "http_404"
-    assert reasons[server.url("/broken.xml")] in {"malformed_feed", "not_a_feed"}
+    assert reasons[server.url("/broken.xml")] == "malformed_feed"
     assert reasons[server.url("/gone.html")] == "http_404"
     assert reasons[server.url("/doc.pdf")] == "not_html"
     assert reasons["http://10.0.0.1/secret"] == "blocked_address"
+    assert reasons[server.url("/busy.html")] == "http_503"
     assert query(db, "SELECT body_source FROM articles WHERE title = 'Flaky'") == [("page",)]
-    assert query(db, "SELECT consecutive_failures FROM sources WHERE name = 'dead'") == [(1,)]
+    assert query(db, "SELECT consecutive_failures, next_attempt_at > now() FROM sources WHERE name = 'dead'") == [(1, True)]
+    assert sorted(query(db, "SELECT last_reason, status FROM page_attempts")) == [
+        ("blocked_address", "failed"), ("http_404", "failed"), ("http_503", "pending"), ("http_503", "pending")]
+    busy_id = query(db, "SELECT article_id FROM articles WHERE title = 'Busy'")[0][0]
+    assert query(db, "SELECT balanced FROM run_accounting") == [(True,)]
 
-    # The page comes back: a rerun retries what was not loaded, and only that.
-    server.route("/gone.html", good_page.replace("complete", "returned"))
-    before = {p: len(server.hits(p)) for p in ("/good.html", "/flaky.html", "/doc.pdf")}
+    # The server recovers: the rerun retries the transient pages only, upgrades
+    # Busy in place, loads Busy two, and leaves the permanent failures alone.
+    down["busy"] = False
+    before = {p: len(server.hits(p)) for p in ("/good.html", "/flaky.html", "/doc.pdf", "/gone.html")}
     again = run_ingest(sources, db)
     assert_accounting(again)
-    assert again["articles_new"] == 1
+    assert again["feeds_skipped"] == 2  # broken and dead are backing off
+    assert again["retries"] == 2 and again["retries_loaded"] == 2
+    assert again["articles_new"] == 0 and again["entries_seen"] == 7 and again["entries_known"] == 7
     assert {p: len(server.hits(p)) for p in before} == before
-    assert query(db, "SELECT count(*) FROM articles") == [(4,)]
+    assert query(db, "SELECT article_id, body_source, body LIKE '%upgraded%' FROM articles WHERE title = 'Busy'") == [
+        (busy_id, "page", True)]
+    assert query(db, "SELECT body_source FROM articles WHERE title = 'Busy two'") == [("page",)]
+    assert query(db, "SELECT count(*) FROM articles") == [(5,)]
+    assert query(db, "SELECT count(*) FROM page_attempts WHERE status = 'pending'") == [(0,)]
+    assert query(db, "SELECT bool_and(balanced) FROM run_accounting") == [(True,)]

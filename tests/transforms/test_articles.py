@@ -81,8 +81,8 @@ def _page(text: str, **kw) -> ExtractedPage:
 
 def test_page_much_shorter_than_feed_falls_back():
     long_feed = " ".join(["word"] * 80)
-    article = build_article(entry(feed_text=long_feed), _page("Please enable JavaScript."), page_problem=None, run_id="r", now=NOW)
-    assert article.body_source == "feed" and article.body_note == "page_shorter_than_feed"
+    article = build_article(entry(feed_text=long_feed), _page("Related stories and more links here."), page_problem=None, run_id="r", now=NOW)
+    assert article.body_source == "feed" and article.body_note == "boilerplate_only"
 
 
 def test_empty_extraction_falls_back_and_nothing_at_all_raises():
@@ -102,3 +102,20 @@ def test_page_date_used_when_feed_has_none_and_future_rejected():
     article = build_article(future, None, page_problem="timeout", run_id="r", now=NOW)
     assert article.date_source == "first_seen" and article.published_at == NOW
     assert "2031" in article.date_note
+
+
+@pytest.mark.parametrize("title, text, reason", [
+    ("Just a moment...", "Checking if the site connection is secure. Enable JavaScript and cookies to continue.", "bot_wall"),
+    ("Attention Required! | Cloudflare", "Please complete the security check to access the site.", "bot_wall"),
+    ("Markets rally", "Stocks rose on Monday. Subscribe to continue reading this article.", "paywalled"),
+])
+def test_challenge_and_paywall_pages_fall_back_with_a_reason(title, text, reason):
+    feed_text = "The full summary the feed gives for this story, which is longer than the teaser. " * 3
+    article = build_article(entry(feed_text=feed_text), _page(text, title=title), page_problem=None, run_id="r", now=NOW)
+    assert article.body_source == "feed" and article.body_note == reason
+
+
+def test_a_long_article_mentioning_javascript_is_not_a_bot_wall():
+    text = "Developers who enable JavaScript modules in the browser gain speed. " * 60
+    article = build_article(entry(), _page(text), page_problem=None, run_id="r", now=NOW)
+    assert article.body_source == "page"

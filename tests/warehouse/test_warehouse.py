@@ -93,7 +93,7 @@ def test_sources_and_runs(db):
         load.update_source_states(con, [load.SourceState("a", NOW, 200, ok=True, etag='"v1"', last_modified="Mon", title="A")])
         load.update_source_states(con, [load.SourceState("a", NOW, 304, ok=True)])  # 304 keeps validators
         load.update_source_states(con, [load.SourceState("a", NOW, 500, ok=False, error="boom")])
-        assert queries.select_feed_validators(con) == {"a": ('"v1"', "Mon")}
+        assert queries.select_feed_state(con) == {"a": ('"v1"', "Mon", None, 1)}
         row = con.execute("SELECT url, language, title, last_status, last_error, consecutive_failures, last_success_at FROM sources").fetchone()
         assert row == ("https://a.example/feed2", "en", "A", 500, "boom", 1, NOW)
         load.start_run(con, "r1", NOW, None)
@@ -111,3 +111,50 @@ def test_read_only_connection_cannot_write(db):
     with pytest.raises(FileNotFoundError):
         with connect(db.parent / "missing.duckdb", read_only=True):
             pass
+
+
+def test_page_attempts_upsert_due_and_upgrade(db):
+    from datetime import timedelta
+
+    from transforms.records import PageAttempt
+
+    e, art, s, _f = _batch()
+    pending = PageAttempt(entry=e, article_id=art.article_id, status="pending", attempts=1, last_reason="timeout",
+                          last_error="ReadTimeout", first_failed_at=NOW, last_attempt_at=NOW,
+                          next_attempt_at=NOW + timedelta(minutes=15))
+    with connect(db) as con:
+        load.load_batch(con, articles=[art], sightings=[s], attempts=[pending])
+        assert queries.select_due_attempts(con, NOW) == []
+        due = queries.select_due_attempts(con, NOW + timedelta(hours=1))
+        assert [d.entry for d in due] == [e] and due[0].article_id == art.article_id
+        # The entry is now known to its feed, so the feed does not re-offer it.
+        assert ("a", e.canonical_link) in queries.select_known_for_entries(con, [e]).sighted_links
+        # A second failure updates the same row.
+        load.load_batch(con, attempts=[replace(pending, attempts=2, article_id=None)])
+        assert con.execute("SELECT attempts, article_id FROM page_attempts").fetchall() == [(2, art.article_id)]
+        # The page arrives: the same article row is upgraded, the attempt settled.
+        page_version = replace(art, body="The page body.", body_source="page", body_note=None, content_hash="h2",
+                               extractor="trafilatura x", word_count=3)
+        load.load_batch(con, upgrades=[page_version], settled=[("a", e.canonical_link)])
+        assert con.execute("SELECT count(*), any_value(body), any_value(body_source) FROM articles").fetchone() == (
+            1, "The page body.", "page")
+        assert con.execute("SELECT count(*) FROM page_attempts").fetchone() == (0,)
+
+
+def test_views_exist_and_balance(db):
+    with connect(db) as con:
+        load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed"}])
+        load.insert_feed_polls(con, [
+            {"run_id": "r1", "source": "a", "fetched_at": NOW, "status": 200, "ok": True, "not_modified": False,
+             "error": None, "entries": 4, "new_entries": 4},
+            {"run_id": "r2", "source": "a", "fetched_at": NOW, "status": 304, "ok": True, "not_modified": True,
+             "error": None, "entries": 0, "new_entries": 0},
+            {"run_id": "r3", "source": "a", "fetched_at": NOW, "status": 500, "ok": False, "not_modified": False,
+             "error": "boom", "entries": 0, "new_entries": 0},
+        ])
+        health = con.execute("SELECT polls, success_rate, share_304, new_items_per_poll FROM feed_health").fetchone()
+        assert health == (3, 0.667, 0.333, 2.0)
+        load.start_run(con, "r1", NOW, None)
+        load.finish_run(con, "r1", finished_at=NOW, status="completed",
+                        counts={"entries_seen": 5, "entries_known": 1, "articles_new": 2, "duplicates": 1, "entries_pending": 1})
+        assert con.execute("SELECT accounted, balanced FROM run_accounting").fetchone() == (5, True)
