@@ -175,7 +175,14 @@ class Fetcher:
         seen = {url}
         current = url
         for _hop in range(self.settings.max_redirects + 1):
-            status, resp_headers, body = await self._request(current, headers)
+            try:
+                status, resp_headers, body = await self._request(current, headers)
+            except FetchError as exc:
+                if current == url:
+                    raise
+                # Recorded against the URL we were asked for, naming the hop.
+                raise FetchError(url, exc.reason, f"{exc.message} (at redirect {current})",
+                                 transient=exc.transient, retry_after=exc.retry_after) from exc
             if status in _REDIRECTS and "location" in resp_headers:
                 target = urljoin(current, resp_headers["location"])
                 if urlsplit(target).scheme.lower() not in ("http", "https"):

@@ -48,7 +48,13 @@ class LocalServer:
                     owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
                 try:
                     route = owner.routes.get(self.path) or owner.routes.get(self.path.split("?")[0])
-                    reply = Reply(404, b"not found") if route is None else (route(req) if callable(route) else route)
+                    try:
+                        reply = Reply(404, b"not found") if route is None else (route(req) if callable(route) else route)
+                    except ConnectionResetError:
+                        # A scripted reset: close the socket without a response.
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     self.send_response(reply.status)
                     headers = {"Content-Length": str(len(reply.body)), **reply.headers}
                     if headers.get("Content-Length") is None:
@@ -58,7 +64,12 @@ class LocalServer:
                     for name, value in headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    if reply.body:
+                    if reply.body and "X-Drip" in reply.headers:
+                        for i in range(len(reply.body)):
+                            self.wfile.write(reply.body[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.01)
+                    elif reply.body:
                         self.wfile.write(reply.body)
                 finally:
                     req.finished = time.monotonic()

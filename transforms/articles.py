@@ -162,7 +162,7 @@ def build_article(
     summary is used (body_source='feed') and `body_note` says why. Raises
     ExtractError when neither gives any text."""
     title = entry.title or (normalize_title(page.title) if page else None)
-    page_body = normalize_text(page.text, title) if page else ""
+    page_body = normalize_text(page.text, title, page.title) if page else ""
     feed_body = normalize_text(entry.feed_text, title)
     note = page_problem
     if page is not None:

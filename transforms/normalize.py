@@ -72,15 +72,16 @@ _SPACES = re.compile(r"[^\S\n]+")  # whitespace other than newlines
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 
 
-def normalize_text(text: str, title: str | None = None) -> str:
+def normalize_text(text: str, *titles: str | None) -> str:
     """Unicode NFC, runs of spaces folded, one paragraph per line of input,
     paragraphs separated by a blank line (the layout of the seed documents).
-    A first paragraph that only repeats the headline is dropped: the title has
-    a column of its own and the body should not start with it twice."""
+    A first paragraph that only repeats a headline (the feed's or the page's)
+    is dropped: the title has a column of its own, and the same page must give
+    the same body whichever feed links to it."""
     text = unicodedata.normalize("NFC", text).translate(_ZERO_WIDTH)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
     paragraphs = [p for p in (_SPACES.sub(" ", line).strip() for line in text.split("\n")) if p]
-    if paragraphs and title and _fold(paragraphs[0]) == _fold(title):
+    if paragraphs and any(t and _fold(paragraphs[0]) == _fold(t) for t in titles):
         paragraphs = paragraphs[1:]
     return "\n\n".join(paragraphs)
 

@@ -51,8 +51,9 @@ def test_normalize_text_nfc_whitespace_paragraphs():
 
 
 def test_normalize_text_drops_repeated_headline():
-    assert normalize_text("Big  News\nBody text.", title="Big News") == "Body text."
-    assert normalize_text("Other first line\nBody.", title="Big News") == "Other first line\n\nBody."
+    assert normalize_text("Big  News\nBody text.", "Big News") == "Body text."
+    assert normalize_text("Page Head\nBody text.", None, "Page  Head") == "Body text."
+    assert normalize_text("Other first line\nBody.", "Big News") == "Other first line\n\nBody."
 
 
 def test_hash_and_counts_are_deterministic():

@@ -1,0 +1,216 @@
+"""Fault injection: a misbehaving web on 127.0.0.1, through the real flow.
+
+Each scripted fault must end as a recorded failure with the right reason (or
+a loaded row), the run must complete, and nothing may be loaded twice."""
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.conftest import FEEDS_CORPUS
+from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
+from tests.httpserver import Reply
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+ARTICLE = "<html><head><title>{title}</title></head><body><article><h1>{title}</h1><p>" + "{word} is in this sentence of the story. " * 40 + "</p></article></body></html>"
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE rss [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<rss version="2.0"><channel><title>laughs &lol9;</title>
+<item><title>Laugh &lol9;</title><link>LINK</link><description>&lol9;</description></item></channel></rss>"""
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE rss [<!ENTITY xxe SYSTEM "file:///etc/passwd"><!ENTITY net SYSTEM "http://10.0.0.1/steal">]>
+<rss version="2.0"><channel><title>xxe</title>
+<item><title>XXE &xxe;</title><link>LINK</link><description>before &xxe; &net; after</description></item></channel></rss>"""
+
+
+def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
+    down = {"on": True}
+
+    def page(title, word="Alpha"):
+        return ARTICLE.format(title=title, word=word).encode()
+
+    def then_ok(title):
+        calls = []
+
+        def route(req):
+            calls.append(req)
+            if down["on"]:
+                return Reply(500, b"error", {"Content-Type": "text/plain"})
+            return Reply(200, page(title, "Recovered"), {"Content-Type": "text/html"})
+        return route
+
+    def retry_after(req):
+        return Reply(429, b"", {"Retry-After": "0"}) if down["on"] else Reply(200, page("Rate", "Limited"), {"Content-Type": "text/html"})
+
+    def stall(req):
+        if down["on"]:
+            time.sleep(1.5)
+        return Reply(200, page("Stall", "Stalled"), {"Content-Type": "text/html"})
+
+    def drip(req):
+        # Headers at once, then the body a byte at a time: the total timeout cuts it.
+        return Reply(200, page("Drip"), {"Content-Type": "text/html", "X-Drip": "1"})
+
+    def reset(req):
+        if down["on"]:
+            raise ConnectionResetError("scripted reset")
+        return Reply(200, page("Reset", "Reconnected"), {"Content-Type": "text/html"})
+
+    server.route("/p/ok.html", page("Fine"))
+    server.route("/p/500-then-200.html", then_ok("Flaky"))
+    server.route("/p/429.html", retry_after)
+    server.route("/p/stall.html", stall)
+    server.route("/p/reset.html", reset)
+    server.route("/p/loop-a.html", b"", status=302, headers={"Location": "/p/loop-b.html"})
+    server.route("/p/loop-b.html", b"", status=302, headers={"Location": "/p/loop-a.html"})
+    server.route("/p/to-private.html", b"", status=302, headers={"Location": "http://10.0.0.1/admin"})
+    server.route("/p/to-metadata.html", b"", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    server.route("/p/huge.html", b"<html><body>" + b"x" * (50 * 1024 * 1024) + b"</body></html>")
+    import gzip
+    server.route("/p/bomb.html", gzip.compress(b"<html>" + b" " * (200 * 1024 * 1024)), headers={"Content-Encoding": "gzip"})
+    server.route("/p/doc.pdf", b"%PDF-1.7\n" + b"0" * 2000, content_type="application/pdf")
+    cp1252 = ("<html><head><meta http-equiv='Content-Type' content='text/html; charset=windows-1252'><title>Caf\u00e9</title></head>"
+              "<body><article><p>" + "The caf\u00e9\u2019s \u201cna\u00efve\u201d owner served cr\u00e8me br\u00fbl\u00e9e. " * 30
+              + "</p></article></body></html>").encode("cp1252")
+    server.route("/p/cp1252.html", cp1252, content_type="text/html")
+    server.route("/p/challenge.html", "<html><head><title>Just a moment...</title></head><body><p>Checking if the site "
+                 "connection is secure. Enable JavaScript and cookies to continue.</p></body></html>")
+
+    items = {
+        "ok": "Fine", "500-then-200": "Flaky", "429": "Rate", "stall": "Stall", "reset": "Reset",
+        "loop-a": "Loop", "to-private": "Private", "to-metadata": "Metadata", "huge": "Huge", "bomb": "Bomb",
+        "cp1252": "Cafe", "challenge": "Challenge",
+    }
+    rss = "".join(f"<item><title>{t}</title><link>{server.url(f'/p/{k}.html')}</link></item>" for k, t in items.items())
+    rss += f"<item><title>PDF</title><link>{server.url('/p/doc.pdf')}</link><description>Summary of the PDF report.</description></item>"
+    rss += (f"<item><title>Walled</title><link>{server.url('/p/challenge.html')}?x=1</link>"
+            "<description>" + "The feed's own text of the walled story. " * 5 + "</description></item>")
+    server.route("/feeds/main.xml", f'<rss version="2.0"><channel><title>main</title>{rss}</channel></rss>', content_type="application/rss+xml")
+    utf16 = ('<?xml version="1.0" encoding="utf-16"?><rss version="2.0"><channel><title>UTF-16 feed</title>'
+             f'<item><title>Zo\u00eb\u2019s \u00e9t\u00e9</title><link>{server.url("/p/ok.html")}?utm_source=u16</link></item>'
+             '</channel></rss>').encode("utf-16")
+    server.route("/feeds/utf16.xml", utf16, content_type="application/rss+xml")
+    server.route("/feeds/recoverable.xml", f'<rss version="2.0"><channel><title>bad & broken</title><item><title>Recovered entry'
+                 f'</title><link>{server.url("/p/cp1252.html")}</link></item><item><title>cut off', content_type="application/rss+xml")
+    server.route("/feeds/laughs.xml", BILLION_LAUGHS.replace(b"LINK", server.url("/p/ok.html").encode()), content_type="application/rss+xml")
+    server.route("/feeds/xxe.xml", XXE.replace(b"LINK", server.url("/p/ok.html?from=xxe").encode()), content_type="application/rss+xml")
+
+    feeds = [(name, server.url(f"/feeds/{name}.xml")) for name in ("main", "utf16", "recoverable", "laughs", "xxe")]
+    sources = write_sources(tmp_path / "s.toml", feeds, retries=1, timeout_s=0.5, total_timeout_s=3, per_host_concurrency=4)
+    with sources.open("a") as f:
+        f.write("\n[retry]\npage_backoff_s = 0\n")
+    db = tmp_path / "wh.duckdb"
+
+    first = run_ingest(sources, db)
+    assert_accounting(first)
+    assert first["feeds_failed"] == 0
+    reasons = dict(query(db, "SELECT regexp_replace(url, '^.*/', ''), reason FROM failures"))
+    assert reasons["500-then-200.html"] == "http_500"
+    assert reasons["429.html"] == "http_429"
+    assert reasons["stall.html"] == "timeout"
+    assert reasons["reset.html"] == "connection_error"
+    assert reasons["loop-a.html"] == "redirect_loop"
+    assert reasons["to-private.html"] == "blocked_address"
+    assert reasons["to-metadata.html"] == "blocked_address"
+    assert reasons["huge.html"] == "too_large"
+    assert reasons["bomb.html"] == "too_large"
+    assert reasons["doc.pdf"] == "not_html"
+    assert reasons["challenge.html"] == "bot_wall"
+    assert reasons["challenge.html?x=1"] == "bot_wall"
+    # Nothing was sent to the private addresses: the guard refused before connecting.
+    assert all(r.path.startswith(("/p/", "/feeds/", "/robots.txt")) for r in server.requests)
+
+    # Charsets: windows-1252 declared only in a meta tag; a UTF-16 feed with a BOM.
+    cafe = query(db, "SELECT body FROM articles WHERE title = 'Cafe'")[0][0]
+    assert "caf\u00e9\u2019s \u201cna\u00efve\u201d owner served cr\u00e8me br\u00fbl\u00e9e" in cafe
+    assert query(db, "SELECT title FROM article_sightings JOIN articles USING (article_id) WHERE article_sightings.source = 'utf16'") == [("Fine",)]
+    # The recoverable feed gave its good entry; laughs and XXE were neither expanded nor resolved.
+    assert query(db, "SELECT count(*) FROM article_sightings WHERE source = 'recoverable'") == [(1,)]
+    titles = [t for (t,) in query(db, "SELECT title FROM articles")]
+    assert not any("lollol" in (t or "") or "root:" in (t or "") for t in titles)
+    assert not any("root:" in b for (b,) in query(db, "SELECT body FROM articles"))
+    # The entities stay unexpanded text; the XXE entry's page is the same as "Fine": one article.
+    assert query(db, "SELECT count(*) FROM articles WHERE title LIKE 'XXE%'") == [(0,)]
+    assert query(db, "SELECT a.title FROM article_sightings s JOIN articles a USING (article_id) WHERE s.source = 'xxe'") == [("Fine",)]
+    # The walled story fell back to its feed text, with the reason.
+    assert query(db, "SELECT body_source, body_note FROM articles WHERE title = 'Walled'") == [("feed", "bot_wall")]
+
+    pending = dict(query(db, "SELECT regexp_replace(link, '^.*/', ''), status FROM page_attempts"))
+    for name in ("500-then-200.html", "429.html", "stall.html", "reset.html"):
+        assert pending[name] == "pending"
+    for name in ("loop-a.html", "to-private.html", "huge.html", "bomb.html"):
+        assert pending[name] == "failed"
+
+    # The server recovers: the transient pages load, once, and nothing else is refetched.
+    down["on"] = False
+    articles_before = query(db, "SELECT count(*) FROM articles")[0][0]
+    second = run_ingest(sources, db)
+    assert_accounting(second)
+    assert second["retries"] == 4 and second["retries_loaded"] == 4
+    assert query(db, "SELECT count(*) FROM articles")[0][0] == articles_before + 4
+    assert query(db, "SELECT count(*) FROM articles GROUP BY content_hash HAVING count(*) > 1") == []
+    assert query(db, "SELECT count(*) FROM article_sightings GROUP BY source, canonical_link HAVING count(*) > 1") == []
+    assert query(db, "SELECT bool_and(balanced) FROM run_accounting") == [(True,)]
+    third = run_ingest(sources, db)
+    assert third["retries"] == 0 and third["articles_new"] == 0 and third["pages_fetched"] == 0
+
+    by_reason = query(db, "SELECT status, last_reason, count(*) FROM page_attempts GROUP BY ALL ORDER BY ALL")
+    with capsys.disabled():
+        print(f"\nfault run 1: {json.dumps({k: first[k] for k in ('entries_seen', 'articles_new', 'articles_from_feed', 'duplicates', 'entries_pending', 'entries_failed')})}"
+              f"\n  failures by reason: {first['failure_reasons']}"
+              f"\nfault run 2 (server recovered): retries {second['retries']}, loaded {second['retries_loaded']}"
+              f"\n  page_attempts left: {by_reason}")
+
+
+MANIFEST = json.loads((FEEDS_CORPUS / "manifest.json").read_text())
+WITH_HEADERS = [d for d in MANIFEST if d.get("http_headers")]
+
+
+def test_corpus_feeds_with_headers_through_the_feed_stage(server, tmp_path):
+    """The corpus documents whose meaning depends on HTTP headers, served with
+    those headers, through the real fetch + parse stage (links are not followed:
+    they point at real sites, so these feeds are parsed with robots and pages off)."""
+    from flows.fetch import Fetcher
+    from flows.settings import load_settings
+    import asyncio
+    from transforms.errors import ParseError
+    from transforms.feeds import parse_feed
+
+    for doc in WITH_HEADERS:
+        headers = {}
+        for line in doc["http_headers"]:
+            name, _, value = line.partition(":")
+            headers[name.strip()] = value.strip()
+        headers.setdefault("Content-Type", "application/xml")
+        server.routes["/" + doc["path"]] = Reply(200, (FEEDS_CORPUS / doc["path"]).read_bytes(), headers)
+    settings = load_settings(write_sources(tmp_path / "s.toml", [("x", server.url("/x"))]))
+
+    async def fetch_all():
+        async with Fetcher(settings.fetch) as f:
+            return [await f.get(server.url("/" + d["path"])) for d in WITH_HEADERS]
+
+    responses = asyncio.run(fetch_all())
+    assert len(responses) == len(WITH_HEADERS) >= 10
+    for doc, resp in zip(WITH_HEADERS, responses):
+        try:
+            feed = parse_feed(resp.body, source="x", url=resp.final_url, headers=resp.headers)
+        except ParseError as exc:
+            assert exc.reason == "malformed_feed", doc["path"]
+            continue
+        # entries, or entries reported (no link), or a valid feed with none
+        assert feed.entries or feed.rejected or feed.warning is None, doc["path"]
