@@ -64,7 +64,8 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
 
     def drip(req):
         # Headers at once, then the body a byte at a time: the total timeout cuts it.
-        return Reply(200, page("Drip"), {"Content-Type": "text/html", "X-Drip": "1"})
+        headers = {"Content-Type": "text/html", **({"X-Drip": "1"} if down["on"] else {})}
+        return Reply(200, page("Drip", "Dripped"), headers)
 
     def reset(req):
         if down["on"]:
@@ -76,6 +77,7 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     server.route("/p/429.html", retry_after)
     server.route("/p/stall.html", stall)
     server.route("/p/reset.html", reset)
+    server.route("/p/drip.html", drip)
     server.route("/p/loop-a.html", b"", status=302, headers={"Location": "/p/loop-b.html"})
     server.route("/p/loop-b.html", b"", status=302, headers={"Location": "/p/loop-a.html"})
     server.route("/p/to-private.html", b"", status=302, headers={"Location": "http://10.0.0.1/admin"})
@@ -94,7 +96,7 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     items = {
         "ok": "Fine", "500-then-200": "Flaky", "429": "Rate", "stall": "Stall", "reset": "Reset",
         "loop-a": "Loop", "to-private": "Private", "to-metadata": "Metadata", "huge": "Huge", "bomb": "Bomb",
-        "cp1252": "Cafe", "challenge": "Challenge",
+        "cp1252": "Cafe", "challenge": "Challenge", "drip": "Drip",
     }
     rss = "".join(f"<item><title>{t}</title><link>{server.url(f'/p/{k}.html')}</link></item>" for k, t in items.items())
     rss += f"<item><title>PDF</title><link>{server.url('/p/doc.pdf')}</link><description>Summary of the PDF report.</description></item>"
@@ -124,6 +126,7 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     assert reasons["429.html"] == "http_429"
     assert reasons["stall.html"] == "timeout"
     assert reasons["reset.html"] == "connection_error"
+    assert reasons["drip.html"] == "timeout"  # a slow drip is cut by total_timeout_s
     assert reasons["loop-a.html"] == "redirect_loop"
     assert reasons["to-private.html"] == "blocked_address"
     assert reasons["to-metadata.html"] == "blocked_address"
@@ -151,7 +154,7 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     assert query(db, "SELECT body_source, body_note FROM articles WHERE title = 'Walled'") == [("feed", "bot_wall")]
 
     pending = dict(query(db, "SELECT regexp_replace(link, '^.*/', ''), status FROM page_attempts"))
-    for name in ("500-then-200.html", "429.html", "stall.html", "reset.html"):
+    for name in ("500-then-200.html", "429.html", "stall.html", "reset.html", "drip.html"):
         assert pending[name] == "pending"
     for name in ("loop-a.html", "to-private.html", "huge.html", "bomb.html"):
         assert pending[name] == "failed"
@@ -161,8 +164,8 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     articles_before = query(db, "SELECT count(*) FROM articles")[0][0]
     second = run_ingest(sources, db)
     assert_accounting(second)
-    assert second["retries"] == 4 and second["retries_loaded"] == 4
-    assert query(db, "SELECT count(*) FROM articles")[0][0] == articles_before + 4
+    assert second["retries"] == 5 and second["retries_loaded"] == 5
+    assert query(db, "SELECT count(*) FROM articles")[0][0] == articles_before + 5
     assert query(db, "SELECT count(*) FROM articles GROUP BY content_hash HAVING count(*) > 1") == []
     assert query(db, "SELECT count(*) FROM article_sightings GROUP BY source, canonical_link HAVING count(*) > 1") == []
     assert query(db, "SELECT bool_and(balanced) FROM run_accounting") == [(True,)]

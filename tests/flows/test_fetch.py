@@ -141,3 +141,24 @@ def test_file_urls_only_when_allowed(tmp_path):
     assert again.not_modified
     assert fetch_error((tmp_path / "nope.html").as_uri(), allow_file=True).reason == "file_not_found"
     assert fetch_error("ftp://example.com/x").reason == "scheme_not_allowed"
+
+
+def test_robots_txt_obeyed_once_per_host_with_crawl_delay(server):
+    server.route("/robots.txt", "User-agent: *\nDisallow: /private/\nCrawl-delay: 1\n", content_type="text/plain")
+    server.route("/private/a.html", "secret")
+    server.route("/public/a.html", "open")
+    server.route("/public/b.html", "open")
+
+    async def go():
+        async with Fetcher(FetchSettings(**LOOPBACK)) as f:
+            with pytest.raises(FetchError) as info:
+                await f.get_page(server.url("/private/a.html"))
+            assert info.value.reason == "robots_disallowed" and not info.value.transient
+            await f.get_page(server.url("/public/a.html"))
+            await f.get_page(server.url("/public/b.html"))
+
+    asyncio.run(go())
+    assert len(server.hits("/robots.txt")) == 1
+    assert server.hits("/private/") == []
+    starts = [r.started for r in server.hits("/public/")]
+    assert starts[1] - starts[0] >= 0.9  # Crawl-delay raised the per-host gap from 0
