@@ -91,7 +91,6 @@ class Fetcher:
             limits=httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency),
             trust_env=False,  # never route through a proxy from the environment
         )
-        self.requests_sent = 0
         self._robots: dict[str, RobotFileParser | None] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
 
@@ -215,7 +214,6 @@ class Fetcher:
         async with gate.slots:
             await gate.wait_turn()
             async with self._global:
-                self.requests_sent += 1
                 return await self._timed(url, headers)
 
     async def _timed(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from flows.fetch import Fetcher, Response
 from flows.settings import FeedSettings, Settings, default_db_path, load_settings
 from transforms.articles import build_article, decode_html, extract_page, looks_like_html
 from transforms.dedupe import plan_entries, resolve_duplicates, sighting
-from transforms.errors import FetchError, NewsdeskError
+from transforms.errors import ExtractError, FetchError, NewsdeskError, ParseError
 from transforms.feeds import parse_feed
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
@@ -186,9 +187,9 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
     failures: list[Failure] = []
     upgrades: list[Article] = []
     settled: list[tuple[str, str]] = []
-    open_attempts: list[tuple[PageFetch, Article | None, str, str, bool]] = []
+    open_attempts: list[tuple[PageFetch, Article | None, NewsdeskError]] = []
     counts = {"entries_failed": 0, "entries_pending": 0, "retries": 0, "retries_loaded": 0}
-    from_retry: set[int] = set()  # articles of retried entries: counted as retries, not as new entries
+    from_retry: set[str] = set()  # retried entries' articles: counted as retries, not as new entries
     for page, (article, problem) in zip(pages, extracted):
         entry = page.entries[0]
         fell_back = article is not None and article.body_source == "feed"
@@ -202,47 +203,45 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
                 if page.retry.article_id:
                     upgrades.append(replace(article, article_id=page.retry.article_id))
                     continue
-                from_retry.add(id(article))
+                from_retry.add(article.article_id)
             built.append((page.entries, article))
             continue
-        message = problem.message if problem else f"page text not used: {reason}"
-        transient = bool(problem and problem.transient)
-        stage = problem.stage if problem else "extract"
-        failures.append(Failure(run_id=run_id, stage=stage, url=problem.url if problem else entry.link,
-                                source=entry.source, reason=reason, error=message, at=now, transient=transient,
-                                outcome="feed_fallback" if article is not None else "not_loaded"))
+        # A page whose text was not used (bot wall, paywall ...) is an extract-stage problem.
+        problem = problem or ExtractError(entry.link, reason, f"page text not used: {reason}")
+        failures.append(_failure(problem, run_id=run_id, source=entry.source, at=now,
+                                 outcome="feed_fallback" if article is not None else "not_loaded"))
         if page.retry is None and article is not None:
             built.append((page.entries, article))
-        open_attempts.append((page, article, reason, message, transient))
+        open_attempts.append((page, article, problem))
 
     with connect(db) as con:
         known = queries.select_known_articles(con, [a.url for _, a in built], [a.content_hash for _, a in built])
         resolved = resolve_duplicates(built, known, run_id=run_id, now=now)
         article_of = {(s.source, s.canonical_link): s.article_id for s in resolved.sightings}
         attempts: list[PageAttempt] = []
-        for page, article, reason, message, transient in open_attempts:
+        for page, article, problem in open_attempts:
             if page.retry is not None:
                 tries = page.retry.attempts + 1
-                status, next_at = next_page_attempt(transient, tries, now, policy)
-                attempts.append(replace(page.retry, status=status, attempts=tries, last_reason=reason,
-                                        last_error=message, last_attempt_at=now, next_attempt_at=next_at))
+                status, next_at = next_page_attempt(problem.transient, tries, now, policy)
+                attempts.append(replace(page.retry, status=status, attempts=tries, last_reason=problem.reason,
+                                        last_error=problem.message, last_attempt_at=now, next_attempt_at=next_at))
                 continue
-            if article is not None and not transient:
+            if article is not None and not problem.transient:
                 continue  # loaded from the feed for good: nothing left to try
-            status, next_at = next_page_attempt(transient, 1, now, policy)
+            status, next_at = next_page_attempt(problem.transient, 1, now, policy)
             if article is None:
                 counts["entries_pending" if status == "pending" else "entries_failed"] += len(page.entries)
             for e in page.entries:
                 attempts.append(PageAttempt(
                     entry=e, article_id=article_of.get((e.source, e.canonical_link)), status=status, attempts=1,
-                    last_reason=reason, last_error=message, first_failed_at=now, last_attempt_at=now,
+                    last_reason=problem.reason, last_error=problem.message, first_failed_at=now, last_attempt_at=now,
                     next_attempt_at=next_at,
                 ))
         load.load_batch(con, articles=resolved.articles, sightings=resolved.sightings, failures=failures,
                         attempts=attempts, upgrades=upgrades, settled=settled)
     return {
         **counts,
-        "articles_new": sum(id(a) not in from_retry for a in resolved.articles),
+        "articles_new": sum(a.article_id not in from_retry for a in resolved.articles),
         "articles_from_feed": sum(a.body_source == "feed" for a in resolved.articles),
         "duplicates": resolved.duplicates,
         "failures": failures,
@@ -299,20 +298,23 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
     policy = _policy(settings)
     file_sources = frozenset(f.name for f in settings.feeds if urlsplit(f.url).scheme == "file")
     # A feed that keeps failing is polled less often (backoff up to 24 h), never dropped.
-    due = [f for f in settings.feeds if not (feed_state.get(f.name, (None,) * 4)[2] or started) > started]
-    summary.feeds_skipped = len(settings.feeds) - len(due)
+    due = []
     for feed in settings.feeds:
-        if feed not in due:
-            logger.info("feed %s is backing off until %s", feed.name, feed_state[feed.name][2])
+        state = feed_state.get(feed.name)
+        if state and state.next_attempt_at and state.next_attempt_at > started:
+            logger.info("feed %s is backing off until %s", feed.name, state.next_attempt_at)
+        else:
+            due.append(feed)
+    summary.feeds_skipped = len(settings.feeds) - len(due)
     async with Fetcher(settings.fetch) as fetcher:
         progress.report("feeds", 0, len(due))
-        validators = {name: state[:2] for name, state in feed_state.items()}
+        validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
         fetched = await fetch_feeds(fetcher, due, validators)
         parsed = await parse_feeds(fetched)
         progress.report("feeds", len(due), len(due))
 
         entries: list[FeedEntry] = []
-        per_feed: dict[str, list[FeedEntry]] = {}
+        ok_polls: list[FeedFetch] = []  # their rows need the plan's new-entry counts
         states: list[load.SourceState] = []
         polls: list[dict] = []
         feed_failures: list[Failure] = []
@@ -324,25 +326,25 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
                 summary.feeds_failed += 1
                 feed_failures.append(_failure(error, run_id=run_id, source=name, at=item.fetched_at, outcome="not_loaded"))
                 logger.warning("feed %s failed: %s", name, str(error))
-                failures_so_far = (feed_state.get(name, (None,) * 3 + (0,))[3] or 0) + 1
+                state = feed_state.get(name)
+                failures_so_far = (state.consecutive_failures if state else 0) + 1
                 states.append(load.SourceState(name, item.fetched_at, status, ok=False, error=str(error),
                                                next_attempt_at=next_feed_attempt(failures_so_far, item.fetched_at, policy)))
                 polls.append(dict(run_id=run_id, source=name, fetched_at=item.fetched_at, status=status, ok=False,
                                   not_modified=False, error=str(error), entries=0, new_entries=0))
                 continue
             summary.feeds_ok += 1
+            ok_polls.append(item)
             headers = item.response.headers
             if item.response.not_modified:
                 summary.feeds_not_modified += 1
-                per_feed[name] = []
             else:
                 entries.extend(result.entries)
-                per_feed[name] = list(result.entries)
                 if result.warning:
                     logger.info("feed %s is ill-formed but readable: %s", name, result.warning)
                 for link, why in result.rejected:
-                    feed_failures.append(Failure(run_id=run_id, stage="parse", url=link, source=name,
-                                                 reason="no_link", error=why, at=item.fetched_at, outcome="not_loaded"))
+                    feed_failures.append(_failure(ParseError(link, "no_link", why), run_id=run_id, source=name,
+                                                  at=item.fetched_at, outcome="not_loaded"))
                     summary.entries_seen += 1
                     summary.entries_failed += 1
             states.append(load.SourceState(
@@ -356,14 +358,13 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
         with connect(db_path) as con:
             known = queries.select_known_for_entries(con, entries)
             plan = plan_entries(entries, known)
-            seen_before = {id(e) for e in plan.already_seen}
-            for item in fetched:
-                if item.error is None and item.feed.name in per_feed:
-                    feed_entries = per_feed[item.feed.name]
-                    polls.append(dict(run_id=run_id, source=item.feed.name, fetched_at=item.fetched_at,
-                                      status=item.response.status, ok=True, not_modified=item.response.not_modified,
-                                      error=None, entries=len(feed_entries),
-                                      new_entries=sum(id(e) not in seen_before for e in feed_entries)))
+            in_feed = Counter(e.source for e in entries)
+            seen_before = Counter(e.source for e in plan.already_seen)
+            for item in ok_polls:
+                name = item.feed.name
+                polls.append(dict(run_id=run_id, source=name, fetched_at=item.fetched_at,
+                                  status=item.response.status, ok=True, not_modified=item.response.not_modified,
+                                  error=None, entries=in_feed[name], new_entries=in_feed[name] - seen_before[name]))
             summary.entries_known = len(plan.already_seen)
             # Entries of articles we already hold need no fetch: only a sighting.
             known_sightings = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.known]

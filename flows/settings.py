@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -93,7 +93,6 @@ class Settings(_Strict):
     fetch: FetchSettings = FetchSettings()
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
-    sources_path: Path | None = None
 
     @field_validator("feeds")
     @classmethod
@@ -139,10 +138,8 @@ def load_settings(sources: str | os.PathLike | None = None) -> Settings:
     for feed in data.get("feeds", []) if isinstance(data.get("feeds"), list) else []:
         if isinstance(feed, dict) and isinstance(feed.get("url"), str):
             feed["url"] = _resolve_file_url(feed["url"], path.parent)
-    if "sources_path" in data:
-        raise SettingsError(f"{path}: sources_path: unknown key")
     try:
-        return Settings.model_validate({**data, "sources_path": path.resolve()})
+        return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, str(path))) from None
 

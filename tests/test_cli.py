@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import REPO, seed_document
+from tests.conftest import seed_document
 
 NEWSDESK = Path(sys.executable).with_name("newsdesk")
 

@@ -34,7 +34,7 @@ EXTRACTOR = f"trafilatura {trafilatura.__version__} fast"
 _DATE_PARAMS = {"original_date": True, "outputformat": "%Y-%m-%dT%H:%M:%S%z"}
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 _HTML_SNIFF = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|title|article|div|p)\b", re.I | re.S)
 
 
@@ -52,7 +52,7 @@ def decode_html(body: bytes, declared_charset: str | None = None) -> str:
     charset, else UTF-8 if it decodes, else charset detection."""
     for bom, name in _BOMS:
         if body.startswith(bom):
-            return body[len(bom):].decode(name if name != "utf-16" else ("utf-16-le" if bom == codecs.BOM_UTF16_LE else "utf-16-be"), errors="replace")
+            return body[len(bom):].decode(name, errors="replace")
     header = _codec(declared_charset)
     if header:
         return body.decode(header, errors="replace")
@@ -97,7 +97,7 @@ def extract_page(html: str, url: str) -> ExtractedPage:
         raise ExtractError(url, "extractor_crash", f"{type(exc).__name__}: {exc}") from exc
     if doc is None:
         return ExtractedPage(url=url, declared_url=None, title=None, author=None, published_at=None,
-                             text="", sitename=None, extractor=EXTRACTOR)
+                             text="", extractor=EXTRACTOR)
     return ExtractedPage(
         url=url,
         declared_url=doc.url if doc.url and doc.url != url else None,
@@ -105,7 +105,6 @@ def extract_page(html: str, url: str) -> ExtractedPage:
         author=doc.author,
         published_at=_parse_date(doc.date),
         text=doc.text or "",
-        sitename=doc.sitename,
         extractor=EXTRACTOR,
     )
 

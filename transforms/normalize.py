@@ -36,14 +36,10 @@ def canonical_url(url: str) -> str:
 
 
 def site_of(url: str) -> str:
-    """The registrable part of a host, good enough to say "same site":
-    news.example.com and www.example.com are one site."""
-    host = (urlsplit(url).hostname or "").lower()
-    labels = host.split(".")
-    # Two-label public suffixes (co.uk, com.br ...) keep three labels.
-    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in {"co", "com", "org", "net", "gov", "ac", "edu", "ne", "or"}:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
+    """The registrable domain, to say "same site": news.bbc.co.uk and
+    www.bbc.co.uk are one site (courlan knows the public suffixes). Hosts it
+    cannot place (an IP address, a reserved TLD) stand for themselves."""
+    return courlan.extract_domain(url) or (urlsplit(url).hostname or "").lower()
 
 
 def choose_article_url(fetched_url: str, declared_url: str | None) -> str:

@@ -49,7 +49,6 @@ class ExtractedPage:
     author: str | None
     published_at: datetime | None  # UTC
     text: str  # raw extracted text, not yet normalized; "" when nothing usable
-    sitename: str | None
     extractor: str
 
 

@@ -130,7 +130,8 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
                 date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
                                    THEN 'page' ELSE articles.date_source END
             FROM _up AS u
-            WHERE articles.article_id = u.article_id
+            -- only a feed-text body is replaced: a page body already stored stays
+            WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
         """)
     finally:
         con.unregister("_up")

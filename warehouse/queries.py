@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -76,10 +76,17 @@ def select_known_articles(
     return KnownKeys(by_url=by_url, by_hash=by_hash)
 
 
-def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str | None, str | None, datetime | None, int]]:
-    """(ETag, Last-Modified, next attempt, consecutive failures) per feed."""
+class FeedState(NamedTuple):
+    etag: str | None
+    last_modified: str | None
+    next_attempt_at: datetime | None
+    consecutive_failures: int
+
+
+def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, FeedState]:
+    """What the last polls left per feed: validators for conditional GET, backoff."""
     rows = con.execute("SELECT name, etag, last_modified, next_attempt_at, consecutive_failures FROM sources").fetchall()
-    return {name: tuple(rest) for name, *rest in rows}
+    return {name: FeedState(*rest) for name, *rest in rows}
 
 
 def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 10_000) -> list[PageAttempt]:

@@ -3,15 +3,20 @@
 Each scripted fault must end as a recorded failure with the right reason (or
 a loaded row), the run must complete, and nothing may be loaded twice."""
 
+import asyncio
+import gzip
 import json
-import socket
 import time
 
 import pytest
 
 from tests.conftest import FEEDS_CORPUS
 from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
+from flows.fetch import Fetcher
+from flows.settings import load_settings
 from tests.httpserver import Reply
+from transforms.errors import ParseError
+from transforms.feeds import parse_feed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -83,7 +88,6 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     server.route("/p/to-private.html", b"", status=302, headers={"Location": "http://10.0.0.1/admin"})
     server.route("/p/to-metadata.html", b"", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
     server.route("/p/huge.html", b"<html><body>" + b"x" * (50 * 1024 * 1024) + b"</body></html>")
-    import gzip
     server.route("/p/bomb.html", gzip.compress(b"<html>" + b" " * (200 * 1024 * 1024)), headers={"Content-Encoding": "gzip"})
     server.route("/p/doc.pdf", b"%PDF-1.7\n" + b"0" * 2000, content_type="application/pdf")
     cp1252 = ("<html><head><meta http-equiv='Content-Type' content='text/html; charset=windows-1252'><title>Caf\u00e9</title></head>"
@@ -186,13 +190,8 @@ WITH_HEADERS = [d for d in MANIFEST if d.get("http_headers")]
 
 def test_corpus_feeds_with_headers_through_the_feed_stage(server, tmp_path):
     """The corpus documents whose meaning depends on HTTP headers, served with
-    those headers, through the real fetch + parse stage (links are not followed:
-    they point at real sites, so these feeds are parsed with robots and pages off)."""
-    from flows.fetch import Fetcher
-    from flows.settings import load_settings
-    import asyncio
-    from transforms.errors import ParseError
-    from transforms.feeds import parse_feed
+    those headers, through the real fetch and parse stages only: their links
+    point at real sites, so no page is fetched."""
 
     for doc in WITH_HEADERS:
         headers = {}

@@ -74,7 +74,7 @@ def test_feed_fallback_when_page_missing():
 
 def _page(text: str, **kw) -> ExtractedPage:
     base = dict(url="https://news.example.com/a", declared_url=None, title=None, author=None, published_at=None,
-                text=text, sitename=None, extractor="trafilatura test")
+                text=text, extractor="trafilatura test")
     base.update(kw)
     return ExtractedPage(**base)
 

@@ -93,7 +93,9 @@ def test_sources_and_runs(db):
         load.update_source_states(con, [load.SourceState("a", NOW, 200, ok=True, etag='"v1"', last_modified="Mon", title="A")])
         load.update_source_states(con, [load.SourceState("a", NOW, 304, ok=True)])  # 304 keeps validators
         load.update_source_states(con, [load.SourceState("a", NOW, 500, ok=False, error="boom")])
-        assert queries.select_feed_state(con) == {"a": ('"v1"', "Mon", None, 1)}
+        state = queries.select_feed_state(con)["a"]
+        assert (state.etag, state.last_modified, state.consecutive_failures) == ('"v1"', "Mon", 1)
+        assert state.next_attempt_at is None  # the caller sets the backoff
         row = con.execute("SELECT url, language, title, last_status, last_error, consecutive_failures, last_success_at FROM sources").fetchone()
         assert row == ("https://a.example/feed2", "en", "A", 500, "boom", 1, NOW)
         load.start_run(con, "r1", NOW, None)
@@ -139,6 +141,9 @@ def test_page_attempts_upsert_due_and_upgrade(db):
         assert con.execute("SELECT count(*), any_value(body), any_value(body_source) FROM articles").fetchone() == (
             1, "The page body.", "page")
         assert con.execute("SELECT count(*) FROM page_attempts").fetchone() == (0,)
+        # A second upgrade aimed at a row that already has its page body changes nothing.
+        load.load_batch(con, upgrades=[replace(page_version, body="Another page.", content_hash="h3")])
+        assert con.execute("SELECT body FROM articles").fetchone() == ("The page body.",)
 
 
 def test_views_exist_and_balance(db):
