@@ -63,7 +63,12 @@ def ingest(
     show_progress = not quiet and sys.stderr.isatty()
     try:
         if show_progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+            )
 
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
                 tasks: dict[str, int] = {}

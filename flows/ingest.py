@@ -24,10 +24,17 @@ from prefect.runtime import flow_run
 from flows import progress
 from flows.fetch import Fetcher, Response
 from flows.settings import FeedSettings, Settings, default_db_path, load_settings
-from transforms.articles import build_article, decode_html, extract_page, looks_like_html
+from flows.stories import cluster_backlog, cluster_new
+from transforms.articles import (
+    build_article,
+    decode_html,
+    extract_page,
+    looks_like_html,
+)
 from transforms.dedupe import plan_entries, resolve_duplicates, sighting
 from transforms.errors import ExtractError, FetchError, NewsdeskError, ParseError
 from transforms.feeds import parse_feed
+from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
 from warehouse import load, queries
@@ -58,6 +65,7 @@ class RunSummary:
     entries_pending: int = 0
     retries: int = 0
     retries_loaded: int = 0
+    near_duplicates: int = 0  # of articles_new, joined an existing story
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
     def add_failures(self, failures: Sequence[Failure]) -> None:
@@ -147,7 +155,8 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[tuple[tuple[FeedEntry, ..
     return list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
 
 
-def _extract_one(page: PageFetch, run_id: str, now: datetime) -> tuple[Article | None, NewsdeskError | None]:
+def _extract_one(page: PageFetch, run_id: str, now: datetime,
+                 dedupe: DedupeParams) -> tuple[Article | None, NewsdeskError | None]:
     """Article for one page; falls back to the feed text when the page fails.
     Returns the article and the problem met on the way (either may be None)."""
     entry = page.entries[0]
@@ -166,23 +175,25 @@ def _extract_one(page: PageFetch, run_id: str, now: datetime) -> tuple[Article |
         article = build_article(entry, extracted, page_problem=problem.reason if problem else None, run_id=run_id, now=now)
     except NewsdeskError as exc:
         return None, problem or exc
-    return article, problem
+    return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
 
 
-def _extract_all(pages: Sequence[PageFetch], run_id: str, now: datetime):
-    return [_extract_one(p, run_id, now) for p in pages]
-
-
-@task(cache_policy=NO_CACHE)
-async def extract_pages(pages: Sequence[PageFetch], run_id: str, now: datetime):
-    """HTML → articles, in a worker thread so fetching can go on meanwhile."""
-    return await asyncio.to_thread(_extract_all, pages, run_id, now)
+def _extract_all(pages: Sequence[PageFetch], run_id: str, now: datetime, dedupe: DedupeParams):
+    return [_extract_one(p, run_id, now, dedupe) for p in pages]
 
 
 @task(cache_policy=NO_CACHE)
-def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now: datetime, policy: RetryPolicy) -> dict:
-    """Resolve exact duplicates against the warehouse and load one batch:
-    new articles, sightings, failures, pending retries and upgrades."""
+async def extract_pages(pages: Sequence[PageFetch], run_id: str, now: datetime, dedupe: DedupeParams):
+    """HTML → fingerprinted articles, in a worker thread so fetching can go on meanwhile."""
+    return await asyncio.to_thread(_extract_all, pages, run_id, now, dedupe)
+
+
+@task(cache_policy=NO_CACHE)
+def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now: datetime, policy: RetryPolicy,
+               dedupe: DedupeParams) -> dict:
+    """Resolve exact duplicates against the warehouse, cluster the new
+    articles into stories, and load one batch: new articles, sightings,
+    failures, pending retries and upgrades."""
     built: list[tuple[tuple[FeedEntry, ...], Article]] = []
     failures: list[Failure] = []
     upgrades: list[Article] = []
@@ -217,6 +228,7 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
     with connect(db) as con:
         known = queries.select_known_articles(con, [a.url for _, a in built], [a.content_hash for _, a in built])
         resolved = resolve_duplicates(built, known, run_id=run_id, now=now)
+        articles, near_duplicates = cluster_new(con, resolved.articles, dedupe)
         article_of = {(s.source, s.canonical_link): s.article_id for s in resolved.sightings}
         attempts: list[PageAttempt] = []
         for page, article, problem in open_attempts:
@@ -237,13 +249,14 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
                     last_reason=problem.reason, last_error=problem.message, first_failed_at=now, last_attempt_at=now,
                     next_attempt_at=next_at,
                 ))
-        load.load_batch(con, articles=resolved.articles, sightings=resolved.sightings, failures=failures,
+        load.load_batch(con, articles=articles, sightings=resolved.sightings, failures=failures,
                         attempts=attempts, upgrades=upgrades, settled=settled)
     return {
         **counts,
         "articles_new": sum(a.article_id not in from_retry for a in resolved.articles),
         "articles_from_feed": sum(a.body_source == "feed" for a in resolved.articles),
         "duplicates": resolved.duplicates,
+        "near_duplicates": near_duplicates,
         "failures": failures,
     }
 
@@ -272,6 +285,10 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
         load.start_run(con, run_id, started, flow_run.id)
         feed_state = queries.select_feed_state(con)
     try:
+        # Articles loaded before stories existed, or before [dedupe] changed.
+        backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.dedupe.params())
+        if backlog:
+            logger.info("fingerprinted %d stored articles for the current [dedupe] settings", backlog)
         await _run(settings, db_path, run_id, started, summary, feed_state, logger)
     except Exception as exc:
         with connect(db_path) as con:
@@ -281,9 +298,9 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
         load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
     logger.info(
         "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "
-        "%d pending, %d failures, %d retries (%d loaded)",
+        "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
         run_id, summary.feeds_total, summary.feeds_failed, summary.feeds_skipped, summary.entries_seen,
-        summary.articles_new, summary.duplicates, summary.entries_pending, summary.failures,
+        summary.articles_new, summary.duplicates, summary.near_duplicates, summary.entries_pending, summary.failures,
         summary.retries, summary.retries_loaded,
     )
     return asdict(summary)
@@ -296,6 +313,7 @@ def _policy(settings: Settings) -> RetryPolicy:
 async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime, summary: RunSummary,
                feed_state: dict, logger) -> None:
     policy = _policy(settings)
+    dedupe = settings.dedupe.params()
     file_sources = frozenset(f.name for f in settings.feeds if urlsplit(f.url).scheme == "file")
     # A feed that keeps failing is polled less often (backoff up to 24 h), never dropped.
     due = []
@@ -380,8 +398,8 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
         for batch in _chunks(jobs, settings.pipeline.batch_size):
             pages = await fetch_pages(fetcher, batch, file_sources)
             summary.pages_fetched += sum(p.response is not None for p in pages)
-            extracted = await extract_pages(pages, run_id, _now())
-            counts = load_pages(db_path, pages, extracted, run_id, _now(), policy)
+            extracted = await extract_pages(pages, run_id, _now(), dedupe)
+            counts = load_pages(db_path, pages, extracted, run_id, _now(), policy, dedupe)
             summary.add_failures(counts.pop("failures"))
             for key, value in counts.items():
                 setattr(summary, key, getattr(summary, key) + value)

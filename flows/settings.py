@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from transforms.fingerprints import DedupeParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCES = REPO_ROOT / "seeds" / "sources.toml"
@@ -71,6 +80,27 @@ class RetrySettings(_Strict):
     max_backoff_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 86_400.0
 
 
+class DedupeSettings(_Strict):
+    """Near-duplicate detection; README explains how the defaults were chosen."""
+
+    shingle_size: Annotated[int, Field(ge=1, le=20)] = 3  # words per shingle
+    num_perm: Annotated[int, Field(ge=8, le=1024)] = 128  # MinHash permutations
+    bands: Annotated[int, Field(ge=1, le=1024)] = 32  # LSH bands ...
+    rows: Annotated[int, Field(ge=1, le=1024)] = 4  # ... of this many values each
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.5  # estimated Jaccard for one story
+    containment: Annotated[float, Field(gt=0, le=1)] = 0.8  # share of a shorter copy found in the root
+    min_shingles: Annotated[int, Field(ge=1)] = 10  # shorter bodies match only exactly
+
+    @model_validator(mode="after")
+    def _fits(self) -> "DedupeSettings":
+        if self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        return self
+
+    def params(self) -> DedupeParams:
+        return DedupeParams(**self.model_dump())
+
+
 class FeedSettings(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     url: str
@@ -93,6 +123,7 @@ class Settings(_Strict):
     fetch: FetchSettings = FetchSettings()
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
+    dedupe: DedupeSettings = DedupeSettings()
 
     @field_validator("feeds")
     @classmethod

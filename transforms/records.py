@@ -8,7 +8,9 @@ a record is built once, in a transform, and never patched on the way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, date
+from datetime import date, datetime
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,25 @@ class ExtractedPage:
 
 
 @dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """MinHash signature of a body and its LSH band keys (transforms.fingerprints)."""
+
+    scheme: str
+    shingles: int  # size of the shingle set, for the containment estimate
+    signature: bytes  # num_perm little-endian uint32 values
+    band_keys: tuple[int, ...]  # one signed 64-bit key per band
+
+    def values(self) -> np.ndarray:
+        return np.frombuffer(self.signature, dtype="<u4")
+
+
+@dataclass(frozen=True, slots=True)
+class StoryRoot:
+    story_id: str  # = the root article's article_id
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
 class Article:
     """One row of `articles`: a normalized, dated article ready to load."""
 
@@ -74,6 +95,11 @@ class Article:
     first_seen_at: datetime
     run_id: str
     extractor: str
+    # Near-duplicate clustering (transforms.stories), set just before loading.
+    fingerprint: Fingerprint | None = None
+    story_id: str | None = None  # the story's root article; = article_id for a root
+    duplicate_of: str | None = None  # the root, for every member but the root
+    story_similarity: float | None = None  # estimated Jaccard with the root
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ import duckdb
 
 from warehouse.schema import migrate
 
+# For type hints outside the warehouse, which never imports duckdb itself.
+Connection = duckdb.DuckDBPyConnection
+
 
 @contextmanager
 def connect(path: str | os.PathLike, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

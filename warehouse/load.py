@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, PageAttempt, Sighting
+from transforms.records import Article, Failure, Fingerprint, PageAttempt, Sighting
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -25,6 +25,7 @@ ARTICLE_SCHEMA = pa.schema([
     ("language", pa.string()), ("body", pa.string()), ("body_source", pa.string()),
     ("body_note", pa.string()), ("word_count", pa.int32()), ("content_hash", pa.string()),
     ("first_seen_at", _TS), ("run_id", pa.string()), ("extractor", pa.string()),
+    ("story_id", pa.string()), ("duplicate_of", pa.string()), ("story_similarity", pa.float64()),
 ])
 SIGHTING_SCHEMA = pa.schema([
     ("article_id", pa.string()), ("source", pa.string()), ("url", pa.string()),
@@ -97,6 +98,9 @@ def load_batch(
                 last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
                 next_attempt_at = excluded.next_attempt_at,
                 article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
+        _put_fingerprints(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
+        _put_bands(con, [(a.article_id, a.fingerprint) for a in articles
+                         if a.fingerprint and a.story_id == a.article_id])
         _upgrade(con, upgrades)
         if settled:
             con.register("_settled", pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]}))
@@ -110,13 +114,87 @@ def load_batch(
         raise
 
 
+FINGERPRINT_SCHEMA = pa.schema([
+    ("article_id", pa.string()), ("scheme", pa.string()), ("shingles", pa.int32()), ("signature", pa.binary()),
+])
+BAND_SCHEMA = pa.schema([("band_key", pa.int64()), ("story_id", pa.string())])
+
+
+def _put_fingerprints(con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, Fingerprint]]) -> None:
+    rows = pa.table({
+        "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
+        "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
+    }, schema=FINGERPRINT_SCHEMA)
+    _insert(con, "article_fingerprints", rows, """ON CONFLICT (article_id) DO UPDATE SET
+        scheme = excluded.scheme, shingles = excluded.shingles, signature = excluded.signature""")
+
+
+def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprint]]) -> None:
+    """(Re)place the band keys of these story roots."""
+    if not roots:
+        return
+    rows = pa.table({
+        "band_key": [k for _, f in roots for k in f.band_keys],
+        "story_id": [a for a, f in roots for _ in f.band_keys],
+    }, schema=BAND_SCHEMA)
+    con.register("_roots", pa.table({"story_id": [a for a, _ in roots]}))
+    try:
+        con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
+    finally:
+        con.unregister("_roots")
+    _insert(con, "story_bands", rows, "")
+
+
+def save_stories(
+    con: duckdb.DuckDBPyConnection,
+    fingerprints: Sequence[tuple[str, Fingerprint]],
+    assignments: Sequence[tuple[str, str, str | None, float | None]],
+) -> None:
+    """For articles already loaded: store (new-scheme) fingerprints, give
+    unclustered articles their story, and index the roots' band keys, in one
+    transaction. `assignments` are (article_id, story_id, duplicate_of, similarity)."""
+    con.begin()
+    try:
+        _put_fingerprints(con, fingerprints)
+        if assignments:
+            con.register("_stories", pa.table({
+                "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
+                "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
+            }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
+                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())])))
+            try:
+                con.execute("""
+                    UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
+                                        story_similarity = s.similarity
+                    FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
+            finally:
+                con.unregister("_stories")
+        ids = pa.table({"article_id": [a for a, _ in fingerprints]})
+        con.register("_ids", ids)
+        try:
+            roots = {r[0] for r in con.execute(
+                "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
+                "AND story_id = article_id").fetchall()}
+        finally:
+            con.unregister("_ids")
+        _put_bands(con, [(a, f) for a, f in fingerprints if a in roots])
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+
+
 def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> None:
-    """The page body replaces the feed text; identity, first sighting and a
-    feed date stay as they were."""
+    """The page body replaces the feed text; identity, first sighting, story
+    and a feed date stay as they were. The new body's fingerprint replaces
+    the old one (and a root's band keys with it)."""
     if not upgrades:
         return
     con.register("_up", to_arrow(upgrades, ARTICLE_SCHEMA))
     try:
+        upgraded = {r[0]: r[1] for r in con.execute(
+            "SELECT a.article_id, a.story_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
+        ).fetchall()}
         con.execute("""
             UPDATE articles SET
                 body = u.body, body_source = u.body_source, body_note = u.body_note,
@@ -135,6 +213,9 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         """)
     finally:
         con.unregister("_up")
+    done = [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint]
+    _put_fingerprints(con, done)
+    _put_bands(con, [(a, f) for a, f in done if upgraded[a] == a])
 
 
 def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[dict]) -> None:
@@ -224,6 +305,7 @@ RUN_COUNTS = (
     "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
     "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
     "pages_fetched", "failures", "feeds_skipped", "entries_pending", "retries", "retries_loaded",
+    "near_duplicates",
 )
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
 
-from datetime import datetime
-
-from transforms.records import FeedEntry, KnownKeys, PageAttempt
+from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, StoryRoot
 
 
 def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry]) -> KnownKeys:
@@ -106,6 +105,50 @@ def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: in
         )
         for r in rows
     ]
+
+
+def select_story_roots(
+    con: duckdb.DuckDBPyConnection, band_keys: Sequence[int], scheme: str
+) -> dict[int, list[StoryRoot]]:
+    """Stored story roots sharing any of these band keys, by key. One hash
+    join against story_bands; nothing of the history is held in memory."""
+    if not band_keys:
+        return {}
+    con.register("_bands", pa.table({"band_key": pa.array(sorted(set(band_keys)), pa.int64())}))
+    try:
+        rows = con.execute("""
+            SELECT b.band_key, b.story_id, f.shingles, f.signature
+            FROM story_bands b
+            JOIN _bands k ON k.band_key = b.band_key
+            JOIN article_fingerprints f ON f.article_id = b.story_id AND f.scheme = ?
+        """, [scheme]).fetchall()
+    finally:
+        con.unregister("_bands")
+    roots: dict[str, StoryRoot] = {}
+    out: dict[int, list[StoryRoot]] = {}
+    for key, story_id, shingles, signature in rows:
+        root = roots.get(story_id)
+        if root is None:
+            root = roots[story_id] = StoryRoot(story_id, Fingerprint(scheme, shingles, bytes(signature), ()))
+        out.setdefault(key, []).append(root)
+    return out
+
+
+class BacklogArticle(NamedTuple):
+    article_id: str
+    body: str
+    story_id: str | None
+
+
+def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limit: int) -> list[BacklogArticle]:
+    """Articles with no fingerprint under the current scheme (loaded before
+    stories existed, or before the [dedupe] settings changed), first seen first."""
+    rows = con.execute("""
+        SELECT a.article_id, a.body, a.story_id FROM articles a
+        WHERE NOT EXISTS (SELECT 1 FROM article_fingerprints f WHERE f.article_id = a.article_id AND f.scheme = ?)
+        ORDER BY a.first_seen_at, a.article_id LIMIT ?
+    """, [scheme, limit]).fetchall()
+    return [BacklogArticle(*r) for r in rows]
 
 
 class QueryError(Exception):

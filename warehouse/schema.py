@@ -179,9 +179,62 @@ SELECT
 FROM runs r;
 """
 
+_V3 = """
+-- Near-duplicate story clusters (transforms.stories). story_id is the story's
+-- root, its first-seen article; NULL only until the next run clusters it.
+ALTER TABLE articles ADD COLUMN story_id VARCHAR;
+ALTER TABLE articles ADD COLUMN duplicate_of VARCHAR;        -- the root; NULL for the root
+ALTER TABLE articles ADD COLUMN story_similarity DOUBLE;     -- estimated Jaccard with the root
+
+-- MinHash signature of each article's body, under the scheme that made it.
+CREATE TABLE article_fingerprints (
+    article_id VARCHAR PRIMARY KEY,
+    scheme     VARCHAR NOT NULL,      -- shingle size, permutations, bands: see transforms.fingerprints
+    shingles   INTEGER NOT NULL,      -- size of the shingle set
+    signature  BLOB NOT NULL          -- num_perm little-endian uint32
+);
+
+-- LSH band keys of story roots (only roots are match candidates). Candidate
+-- stories for new articles come from one join on band_key.
+CREATE TABLE story_bands (
+    band_key BIGINT NOT NULL,
+    story_id VARCHAR NOT NULL
+);
+
+ALTER TABLE runs ADD COLUMN near_duplicates INTEGER;  -- of articles_new, joined an existing story
+
+-- One row per story.
+CREATE VIEW stories AS
+WITH members AS (
+    SELECT coalesce(story_id, article_id) AS story_id, article_id, title, published_at, first_seen_at, source
+    FROM articles
+), carried AS (  -- every feed that carried a member, the first one included
+    SELECT m.story_id,
+           count(DISTINCT coalesce(g.source, m.source))              AS sources,
+           list_sort(list(DISTINCT coalesce(g.source, m.source)))   AS source_list
+    FROM members m LEFT JOIN article_sightings g ON g.article_id = m.article_id
+    GROUP BY m.story_id
+), grouped AS (
+    SELECT
+        story_id,
+        min(published_at)                                   AS first_published_at,
+        min(published_at)::DATE                             AS first_published_date,
+        max(title) FILTER (WHERE article_id = story_id)     AS headline,  -- the root's
+        count(*)                                            AS articles,
+        min(first_seen_at)                                  AS first_seen_at,
+        max(first_seen_at)                                  AS last_seen_at
+    FROM members
+    GROUP BY story_id
+)
+SELECT g.story_id, g.first_published_at, g.first_published_date, g.headline, g.articles,
+       c.sources, c.source_list, g.first_seen_at, g.last_seen_at
+FROM grouped g JOIN carried c USING (story_id);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
+    (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tests.conftest import FEEDS_CORPUS
-from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
 from flows.fetch import Fetcher
 from flows.settings import load_settings
+from tests.conftest import FEEDS_CORPUS
+from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
 from tests.httpserver import Reply
 from transforms.errors import ParseError
 from transforms.feeds import parse_feed

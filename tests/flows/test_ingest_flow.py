@@ -4,7 +4,13 @@
 import pytest
 
 from tests.conftest import seed_document
-from tests.flows.helpers import assert_accounting, query, run_ingest, serve_seeds, write_sources
+from tests.flows.helpers import (
+    assert_accounting,
+    query,
+    run_ingest,
+    serve_seeds,
+    write_sources,
+)
 from tests.httpserver import Reply
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -3,7 +3,12 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.conftest import SEEDS, seed_document
-from transforms.articles import build_article, decode_html, extract_page, looks_like_html
+from transforms.articles import (
+    build_article,
+    decode_html,
+    extract_page,
+    looks_like_html,
+)
 from transforms.errors import ExtractError
 from transforms.records import ExtractedPage, FeedEntry
 

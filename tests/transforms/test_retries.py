@@ -1,6 +1,11 @@
 from datetime import datetime, timedelta, timezone
 
-from transforms.retries import RetryPolicy, backoff, next_feed_attempt, next_page_attempt
+from transforms.retries import (
+    RetryPolicy,
+    backoff,
+    next_feed_attempt,
+    next_page_attempt,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 POLICY = RetryPolicy(page_attempts=3, page_backoff_s=60, feed_backoff_s=600, max_backoff_s=86_400)

@@ -1,0 +1,55 @@
+"""Wiring for story clusters: candidates from the warehouse, decisions in
+`transforms.stories`, rows back to the warehouse."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.records import Article
+from transforms.stories import StoryRoot, assign_stories
+from warehouse import load, queries
+from warehouse.connection import Connection, connect
+
+
+def cluster_new(con: Connection, articles: Sequence[Article],
+                params: DedupeParams) -> tuple[list[Article], int]:
+    """Give each new article (fingerprinted at extraction) its story. Returns
+    the articles ready to load and how many joined an existing story."""
+    keys = [k for a in articles if a.fingerprint for k in a.fingerprint.band_keys]
+    stored = queries.select_story_roots(con, keys, params.scheme)
+    assignments = assign_stories([(a.article_id, a.fingerprint) for a in articles], stored, params)
+    out = [
+        replace(a, story_id=s.story_id, duplicate_of=s.duplicate_of, story_similarity=s.similarity)
+        for a, s in zip(articles, assignments)
+    ]
+    return out, sum(not s.is_root for s in assignments)
+
+
+def cluster_backlog(db: Path, params: DedupeParams, chunk: int = 2_000) -> int:
+    """Fingerprint the articles that have no fingerprint under the current
+    settings, and cluster those that have no story yet (a warehouse from
+    before stories existed). Returns how many articles it went through."""
+    done = 0
+    while True:
+        with connect(db) as con:
+            backlog = queries.select_fingerprint_backlog(con, params.scheme, chunk)
+            if not backlog:
+                return done
+            prints = [(b.article_id, fingerprint(b.body, params)) for b in backlog]
+            keys = [k for _, f in prints for k in f.band_keys]
+            stored = queries.select_story_roots(con, keys, params.scheme)
+            # Roots of this chunk are re-fingerprinted here, not yet in story_bands.
+            for b, (_, fp) in zip(backlog, prints):
+                if b.story_id == b.article_id:
+                    for key in fp.band_keys:
+                        stored.setdefault(key, []).append(StoryRoot(b.article_id, fp))
+            unclustered = [(a, f) for (a, f), b in zip(prints, backlog) if b.story_id is None]
+            assignments = assign_stories(unclustered, stored, params)
+            load.save_stories(con, prints, [(s.article_id, s.story_id, s.duplicate_of, s.similarity)
+                                            for s in assignments])
+        done += len(backlog)
+        if len(backlog) < chunk:
+            return done

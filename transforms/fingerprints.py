@@ -1,0 +1,104 @@
+"""MinHash fingerprints of article bodies and the LSH band keys built from them.
+
+A body becomes a set of word shingles (lower-cased word n-grams), the set a
+MinHash signature (datasketch, fixed seed), and the signature `bands` keys of
+`rows` values each. Two bodies that share any band key are candidate
+near-duplicates; `similarity` then estimates how close they are.
+
+Everything here is deterministic across processes, machines and runs: shingles
+are hashed by datasketch's SHA-1 (never Python's salted `hash()`), the
+permutations come from a fixed seed, and band keys are BLAKE2b digests. The
+`scheme` string names every parameter a signature depends on, so stored
+signatures made under other settings are recognised and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from datasketch import MinHash
+
+from transforms.records import Fingerprint
+
+_WORD = re.compile(r"\w+")
+_SEED = 1  # datasketch's permutation seed: changing it invalidates every stored signature
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeParams:
+    shingle_size: int = 3
+    num_perm: int = 128
+    bands: int = 32
+    rows: int = 4
+    threshold: float = 0.5  # estimated Jaccard at or above which two bodies are one story
+    containment: float = 0.8  # ... or the share of the shorter body found in the longer
+    min_shingles: int = 10  # bodies with fewer shingles only ever match exactly
+
+    def __post_init__(self) -> None:
+        if self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands × rows ({self.bands}×{self.rows}) exceeds num_perm ({self.num_perm})")
+        if min(self.shingle_size, self.num_perm, self.bands, self.rows, self.min_shingles) < 1:
+            raise ValueError("shingle_size, num_perm, bands, rows and min_shingles must be positive")
+
+    @property
+    def scheme(self) -> str:
+        """Everything a stored signature and its band keys depend on."""
+        return f"minhash-sha1-s{_SEED}:k{self.shingle_size}:p{self.num_perm}:b{self.bands}x{self.rows}"
+
+    def candidate_probability(self, jaccard: float) -> float:
+        """Chance that two bodies with this Jaccard share at least one band key."""
+        return 1.0 - (1.0 - jaccard**self.rows) ** self.bands
+
+
+def shingles(text: str, size: int) -> set[bytes]:
+    """Word n-grams of the lower-cased text; a text shorter than one shingle is one shingle."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return set()
+    if len(words) <= size:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+
+
+def band_keys(values: np.ndarray, params: DedupeParams) -> tuple[int, ...]:
+    keys = []
+    for band in range(params.bands):
+        chunk = values[band * params.rows:(band + 1) * params.rows]
+        digest = hashlib.blake2b(band.to_bytes(2, "little") + chunk.tobytes(), digest_size=8).digest()
+        keys.append(int.from_bytes(digest, "little", signed=True))
+    return tuple(keys)
+
+
+def fingerprint(text: str, params: DedupeParams) -> Fingerprint:
+    """Fingerprint of a normalized body. A body without words gets an empty
+    one, stored like any other so that it is not fingerprinted again."""
+    grams = shingles(text, params.shingle_size)
+    if not grams:
+        return Fingerprint(params.scheme, 0, b"", ())
+    mh = MinHash(num_perm=params.num_perm, seed=_SEED)
+    mh.update_batch(list(grams))
+    values = mh.hashvalues.astype("<u4")  # datasketch keeps 32-bit hashes in uint64
+    return Fingerprint(params.scheme, len(grams), values.tobytes(), band_keys(values, params))
+
+
+@dataclass(frozen=True, slots=True)
+class Similarity:
+    jaccard: float  # estimated |A∩B| / |A∪B|
+    containment: float  # estimated |A∩B| / min(|A|, |B|): near 1 when one is a cut of the other
+
+    def matches(self, params: DedupeParams) -> bool:
+        return self.jaccard >= params.threshold or self.containment >= params.containment
+
+
+def similarity(a: Fingerprint, b: Fingerprint) -> Similarity:
+    """Estimate Jaccard from the share of equal signature values, and the
+    containment of the smaller set from Jaccard and the two set sizes."""
+    if a.scheme != b.scheme:
+        raise ValueError(f"fingerprints of different schemes: {a.scheme} vs {b.scheme}")
+    jaccard = float(np.count_nonzero(a.values() == b.values())) / len(a.values())
+    intersection = jaccard * (a.shingles + b.shingles) / (1.0 + jaccard)
+    containment = min(1.0, intersection / min(a.shingles, b.shingles))
+    return Similarity(jaccard, containment)
