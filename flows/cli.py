@@ -96,6 +96,7 @@ def _print_summary(s: dict) -> None:
         f"entries seen: {s['entries_seen']} ({s['entries_known']} already known)\n"
         f"articles new: {s['articles_new']} ({s['articles_from_feed']} from feed text)\n"
         f"duplicates skipped: {s['duplicates']}\n"
+        f"near-duplicates: {s['near_duplicates']} (new articles that joined an existing story)\n"
         f"failures: {s['failures']}" + (
             " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["failure_reasons"].items())) + ")" if s["failures"] else ""
         ) + f"\nwarehouse: {s['db']} (run {s['run_id']})",

@@ -85,8 +85,8 @@ class DedupeSettings(_Strict):
 
     shingle_size: Annotated[int, Field(ge=1, le=20)] = 3  # words per shingle
     num_perm: Annotated[int, Field(ge=8, le=1024)] = 128  # MinHash permutations
-    bands: Annotated[int, Field(ge=1, le=1024)] = 32  # LSH bands ...
-    rows: Annotated[int, Field(ge=1, le=1024)] = 4  # ... of this many values each
+    bands: Annotated[int, Field(ge=1, le=1024)] = 42  # LSH bands ...
+    rows: Annotated[int, Field(ge=1, le=1024)] = 3  # ... of this many values each
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5  # estimated Jaccard for one story
     containment: Annotated[float, Field(gt=0, le=1)] = 0.8  # share of a shorter copy found in the root
     min_shingles: Annotated[int, Field(ge=1)] = 10  # shorter bodies match only exactly

@@ -73,6 +73,18 @@ def test_bad_sources_file_names_the_key(tmp_path):
     assert "feeds[0].url" in result.output
 
 
+def test_bad_dedupe_settings_are_refused_with_the_key(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text('[dedupe]\nbands = 64\nshingles = 3\n\n[[feeds]]\nname = "x"\nurl = "https://x.example/f"\n')
+    result = runner.invoke(app, ["ingest", "--sources", str(bad), "--db", str(tmp_path / "x.duckdb")])
+    assert result.exit_code == 2
+    assert "dedupe.shingles: unknown key" in result.output
+    bad.write_text('[dedupe]\nbands = 64\n\n[[feeds]]\nname = "x"\nurl = "https://x.example/f"\n')
+    result = runner.invoke(app, ["ingest", "--sources", str(bad), "--db", str(tmp_path / "x.duckdb")])
+    assert result.exit_code == 2
+    assert "dedupe: Value error, bands × rows = 192 exceeds num_perm = 128" in result.output
+
+
 def test_sql_errors_are_reported(tmp_path):
     result = runner.invoke(app, ["sql", "select 1", "--db", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2 and "newsdesk ingest" in result.output
