@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from datasketch import MinHash
