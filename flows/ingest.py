@@ -9,6 +9,7 @@ opened only for short units of work, so readers can get in between.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -22,26 +23,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows import progress
+from flows.extraction import Extracted, ExtractJob, ExtractorPool, default_workers
 from flows.fetch import Fetcher, Response
 from flows.settings import FeedSettings, Settings, default_db_path, load_settings
 from flows.stories import cluster_backlog, cluster_new
-from transforms.articles import (
-    build_article,
-    decode_html,
-    extract_page,
-    looks_like_html,
-)
 from transforms.dedupe import plan_entries, resolve_duplicates, sighting
 from transforms.errors import ExtractError, FetchError, NewsdeskError, ParseError
 from transforms.feeds import parse_feed
-from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.fingerprints import DedupeParams
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
 from warehouse import load, queries
 from warehouse.connection import connect
 
-_HTML_TYPES = {"text/html", "application/xhtml+xml"}
-_SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
 _FEED_ACCEPT = "application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,text/xml;q=0.9,*/*;q=0.5"
 
 
@@ -66,6 +60,12 @@ class RunSummary:
     retries: int = 0
     retries_loaded: int = 0
     near_duplicates: int = 0  # of articles_new, joined an existing story
+    # Seconds spent per stage; fetching overlaps extraction, so they add up to more than the wall time.
+    fetch_s: float = 0.0
+    parse_s: float = 0.0
+    extract_s: float = 0.0
+    dedupe_s: float = 0.0
+    load_s: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
     def add_failures(self, failures: Sequence[Failure]) -> None:
@@ -92,6 +92,13 @@ class PageFetch:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+_clock = time.perf_counter
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 def _failure(error: NewsdeskError, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
@@ -155,42 +162,31 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[tuple[tuple[FeedEntry, ..
     return list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
 
 
-def _extract_one(page: PageFetch, run_id: str, now: datetime,
-                 dedupe: DedupeParams) -> tuple[Article | None, NewsdeskError | None]:
-    """Article for one page; falls back to the feed text when the page fails.
-    Returns the article and the problem met on the way (either may be None)."""
-    entry = page.entries[0]
-    problem: NewsdeskError | None = page.error
-    extracted = None
+def _job(page: PageFetch) -> ExtractJob:
     resp = page.response
-    if resp is not None:
-        if resp.content_type in _HTML_TYPES or (resp.content_type in _SNIFF_TYPES and looks_like_html(resp.body)):
-            try:
-                extracted = extract_page(decode_html(resp.body, resp.charset), resp.final_url)
-            except NewsdeskError as exc:
-                problem = exc
-        else:
-            problem = FetchError(entry.link, "not_html", f"Content-Type {resp.content_type or 'missing'}")
-    try:
-        article = build_article(entry, extracted, page_problem=problem.reason if problem else None, run_id=run_id, now=now)
-    except NewsdeskError as exc:
-        return None, problem or exc
-    return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
-
-
-def _extract_all(pages: Sequence[PageFetch], run_id: str, now: datetime, dedupe: DedupeParams):
-    return [_extract_one(p, run_id, now, dedupe) for p in pages]
+    return ExtractJob(
+        entry=page.entries[0], body=resp.body if resp else None, content_type=resp.content_type if resp else "",
+        charset=resp.charset if resp else None, final_url=resp.final_url if resp else None, problem=page.error,
+    )
 
 
 @task(cache_policy=NO_CACHE)
-async def extract_pages(pages: Sequence[PageFetch], run_id: str, now: datetime, dedupe: DedupeParams):
-    """HTML → fingerprinted articles, in a worker thread so fetching can go on meanwhile."""
-    return await asyncio.to_thread(_extract_all, pages, run_id, now, dedupe)
+async def extract_pages(pool: ExtractorPool, pages: Sequence[PageFetch], run_id: str, now: datetime,
+                        dedupe: DedupeParams) -> list[Extracted]:
+    """HTML → fingerprinted articles, in the worker processes, so that
+    fetching and loading go on meanwhile."""
+    return await pool.extract([_job(p) for p in pages], run_id, now, dedupe)
 
 
 @task(cache_policy=NO_CACHE)
-def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now: datetime, policy: RetryPolicy,
-               dedupe: DedupeParams) -> dict:
+async def load_pages(db: Path, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
+                     policy: RetryPolicy, dedupe: DedupeParams) -> dict:
+    """DuckDB work in a thread: the event loop keeps fetching the next batch."""
+    return await asyncio.to_thread(_load_pages, db, pages, extracted, run_id, now, policy, dedupe)
+
+
+def _load_pages(db: Path, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
+                policy: RetryPolicy, dedupe: DedupeParams) -> dict:
     """Resolve exact duplicates against the warehouse, cluster the new
     articles into stories, and load one batch: new articles, sightings,
     failures, pending retries and upgrades."""
@@ -225,6 +221,7 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
             built.append((page.entries, article))
         open_attempts.append((page, article, problem))
 
+    started = _clock()
     with connect(db) as con:
         known = queries.select_known_articles(con, [a.url for _, a in built], [a.content_hash for _, a in built])
         resolved = resolve_duplicates(built, known, run_id=run_id, now=now)
@@ -249,6 +246,8 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
                     last_reason=problem.reason, last_error=problem.message, first_failed_at=now, last_attempt_at=now,
                     next_attempt_at=next_at,
                 ))
+        loading = _clock()
+        dedupe_s = loading - started
         load.load_batch(con, articles=articles, sightings=resolved.sightings, failures=failures,
                         attempts=attempts, upgrades=upgrades, settled=settled)
     return {
@@ -257,6 +256,8 @@ def load_pages(db: Path, pages: Sequence[PageFetch], extracted, run_id: str, now
         "articles_from_feed": sum(a.body_source == "feed" for a in resolved.articles),
         "duplicates": resolved.duplicates,
         "near_duplicates": near_duplicates,
+        "dedupe_s": dedupe_s,
+        "load_s": _since(loading),
         "failures": failures,
     }
 
@@ -286,7 +287,9 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
         feed_state = queries.select_feed_state(con)
     try:
         # Articles loaded before stories existed, or before [dedupe] changed.
+        clock = _clock()
         backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.dedupe.params())
+        summary.dedupe_s += _since(clock)
         if backlog:
             logger.info("fingerprinted %d stored articles for the current [dedupe] settings", backlog)
         await _run(settings, db_path, run_id, started, summary, feed_state, logger)
@@ -327,8 +330,12 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
     async with Fetcher(settings.fetch) as fetcher:
         progress.report("feeds", 0, len(due))
         validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
+        clock = _clock()
         fetched = await fetch_feeds(fetcher, due, validators)
+        summary.fetch_s += _since(clock)
+        clock = _clock()
         parsed = await parse_feeds(fetched)
+        summary.parse_s += _since(clock)
         progress.report("feeds", len(due), len(due))
 
         entries: list[FeedEntry] = []
@@ -373,6 +380,7 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
         summary.add_failures(feed_failures)
 
         now = _now()
+        dedupe_started = _clock()
         with connect(db_path) as con:
             known = queries.select_known_for_entries(con, entries)
             plan = plan_entries(entries, known)
@@ -393,15 +401,44 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
             retries = queries.select_due_attempts(con, now)
 
         jobs = [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]
-        done = 0
+        summary.dedupe_s += _since(dedupe_started)
         progress.report("pages", 0, len(jobs))
-        for batch in _chunks(jobs, settings.pipeline.batch_size):
-            pages = await fetch_pages(fetcher, batch, file_sources)
+        pool = ExtractorPool(settings.pipeline.workers or default_workers())
+        try:
+            await _pages(jobs, fetcher, pool, settings, db_path, run_id, summary, file_sources, policy, dedupe)
+        finally:
+            pool.close()
+
+
+async def _pages(jobs, fetcher: Fetcher, pool: ExtractorPool, settings: Settings, db_path: Path, run_id: str,
+                 summary: RunSummary, file_sources: frozenset[str], policy: RetryPolicy, dedupe: DedupeParams) -> None:
+    """Fetch, extract and load the pages batch by batch, one batch ahead:
+    while batch N is extracted and loaded, batch N+1 is fetched. At most two
+    batches are in memory, whatever the number of pages."""
+
+    async def fetch(batch):
+        started = _clock()
+        pages = await fetch_pages(fetcher, batch, file_sources)
+        summary.fetch_s += _since(started)
+        return pages
+
+    batches = list(_chunks(jobs, settings.pipeline.batch_size))
+    ahead = asyncio.ensure_future(fetch(batches[0])) if batches else None
+    done = 0
+    try:
+        for n, batch in enumerate(batches):
+            pages = await ahead
+            ahead = asyncio.ensure_future(fetch(batches[n + 1])) if n + 1 < len(batches) else None
             summary.pages_fetched += sum(p.response is not None for p in pages)
-            extracted = await extract_pages(pages, run_id, _now(), dedupe)
-            counts = load_pages(db_path, pages, extracted, run_id, _now(), policy, dedupe)
+            started = _clock()
+            extracted = await extract_pages(pool, pages, run_id, _now(), dedupe)
+            summary.extract_s += _since(started)
+            counts = await load_pages(db_path, pages, extracted, run_id, _now(), policy, dedupe)
             summary.add_failures(counts.pop("failures"))
             for key, value in counts.items():
                 setattr(summary, key, getattr(summary, key) + value)
             done += len(batch)
             progress.report("pages", done, len(jobs))
+    finally:
+        if ahead is not None and not ahead.done():
+            ahead.cancel()

@@ -71,6 +71,7 @@ class FetchSettings(_Strict):
 
 class PipelineSettings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 64  # pages fetched, extracted and loaded together
+    workers: Annotated[int, Field(ge=1, le=256)] | None = None  # extraction processes; None: one per CPU
 
 
 class RetrySettings(_Strict):

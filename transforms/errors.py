@@ -22,6 +22,11 @@ class NewsdeskError(Exception):
         self.transient = transient
         super().__init__(f"[{self.stage}:{reason}] {url}: {self.message}")
 
+    def __reduce__(self):
+        # Errors cross process boundaries (extraction workers): rebuild from
+        # the fields, not from the formatted message Exception keeps in args.
+        return (self.__class__, (self.url, self.reason, self.message), dict(self.__dict__))
+
 
 class FetchError(NewsdeskError):
     stage = "fetch"

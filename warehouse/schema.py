@@ -231,10 +231,21 @@ SELECT g.story_id, g.first_published_at, g.first_published_date, g.headline, g.a
 FROM grouped g JOIN carried c USING (story_id);
 """
 
+_V4 = """
+-- Seconds per stage of a run. Pages are fetched while the previous batch is
+-- extracted, so the stages add up to more than finished_at - started_at.
+ALTER TABLE runs ADD COLUMN fetch_s DOUBLE;    -- feeds and pages over HTTP / from files
+ALTER TABLE runs ADD COLUMN parse_s DOUBLE;    -- feedparser
+ALTER TABLE runs ADD COLUMN extract_s DOUBLE;  -- trafilatura, normalization, fingerprints (worker processes)
+ALTER TABLE runs ADD COLUMN dedupe_s DOUBLE;   -- known-entry lookups, exact duplicates, story clustering
+ALTER TABLE runs ADD COLUMN load_s DOUBLE;     -- the load transactions
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
     (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
+    (4, "per-stage timings in runs", _V4),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,0 +1,108 @@
+"""Pages → fingerprinted articles, across worker processes.
+
+Extraction (trafilatura with metadata, ~30 ms a page) is the one stage that
+needs CPU, so it runs in a pool of `workers` processes; everything else stays
+in the flow's process. A worker gets plain records (`ExtractJob`: the entry
+and the response bytes) and returns records, so nothing but picklable data
+crosses the process boundary. This module imports neither Prefect nor DuckDB:
+the workers start from a forkserver that preloads only it and `transforms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Sequence
+
+from transforms.articles import build_article, decode_html, extract_page, looks_like_html
+from transforms.errors import FetchError, NewsdeskError
+from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.records import Article, FeedEntry
+
+_HTML_TYPES = {"text/html", "application/xhtml+xml"}
+_SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
+
+Extracted = tuple[Article | None, NewsdeskError | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractJob:
+    entry: FeedEntry  # the first of the entries that share the page
+    body: bytes | None  # None when the fetch failed
+    content_type: str
+    charset: str | None
+    final_url: str | None
+    problem: NewsdeskError | None  # why the fetch failed, if it did
+
+
+def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParams) -> Extracted:
+    """Article for one page; falls back to the feed text when the page fails.
+    Returns the article and the problem met on the way (either may be None)."""
+    problem = job.problem
+    extracted = None
+    if job.body is not None:
+        if job.content_type in _HTML_TYPES or (job.content_type in _SNIFF_TYPES and looks_like_html(job.body)):
+            try:
+                extracted = extract_page(decode_html(job.body, job.charset), job.final_url)
+            except NewsdeskError as exc:
+                problem = exc
+        else:
+            problem = FetchError(job.entry.link, "not_html", f"Content-Type {job.content_type or 'missing'}")
+    try:
+        article = build_article(job.entry, extracted, page_problem=problem.reason if problem else None,
+                                run_id=run_id, now=now)
+    except NewsdeskError as exc:
+        return None, problem or exc
+    return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
+
+
+def extract_many(jobs: Sequence[ExtractJob], run_id: str, now: datetime, dedupe: DedupeParams) -> list[Extracted]:
+    return [extract_one(job, run_id, now, dedupe) for job in jobs]
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class ExtractorPool:
+    """A process pool for one run, started on first use (an empty run never
+    pays for it). With one worker, extraction runs in a thread instead."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # forkserver, not fork: the flow's process has threads (Prefect,
+            # the HTTP client) whose locks a forked child could inherit held.
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["flows.extraction"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return self._pool
+
+    async def extract(self, jobs: Sequence[ExtractJob], run_id: str, now: datetime,
+                      dedupe: DedupeParams) -> list[Extracted]:
+        if not jobs:
+            return []
+        if self.workers <= 1:
+            return await asyncio.to_thread(extract_many, jobs, run_id, now, dedupe)
+        loop = asyncio.get_running_loop()
+        pool = self._executor()
+        # A few contiguous slices per worker: few round trips, order kept, and
+        # a slice of heavy pages does not leave the other workers idle.
+        size = max(1, -(-len(jobs) // (self.workers * 4)))
+        parts = await asyncio.gather(*(
+            loop.run_in_executor(pool, extract_many, jobs[i:i + size], run_id, now, dedupe)
+            for i in range(0, len(jobs), size)
+        ))
+        return [item for part in parts for item in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
