@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
+import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -60,8 +63,16 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParam
     return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
 
 
-def extract_many(jobs: Sequence[ExtractJob], run_id: str, now: datetime, dedupe: DedupeParams) -> list[Extracted]:
-    return [extract_one(job, run_id, now, dedupe) for job in jobs]
+def extract_many(jobs: Sequence[ExtractJob], run_id: str, now: datetime,
+                 dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+    """The results, and the CPU seconds they took (for the run's stage timings)."""
+    started = time.process_time()
+    results = [extract_one(job, run_id, now, dedupe) for job in jobs]
+    return results, time.process_time() - started
+
+
+def _ready() -> None:
+    """A no-op that makes the pool start its workers."""
 
 
 def default_workers() -> int:
@@ -76,6 +87,19 @@ class ExtractorPool:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
 
+    def _submit(self, fn, *args):
+        # Workers are started inside submit(). multiprocessing would have each
+        # of them re-import the __main__ module first: for the CLI that is
+        # Prefect (~3 s and ~150 MB a worker), and for a user's script without
+        # an `if __name__ == "__main__"` guard, a second run of the script.
+        # The workers need nothing from __main__, so they are shown an empty one.
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            return self._executor().submit(fn, *args)
+        finally:
+            sys.modules["__main__"] = main
+
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver, not fork: the flow's process has threads (Prefect,
@@ -85,22 +109,26 @@ class ExtractorPool:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
         return self._pool
 
+    def start(self) -> None:
+        """Boot the workers now, without waiting for them."""
+        if self.workers > 1:
+            for _ in range(self.workers):
+                self._submit(_ready)
+
     async def extract(self, jobs: Sequence[ExtractJob], run_id: str, now: datetime,
-                      dedupe: DedupeParams) -> list[Extracted]:
+                      dedupe: DedupeParams) -> tuple[list[Extracted], float]:
         if not jobs:
-            return []
+            return [], 0.0
         if self.workers <= 1:
             return await asyncio.to_thread(extract_many, jobs, run_id, now, dedupe)
-        loop = asyncio.get_running_loop()
-        pool = self._executor()
         # A few contiguous slices per worker: few round trips, order kept, and
         # a slice of heavy pages does not leave the other workers idle.
         size = max(1, -(-len(jobs) // (self.workers * 4)))
         parts = await asyncio.gather(*(
-            loop.run_in_executor(pool, extract_many, jobs[i:i + size], run_id, now, dedupe)
+            asyncio.wrap_future(self._submit(extract_many, jobs[i:i + size], run_id, now, dedupe))
             for i in range(0, len(jobs), size)
         ))
-        return [item for part in parts for item in part]
+        return [item for part, _ in parts for item in part], sum(cpu for _, cpu in parts)
 
     def close(self) -> None:
         if self._pool is not None:

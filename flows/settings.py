@@ -70,8 +70,9 @@ class FetchSettings(_Strict):
 
 
 class PipelineSettings(_Strict):
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 64  # pages fetched, extracted and loaded together
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 128  # pages fetched, extracted and loaded together
     workers: Annotated[int, Field(ge=1, le=256)] | None = None  # extraction processes; None: one per CPU
+    hold_db_s: Annotated[float, Field(ge=0, le=600)] = 5.0  # longest the writer keeps the DuckDB file between loads
 
 
 class RetrySettings(_Strict):

