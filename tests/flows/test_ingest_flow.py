@@ -62,6 +62,11 @@ def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path):
     assert query(db, "SELECT count(*) FROM articles") == [(15,)]
     assert query(db, "SELECT count(*) FROM article_sightings") == [(16,)]
     assert query(db, "SELECT status, articles_new FROM runs ORDER BY started_at") == [("completed", 15), ("completed", 0)]
+    # Where the time went, per stage: the first run extracted 15 pages, the second none.
+    (first_run, second_run) = query(db, "SELECT fetch_s, parse_s, extract_s, dedupe_s, load_s, "
+                                        "epoch(finished_at - started_at) FROM runs ORDER BY started_at")
+    assert all(0 < s < 60 for s in first_run)
+    assert second_run[2] == 0 and second_run[4] == 0 and second_run[0] > 0
 
 
 def test_conditional_get_skips_unchanged_feed(server, tmp_path):
