@@ -50,7 +50,7 @@ def ingest(
     from flows.settings import SettingsError, load_settings
 
     try:
-        load_settings(sources)  # fail on a bad sources file before Prefect starts
+        settings = load_settings(sources)  # fail on a bad sources file before Prefect starts
     except SettingsError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
@@ -58,7 +58,9 @@ def ingest(
     import asyncio
 
     from flows import progress
-    from flows.ingest import ingest as ingest_flow
+    from flows.ingest import flow_for
+
+    ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
 
     show_progress = not quiet and sys.stderr.isatty()
     try:

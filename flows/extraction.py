@@ -21,7 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Sequence
 
-from transforms.articles import build_article, decode_html, extract_page, looks_like_html
+from transforms.articles import (
+    build_article,
+    decode_html,
+    extract_page,
+    looks_like_html,
+)
 from transforms.errors import FetchError, NewsdeskError
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import Article, FeedEntry
@@ -40,6 +45,16 @@ class ExtractJob:
     charset: str | None
     final_url: str | None
     problem: NewsdeskError | None  # why the fetch failed, if it did
+
+
+class JobBatch:
+    """Jobs in a plain container: Prefect does not walk into it looking for
+    futures, and unlike `quote` it survives Dask's serialization."""
+
+    __slots__ = ("jobs",)
+
+    def __init__(self, jobs: Sequence[ExtractJob]):
+        self.jobs = list(jobs)
 
 
 def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParams) -> Extracted:

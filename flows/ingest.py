@@ -27,7 +27,14 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from flows import progress
-from flows.extraction import Extracted, ExtractJob, ExtractorPool, default_workers
+from flows.extraction import (
+    Extracted,
+    ExtractJob,
+    ExtractorPool,
+    JobBatch,
+    default_workers,
+    extract_many,
+)
 from flows.fetch import Fetcher, Response
 from flows.settings import FeedSettings, Settings, default_db_path, load_settings
 from flows.stories import cluster_backlog, cluster_new
@@ -183,6 +190,14 @@ async def extract_pages(pool: ExtractorPool, pages: Sequence[PageFetch], run_id:
 
 
 @task(cache_policy=NO_CACHE)
+def extract_on_cluster(batch: JobBatch, run_id: str, now: datetime,
+                       dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+    """The same extraction, as a task the flow's task runner places (a Dask
+    worker with `task_runner = "dask"`); the page bytes travel with it."""
+    return extract_many(batch.jobs, run_id, now, dedupe)
+
+
+@task(cache_policy=NO_CACHE)
 async def load_pages(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
                      policy: RetryPolicy, dedupe: DedupeParams) -> dict:
     """DuckDB work in a thread: the event loop keeps fetching the next batch."""
@@ -316,6 +331,21 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
     return asdict(summary)
 
 
+def flow_for(settings: Settings):
+    """The `ingest` flow with the task runner the settings ask for."""
+    if settings.pipeline.task_runner != "dask":
+        return ingest
+    from prefect_dask import DaskTaskRunner
+
+    if settings.pipeline.dask_address:
+        runner = DaskTaskRunner(address=settings.pipeline.dask_address)
+    else:
+        workers = settings.pipeline.workers or default_workers()
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                                "dashboard_address": None})
+    return ingest.with_options(task_runner=runner)
+
+
 def _policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(**settings.retry.model_dump())
 
@@ -429,7 +459,8 @@ async def _pages(jobs, fetcher: Fetcher, pool: ExtractorPool, settings: Settings
     batches = list(_chunks(jobs, settings.pipeline.batch_size))
     if not batches:
         return
-    pool.start()  # workers boot while the first batch is fetched
+    if settings.pipeline.task_runner == "local":
+        pool.start()  # workers boot while the first batch is fetched
     done = 0
 
     async def fetch(batch):
@@ -439,7 +470,11 @@ async def _pages(jobs, fetcher: Fetcher, pool: ExtractorPool, settings: Settings
         return pages
 
     async def extract(pages):
-        extracted, cpu_s = await extract_pages(pool, quote(pages), run_id, _now(), dedupe)
+        if settings.pipeline.task_runner == "dask":
+            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), run_id, _now(), dedupe)
+            extracted, cpu_s = await asyncio.to_thread(future.result)
+        else:
+            extracted, cpu_s = await extract_pages(pool, quote(pages), run_id, _now(), dedupe)
         summary.extract_s += cpu_s
         return pages, extracted
 

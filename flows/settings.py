@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -73,6 +73,17 @@ class PipelineSettings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 128  # pages fetched, extracted and loaded together
     workers: Annotated[int, Field(ge=1, le=256)] | None = None  # extraction processes; None: one per CPU
     hold_db_s: Annotated[float, Field(ge=0, le=600)] = 5.0  # longest the writer keeps the DuckDB file between loads
+    # Where extraction batches run: "local" (a process pool of `workers`) or
+    # "dask" (Prefect tasks on a Dask cluster: `dask_address`, or a
+    # temporary LocalCluster of `workers` processes when it is not set).
+    task_runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = None  # e.g. "tcp://10.0.0.5:8786"
+
+    @model_validator(mode="after")
+    def _dask(self) -> "PipelineSettings":
+        if self.dask_address and self.task_runner != "dask":
+            raise ValueError('dask_address is set but task_runner is not "dask"')
+        return self
 
 
 class RetrySettings(_Strict):
