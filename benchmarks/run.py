@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -122,8 +123,17 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+CPU: dict[str, tuple[float, float]] = {}  # label -> (CPU s of this process, i.e. the HTTP server; of the command)
+
+
+def _cpu() -> tuple[float, float]:
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
+def run_measured(cmd: list[str], env: dict[str, str], label: str = "") -> tuple[float, int, str]:
     """Wall seconds, peak RSS of the process tree, and stdout of one command."""
+    cpu_before = _cpu()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -143,6 +153,9 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}\n{err}")
+    cpu_after = _cpu()
+    if label:
+        CPU[label] = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
     return wall, peak, out
 
 
@@ -250,7 +263,7 @@ def main() -> None:
 
         results = {}
         db = tmp / "big.duckdb"
-        results["cold"] = run_measured([*cli, "--sources", str(big), "--db", str(db)], env)
+        results["cold"] = run_measured([*cli, "--sources", str(big), "--db", str(db)], env, "cold")
         results["rerun"] = run_measured([*cli, "--sources", str(big), "--db", str(db)], env)
         results["small"] = run_measured([*cli, "--sources", str(little), "--db", str(tmp / "small.duckdb")], env)
         import_wall, _, _ = run_measured([sys.executable, "-c", "import flows.cli, flows.ingest"], {**env, "PYTHONPATH": str(ROOT)})
@@ -289,8 +302,14 @@ def main() -> None:
     print(f"{f'newsdesk ingest, cold, {len(small)} pages':34} {sw:>8.2f} {len(small) / sw:>11.1f} {sp / 1e6:>12.0f}")
     print(f"{'python -c import flows.cli':34} {import_wall:>8.2f}")
     print(f"{'empty run, warm process (each)':34} " + " ".join(f"{w:.2f}" for w in empty_walls))
-    print(f"\nstage seconds, cold run: fetch {cold[4]:.2f}, parse {cold[5]:.2f}, extract {cold[6]:.2f}, "
-          f"dedupe {cold[7]:.2f}, load {cold[8]:.2f} (fetch overlaps extract)")
+    print(f"\nstage seconds, cold run: fetch {cold[4]:.2f}, parse {cold[5]:.2f}, extract {cold[6]:.2f} "
+          f"(CPU in the workers), dedupe {cold[7]:.2f}, load {cold[8]:.2f}; fetch overlaps extract")
+    print(f"stage seconds, rerun: fetch {rerun[4]:.2f}, parse {rerun[5]:.2f}, extract {rerun[6]:.2f}, "
+          f"dedupe {rerun[7]:.2f}, load {rerun[8]:.2f}")
+    server_cpu, ingest_cpu = CPU["cold"]
+    print(f"CPU seconds during the cold run: newsdesk process tree {ingest_cpu:.1f} (of which extraction workers "
+          f"{cold[6]:.1f}), the benchmark's HTTP server {server_cpu:.1f}; plain trafilatura pool "
+          f"{2 * ceiling_wall:.1f} core-seconds of wall at most")
     print("\ntargets:")
     ratio_process = (n / cw) / (ceiling_n / ceiling_wall)
     ratio_flow = (n / cold[3]) / (ceiling_n / ceiling_wall)
