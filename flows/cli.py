@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import sys
+from datetime import date
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -127,6 +128,81 @@ def sql(
         err.print(f"[red]SQL error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
     _print_rows(columns, rows, format)
+
+
+def _day(value: str | None, option: str):
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        err.print(f"[red]error:[/red] {option} {value!r} is not a date (YYYY-MM-DD)", markup=True, highlight=False)
+        raise typer.Exit(2)
+
+
+SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Only articles published on or after this day (YYYY-MM-DD).")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Only articles published on or before this day (YYYY-MM-DD).")]
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Words to look for in titles and bodies (BM25, stemmed).")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Only articles first seen in this feed.")] = None,
+    language: Annotated[Optional[str], typer.Option("--language", help="Only articles in this language (ISO 639-1).")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Most results to show.")] = 20,
+    db: DbOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """Full-text search of the archive: best matches first, one row per story."""
+    from flows.settings import default_db_path
+    from transforms.snippets import snippet
+    from warehouse import search as fts
+    from warehouse.connection import connect
+
+    start, end = _day(since, "--since"), _day(until, "--until")
+    try:
+        with connect(default_db_path(db), read_only=True) as con:
+            if not fts.has_index(con):
+                err.print("[red]error:[/red] no search index yet: run `newsdesk ingest` first", markup=True)
+                raise typer.Exit(2)
+            hits = fts.search(con, query, since=start, until=end, source=source, language=language, limit=limit)
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    columns = ["score", "published_date", "source", "title", "url", "snippet", "story_matches"]
+    rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
+             snippet(h["body"], query), h["story_matches"]) for h in hits]
+    _print_rows(columns, rows, format)
+
+
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    text = "text"
+    jsonl = "jsonl"
+
+
+@app.command()
+def export(
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="parquet: partitioned by published_date; "
+                                                 "text: one dated file per article; jsonl: one JSON object per line.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write into.")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Export articles for downstream tools. Re-exporting a day replaces that day's files."""
+    from flows.exports import export as run_export
+    from flows.settings import default_db_path
+
+    start, end = _day(since, "--since"), _day(until, "--until")
+    try:
+        count, where = run_export(default_db_path(db), format.value, out, start, end)
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False)
 
 
 def _print_rows(columns: list[str], rows: list[tuple], format: Format) -> None:

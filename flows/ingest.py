@@ -44,7 +44,7 @@ from transforms.feeds import parse_feed
 from transforms.fingerprints import DedupeParams
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
-from warehouse import load, queries
+from warehouse import load, queries, search
 from warehouse.connection import Writer, connect
 
 _FEED_ACCEPT = "application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,text/xml;q=0.9,*/*;q=0.5"
@@ -320,6 +320,9 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
             load.finish_run(con, run_id, finished_at=_now(), status="failed", counts=asdict(summary), error=repr(exc))
         raise
     with connect(db_path) as con:
+        # Search sees this run's articles: the BM25 index is rebuilt when they changed.
+        if summary.articles_new or summary.retries_loaded or not search.has_index(con):
+            search.refresh_index(con)
         load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
     logger.info(
         "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "

@@ -16,9 +16,19 @@ from typing import Iterator
 import duckdb
 
 from warehouse.schema import migrate
+from warehouse.search import load_fts
 
 # For type hints outside the warehouse, which never imports duckdb itself.
 Connection = duckdb.DuckDBPyConnection
+
+
+def _prepare(con: duckdb.DuckDBPyConnection) -> None:
+    # Every timestamp is shown and compared in UTC, whatever the machine's zone.
+    con.execute("SET TimeZone = 'UTC'")
+    # Extensions come from pinned wheels, never from the internet.
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    load_fts(con)
 
 
 @contextmanager
@@ -31,8 +41,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False) -> Iterator[duc
         path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path), read_only=read_only)
     try:
-        # Every timestamp is shown and compared in UTC, whatever the machine's zone.
-        con.execute("SET TimeZone = 'UTC'")
+        _prepare(con)
         if not read_only:
             migrate(con)
         yield con
@@ -60,7 +69,7 @@ class Writer:
         if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(self.path))
-            self._con.execute("SET TimeZone = 'UTC'")
+            _prepare(self._con)
             migrate(self._con)
             self._opened = time.monotonic()
         try:
