@@ -42,6 +42,9 @@ def ingest(
     sources: SourcesOpt = None,
     db: DbOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    from_warc: Annotated[Optional[list[Path]], typer.Option(
+        "--from-warc", exists=True, dir_okay=False,
+        help="Take the pages from this WARC file (a saved crawl) instead of the feeds; repeatable.")] = None,
 ) -> None:
     """Run the `ingest` flow once: fetch the feeds, extract new articles, load them."""
     # No telemetry from the temporary server: the machine may have no internet.
@@ -63,6 +66,8 @@ def ingest(
 
     ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
 
+    params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
+                  from_warc=[str(p) for p in from_warc] if from_warc else None)
     show_progress = not quiet and sys.stderr.isatty()
     try:
         if show_progress:
@@ -82,9 +87,9 @@ def ingest(
                     bar.update(tasks[stage], completed=done, total=total)
 
                 with progress.listening(on_event):
-                    summary = asyncio.run(ingest_flow(sources=str(sources) if sources else None, db=str(db) if db else None))
+                    summary = asyncio.run(ingest_flow(**params))
         else:
-            summary = asyncio.run(ingest_flow(sources=str(sources) if sources else None, db=str(db) if db else None))
+            summary = asyncio.run(ingest_flow(**params))
     except Exception as exc:  # the flow already recorded the failed run
         err.print(f"[red]ingest failed:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1)
@@ -175,6 +180,34 @@ def search(
     rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
              snippet(h["body"], query), h["story_matches"]) for h in hits]
     _print_rows(columns, rows, format)
+
+
+@app.command()
+def reextract(
+    since: SinceOpt = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Only articles first seen in this feed.")] = None,
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Rebuild bodies and page metadata from the raw WARC archive with the
+    current extractor, without the network; rows change only where the result did."""
+    from flows.reextract import reextract as run_reextract
+    from flows.settings import SettingsError, default_db_path, load_settings
+
+    try:
+        settings = load_settings(sources)
+        report = run_reextract(default_db_path(db), settings, _day(since, "--since"), source)
+    except (FileNotFoundError, SettingsError) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    out = Console()
+    out.print(f"re-extracted {report.articles} archived articles: {len(report.changed)} changed, "
+              f"{len(report.kept)} kept (new result not usable), {len(report.missing)} missing from the archive",
+              highlight=False)
+    for article_id, title, fields in report.changed:
+        out.print(f"  changed {article_id} {title!r}: {', '.join(fields)}", highlight=False)
+    for article_id, why in report.kept + report.missing:
+        out.print(f"  kept    {article_id}: {why}", highlight=False)
 
 
 class ExportFormat(str, Enum):

@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from flows import progress
+from flows.archive import WarcArchive, iter_responses, read_at
 from flows.extraction import (
     Extracted,
     ExtractJob,
@@ -42,6 +43,7 @@ from transforms.dedupe import plan_entries, resolve_duplicates, sighting
 from transforms.errors import ExtractError, FetchError, NewsdeskError, ParseError
 from transforms.feeds import parse_feed
 from transforms.fingerprints import DedupeParams
+from transforms.normalize import canonical_url
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
 from warehouse import load, queries, search
@@ -99,6 +101,7 @@ class PageFetch:
     response: Response | None
     error: NewsdeskError | None
     retry: PageAttempt | None = None  # set when this is a retry from page_attempts
+    archived: tuple[str, int] | None = None  # (WARC file, offset) of the response
 
 
 def _now() -> datetime:
@@ -218,6 +221,8 @@ def _load_pages(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extr
     from_retry: set[str] = set()  # retried entries' articles: counted as retries, not as new entries
     for page, (article, problem) in zip(pages, extracted):
         entry = page.entries[0]
+        if article is not None and article.body_source == "page" and page.archived:
+            article = replace(article, warc_file=page.archived[0], warc_offset=page.archived[1])
         fell_back = article is not None and article.body_source == "feed"
         reason = problem.reason if problem else (article.body_note if fell_back else None)
         if page.retry is not None:
@@ -293,18 +298,23 @@ def _chunks(items: Sequence, size: int):
 
 
 @flow(name="ingest", log_prints=False)
-async def ingest(sources: str | None = None, db: str | None = None) -> dict:
+async def ingest(sources: str | None = None, db: str | None = None, from_warc: list[str] | None = None) -> dict:
     """Fetch every feed of the sources file, extract the new articles and load
-    them into the DuckDB warehouse. Returns the run's counts."""
+    them into the DuckDB warehouse. Returns the run's counts. With
+    `from_warc`, the pages come from those WARC files instead of the feeds."""
     logger = get_run_logger()
     settings: Settings = load_settings(sources)
     db_path = default_db_path(db)
     run_id = str(flow_run.id or uuid.uuid4())
     started = _now()
+    warc = None
+    if from_warc:
+        settings = settings.model_copy(update={"feeds": ()})
+        warc = await asyncio.to_thread(warc_input, from_warc)
     summary = RunSummary(run_id=run_id, db=str(db_path), feeds_total=len(settings.feeds))
 
     with connect(db_path) as con:
-        load.upsert_sources(con, [f.model_dump() for f in settings.feeds])
+        load.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
         load.start_run(con, run_id, started, flow_run.id)
         feed_state = queries.select_feed_state(con)
     try:
@@ -314,7 +324,7 @@ async def ingest(sources: str | None = None, db: str | None = None) -> dict:
         summary.dedupe_s += _since(clock)
         if backlog:
             logger.info("fingerprinted %d stored articles for the current [dedupe] settings", backlog)
-        await _run(settings, db_path, run_id, started, summary, feed_state, logger)
+        await _run(settings, db_path, run_id, started, summary, feed_state, logger, warc)
     except Exception as exc:
         with connect(db_path) as con:
             load.finish_run(con, run_id, finished_at=_now(), status="failed", counts=asdict(summary), error=repr(exc))
@@ -354,7 +364,7 @@ def _policy(settings: Settings) -> RetryPolicy:
 
 
 async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime, summary: RunSummary,
-               feed_state: dict, logger) -> None:
+               feed_state: dict, logger, warc: WarcInput | None = None) -> None:
     policy = _policy(settings)
     dedupe = settings.dedupe.params()
     file_sources = frozenset(f.name for f in settings.feeds if urlsplit(f.url).scheme == "file")
@@ -371,7 +381,11 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
         progress.report("feeds", 0, len(due))
         validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
         clock = _clock()
+        archive = _archive_for(settings, db_path)
         fetched = await fetch_feeds(fetcher, due, quote(validators))
+        if archive is not None:
+            await asyncio.to_thread(lambda: [archive.write(f.response) for f in fetched
+                                             if f.response is not None and f.response.status == 200])
         summary.fetch_s += _since(clock)
         clock = _clock()
         parsed = await parse_feeds(quote(fetched))
@@ -416,6 +430,8 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
                 name, item.fetched_at, status, ok=True, etag=headers.get("etag"),
                 last_modified=headers.get("last-modified"), title=result.title if isinstance(result, ParsedFeed) else None,
             ))
+        if warc is not None:
+            entries.extend(warc.entries)
         summary.entries_seen += len(entries)
         summary.add_failures(feed_failures)
 
@@ -446,14 +462,69 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
         pool = ExtractorPool(settings.pipeline.workers or default_workers())
         writer = Writer(db_path, hold_s=settings.pipeline.hold_db_s)
         try:
-            await _pages(jobs, fetcher, pool, settings, writer, run_id, summary, file_sources, policy, dedupe)
+            await _pages(jobs, fetcher, pool, settings, writer, run_id, summary, file_sources, policy, dedupe,
+                         None if warc else archive, warc)
         finally:
             pool.close()
             writer.close()
 
 
+@dataclass(frozen=True)
+class WarcInput:
+    """Pages to ingest from WARC files: one entry per HTML response."""
+
+    entries: list[FeedEntry]
+    where: dict[str, tuple[str, int]]  # canonical link -> (file, offset)
+    sources: list[dict]  # one pseudo-feed per file, for the sources table
+
+
+def warc_input(paths: Sequence[str]) -> WarcInput:
+    entries, where, sources = [], {}, []
+    for path in paths:
+        resolved = Path(path).expanduser().resolve()
+        name = f"warc.{resolved.stem.split('.')[0]}"
+        sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"]})
+        for record in iter_responses(str(resolved)):
+            kind = record.headers.get("content-type", "").split(";")[0].strip().lower()
+            if record.status != 200 or not record.url or kind not in ("text/html", "application/xhtml+xml", ""):
+                continue
+            link = canonical_url(record.url)
+            if link in where:
+                continue
+            where[link] = (str(resolved), record.location[1])
+            entries.append(FeedEntry(source=name, link=record.url, canonical_link=link, guid=None, title=None,
+                                     author=None, published_at=None, feed_text="", language=None))
+    return WarcInput(entries, where, sources)
+
+
+def _read_archived(batch, warc: WarcInput) -> list[PageFetch]:
+    pages = []
+    for group, retry in batch:
+        path, offset = warc.where[group[0].canonical_link]
+        record = read_at(path, offset)
+        response = Response(url=record.url, final_url=record.url, status=record.status, headers=record.headers,
+                            body=record.body)
+        pages.append(PageFetch(group, response, None, retry, archived=(path, offset)))
+    return pages
+
+
+def _archive_pages(archive: WarcArchive, pages: Sequence[PageFetch]) -> list[PageFetch]:
+    return [replace(p, archived=archive.write(p.response)) if p.response is not None and p.response.status == 200
+            else p for p in pages]
+
+
+def _archive_for(settings: Settings, db_path: Path) -> WarcArchive | None:
+    if not settings.archive.enabled:
+        return None
+    root = db_path.resolve().parent
+    directory = Path(settings.archive.dir).expanduser() if settings.archive.dir else root / "warc"
+    return WarcArchive(directory if directory.is_absolute() else root / directory, root,
+                       settings.archive.max_file_mb * 1_000_000)
+
+
 async def _pages(jobs, fetcher: Fetcher, pool: ExtractorPool, settings: Settings, writer: Writer, run_id: str,
-                 summary: RunSummary, file_sources: frozenset[str], policy: RetryPolicy, dedupe: DedupeParams) -> None:
+                 summary: RunSummary, file_sources: frozenset[str], policy: RetryPolicy, dedupe: DedupeParams,
+                 archive: WarcArchive | None, warc: WarcInput | None = None) -> None:
     """Fetch, extract and load the pages in batches, three stages overlapping:
     while batch N is extracted in the worker processes, batches N+1 and N+2
     are fetched and batch N-1 is loaded. A fetched batch is ready when the
@@ -468,7 +539,13 @@ async def _pages(jobs, fetcher: Fetcher, pool: ExtractorPool, settings: Settings
 
     async def fetch(batch):
         started = _clock()
+        if warc is not None:  # the pages are in the WARC files already
+            pages = await asyncio.to_thread(_read_archived, batch, warc)
+            summary.fetch_s += _since(started)
+            return pages
         pages = await fetch_pages(fetcher, quote(batch), file_sources)
+        if archive is not None:
+            pages = await asyncio.to_thread(_archive_pages, archive, pages)
         summary.fetch_s += _since(started)
         return pages
 

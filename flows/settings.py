@@ -114,6 +114,14 @@ class DedupeSettings(_Strict):
         return DedupeParams(**self.model_dump())
 
 
+class ArchiveSettings(_Strict):
+    """The raw WARC archive of every fetched feed and page."""
+
+    enabled: bool = True
+    dir: str | None = None  # default: warc/ beside the warehouse file
+    max_file_mb: Annotated[int, Field(ge=1, le=100_000)] = 100  # rotate to a new file past this size
+
+
 class FeedSettings(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     url: str
@@ -137,6 +145,7 @@ class Settings(_Strict):
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
     dedupe: DedupeSettings = DedupeSettings()
+    archive: ArchiveSettings = ArchiveSettings()
 
     @field_validator("feeds")
     @classmethod

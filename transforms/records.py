@@ -100,6 +100,9 @@ class Article:
     story_id: str | None = None  # the story's root article; = article_id for a root
     duplicate_of: str | None = None  # the root, for every member but the root
     story_similarity: float | None = None  # estimated Jaccard with the root
+    # Where the page is in the raw WARC archive (set by the flow after archiving).
+    warc_file: str | None = None
+    warc_offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

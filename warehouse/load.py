@@ -26,6 +26,7 @@ ARTICLE_SCHEMA = pa.schema([
     ("body_note", pa.string()), ("word_count", pa.int32()), ("content_hash", pa.string()),
     ("first_seen_at", _TS), ("run_id", pa.string()), ("extractor", pa.string()),
     ("story_id", pa.string()), ("duplicate_of", pa.string()), ("story_similarity", pa.float64()),
+    ("warc_file", pa.string()), ("warc_offset", pa.int64()),
 ])
 SIGHTING_SCHEMA = pa.schema([
     ("article_id", pa.string()), ("source", pa.string()), ("url", pa.string()),
@@ -195,11 +196,13 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         upgraded = {r[0]: r[1] for r in con.execute(
             "SELECT a.article_id, a.story_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
         ).fetchall()}
+        _keep_revisions(con, "_up", "upgrade", "a.body_source = 'feed'")
         con.execute("""
             UPDATE articles SET
                 body = u.body, body_source = u.body_source, body_note = u.body_note,
                 word_count = u.word_count, content_hash = u.content_hash, language = u.language,
                 extractor = u.extractor, title = coalesce(articles.title, u.title),
+                warc_file = u.warc_file, warc_offset = u.warc_offset,
                 author = coalesce(articles.author, u.author),
                 published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
                                     THEN u.published_at ELSE articles.published_at END,
@@ -216,6 +219,51 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
     done = [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint]
     _put_fingerprints(con, done)
     _put_bands(con, [(a, f) for a, f in done if upgraded[a] == a])
+
+
+def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str, where: str = "true") -> None:
+    """Copy the current version of the articles in the registered table
+    `changes` whose body is about to change into article_revisions."""
+    con.execute(f"""
+        INSERT INTO article_revisions
+        SELECT a.article_id, now(), '{reason}', a.title, a.body, a.body_source, a.content_hash, a.extractor,
+               a.published_at, a.language
+        FROM articles a JOIN {changes} c USING (article_id)
+        WHERE a.content_hash <> c.content_hash AND {where}
+    """)
+
+
+def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
+    """Replace what extraction decides (body, metadata from the page, language,
+    fingerprint) of these stored articles, keeping each previous version whose
+    body changed in article_revisions. Identity, URL, feed and story stay."""
+    if not articles:
+        return
+    con.begin()
+    try:
+        con.register("_re", to_arrow(articles, ARTICLE_SCHEMA))
+        try:
+            _keep_revisions(con, "_re", "reextract")
+            con.execute("""
+                UPDATE articles SET
+                    title = r.title, author = r.author, published_at = r.published_at,
+                    published_date = r.published_date, date_source = r.date_source, date_note = r.date_note,
+                    language = r.language, body = r.body, body_source = r.body_source, body_note = r.body_note,
+                    word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
+                FROM _re r WHERE articles.article_id = r.article_id
+            """)
+            roots = {row[0] for row in con.execute(
+                "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _re) "
+                "AND story_id = article_id").fetchall()}
+        finally:
+            con.unregister("_re")
+        prints = [(a.article_id, a.fingerprint) for a in articles if a.fingerprint]
+        _put_fingerprints(con, prints)
+        _put_bands(con, [(a, f) for a, f in prints if a in roots])
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
 
 
 def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[dict]) -> None:

@@ -169,3 +169,43 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
 def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
     columns, rows = run_sql(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
     return dict(zip(columns, rows[0])) if rows else None
+
+
+class ArchivedArticle(NamedTuple):
+    article_id: str
+    url: str
+    source: str
+    title: str | None
+    author: str | None
+    published_at: datetime
+    date_source: str
+    first_seen_at: datetime
+    run_id: str
+    warc_file: str
+    warc_offset: int
+    source_language: str | None
+
+
+def select_archived_articles(con: duckdb.DuckDBPyConnection, since=None, source: str | None = None) -> list[ArchivedArticle]:
+    """Articles whose page body came from an archived response, oldest first."""
+    rows = con.execute("""
+        SELECT a.article_id, a.url, a.source, a.title, a.author, a.published_at, a.date_source, a.first_seen_at,
+               a.run_id, a.warc_file, a.warc_offset, s.language
+        FROM articles a LEFT JOIN sources s ON s.name = a.source
+        WHERE a.warc_file IS NOT NULL AND a.body_source = 'page'
+          AND ($since IS NULL OR a.published_date >= $since) AND ($source IS NULL OR a.source = $source)
+        ORDER BY a.first_seen_at, a.article_id
+    """, {"since": since, "source": source}).fetchall()
+    return [ArchivedArticle(*r) for r in rows]
+
+
+def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    if not article_ids:
+        return {}
+    con.register("_ids", pa.table({"article_id": list(article_ids)}))
+    try:
+        cur = con.execute("SELECT * FROM articles WHERE article_id IN (SELECT article_id FROM _ids)")
+        names = [d[0] for d in cur.description]
+        return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
+    finally:
+        con.unregister("_ids")

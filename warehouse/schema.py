@@ -241,11 +241,36 @@ ALTER TABLE runs ADD COLUMN dedupe_s DOUBLE;   -- known-entry lookups, exact dup
 ALTER TABLE runs ADD COLUMN load_s DOUBLE;     -- the load transactions
 """
 
+_V5 = """
+-- Where each article's page lives in the raw WARC archive, for re-extraction
+-- without the network (NULL for bodies taken from the feed).
+ALTER TABLE articles ADD COLUMN warc_file VARCHAR;
+ALTER TABLE articles ADD COLUMN warc_offset BIGINT;
+
+-- Earlier versions of an article: kept whenever a body is replaced (a
+-- feed-text body upgraded to the page's, a refetch or re-extraction that
+-- changed it). The row in `articles` is always the latest.
+CREATE TABLE article_revisions (
+    article_id   VARCHAR NOT NULL,
+    revised_at   TIMESTAMPTZ NOT NULL,   -- when this version was replaced
+    reason       VARCHAR NOT NULL,       -- 'upgrade' | 'reextract'
+    title        VARCHAR,
+    body         VARCHAR NOT NULL,
+    body_source  VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    extractor    VARCHAR NOT NULL,
+    published_at TIMESTAMPTZ NOT NULL,
+    language     VARCHAR
+);
+CREATE INDEX revisions_article ON article_revisions (article_id);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
     (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
     (4, "per-stage timings in runs", _V4),
+    (5, "raw archive locations and article revisions", _V5),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
