@@ -144,6 +144,9 @@ def test_page_attempts_upsert_due_and_upgrade(db):
         # A second upgrade aimed at a row that already has its page body changes nothing.
         load.load_batch(con, upgrades=[replace(page_version, body="Another page.", content_hash="h3")])
         assert con.execute("SELECT body FROM articles").fetchone() == ("The page body.",)
+        # The feed-text version that the page replaced is kept, once.
+        assert con.execute("SELECT reason, body_source, body FROM article_revisions").fetchall() == [
+            ("upgrade", "feed", art.body)]
 
 
 def test_views_exist_and_balance(db):
