@@ -179,7 +179,7 @@ def search(
     columns = ["score", "published_date", "source", "title", "url", "snippet", "story_matches"]
     rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
              snippet(h["body"], query), h["story_matches"]) for h in hits]
-    _print_rows(columns, rows, format)
+    _print_rows(columns, rows, format, {"source": 18, "title": 40, "url": 40, "snippet": 60})
 
 
 @app.command()
@@ -238,7 +238,7 @@ def export(
     Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False)
 
 
-def _print_rows(columns: list[str], rows: list[tuple], format: Format) -> None:
+def _print_rows(columns: list[str], rows: list[tuple], format: Format, widths: dict[str, int] | None = None) -> None:
     if format is Format.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
@@ -254,7 +254,9 @@ def _print_rows(columns: list[str], rows: list[tuple], format: Format) -> None:
         console = Console() if sys.stdout.isatty() else Console(width=200)
         table = Table(show_lines=False)
         for name in columns:
-            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16), max_width=70)
+            width = (widths or {}).get(name, 70)
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16, width),
+                             max_width=width)
         for row in rows:
             table.add_row(*("" if v is None else str(v).replace("\n", " ") for v in row))
         console.print(table)
