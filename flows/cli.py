@@ -120,13 +120,14 @@ def sql(
 ) -> None:
     """Run read-only SQL against the warehouse and print the result."""
     from flows.settings import default_db_path
-    from warehouse.connection import connect
+    from warehouse.connection import WarehouseBusy, connect
     from warehouse.queries import QueryError, run_sql
 
     try:
-        with connect(default_db_path(db), read_only=True) as con:
+        # During an ingest the file is locked only while a batch loads: wait for the gap.
+        with connect(default_db_path(db), read_only=True, wait_s=30) as con:
             columns, rows = run_sql(con, query)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, WarehouseBusy) as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
     except QueryError as exc:
@@ -208,6 +209,49 @@ def reextract(
         out.print(f"  changed {article_id} {title!r}: {', '.join(fields)}", highlight=False)
     for article_id, why in report.kept + report.missing:
         out.print(f"  kept    {article_id}: {why}", highlight=False)
+
+
+@app.command()
+def serve(
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Serve the `ingest` flow as the Prefect deployment `ingest/newsdesk`: on
+    the [schedule] cron of the sources file, and on demand from the Prefect UI
+    (Run), with the sources file, warehouse and feeds editable per run. Runs
+    never overlap: a run started while another is going waits its turn."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.settings import SettingsError, default_db_path, load_settings
+
+    try:
+        settings = load_settings(sources)
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    from flows.deployment import serve as serve_deployment
+
+    source_file = str(Path(sources).resolve()) if sources else None
+    serve_deployment(settings, source_file, str(default_db_path(db).resolve()))
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="How many runs, newest first.")] = 20,
+    db: DbOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """List recent ingest runs from the warehouse, newest first."""
+    from flows.settings import default_db_path
+    from warehouse.connection import WarehouseBusy, connect
+    from warehouse.queries import select_recent_runs
+
+    try:
+        with connect(default_db_path(db), read_only=True) as con:
+            columns, rows = select_recent_runs(con, limit)
+    except (FileNotFoundError, WarehouseBusy) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    _print_rows(columns, rows, format)
 
 
 class ExportFormat(str, Enum):

@@ -22,6 +22,7 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
@@ -37,6 +38,7 @@ from flows.extraction import (
     extract_many,
 )
 from flows.fetch import Fetcher, Response
+from flows.locks import ingest_lock
 from flows.settings import FeedSettings, Settings, default_db_path, load_settings
 from flows.stories import cluster_backlog, cluster_new
 from transforms.dedupe import plan_entries, resolve_duplicates, sighting
@@ -45,6 +47,7 @@ from transforms.feeds import parse_feed
 from transforms.fingerprints import DedupeParams
 from transforms.normalize import canonical_url
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
+from transforms.reports import run_report
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
 from warehouse import load, queries, search
 from warehouse.connection import Writer, connect
@@ -298,13 +301,42 @@ def _chunks(items: Sequence, size: int):
 
 
 @flow(name="ingest", log_prints=False)
-async def ingest(sources: str | None = None, db: str | None = None, from_warc: list[str] | None = None) -> dict:
-    """Fetch every feed of the sources file, extract the new articles and load
-    them into the DuckDB warehouse. Returns the run's counts. With
-    `from_warc`, the pages come from those WARC files instead of the feeds."""
+async def ingest(sources: str | None = None, db: str | None = None, feeds: list[str] | None = None,
+                 from_warc: list[str] | None = None) -> dict:
+    """Fetch the feeds of the sources file (all, or those named or tagged in
+    `feeds`), extract the new articles and load them into the DuckDB
+    warehouse. Returns the run's counts. With `from_warc`, the pages come
+    from those WARC files instead of the feeds.
+
+    Only one ingest writes a warehouse at a time: a second one waits for the
+    first (up to [pipeline] lock_wait_s), then gives up with an error."""
     logger = get_run_logger()
-    settings: Settings = load_settings(sources)
+    settings: Settings = select_feeds(load_settings(sources), feeds)
     db_path = default_db_path(db)
+    lock = ingest_lock(db_path, settings.pipeline.lock_wait_s)
+    waited = await asyncio.to_thread(lock.__enter__)
+    if waited > 1:
+        logger.info("waited %.0f s for another ingest of %s to finish", waited, db_path)
+    try:
+        return await _ingest(settings, db_path, from_warc, logger)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def select_feeds(settings: Settings, wanted: Sequence[str] | None) -> Settings:
+    """Keep the feeds named in `wanted`, or carrying one of its tags."""
+    if not wanted:
+        return settings
+    known = {f.name for f in settings.feeds} | {t for f in settings.feeds for t in f.tags}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise ValueError(f"no feed is named or tagged {', '.join(map(repr, unknown))}; "
+                         f"feeds: {', '.join(sorted(f.name for f in settings.feeds))}")
+    chosen = tuple(f for f in settings.feeds if f.name in wanted or set(f.tags) & set(wanted))
+    return settings.model_copy(update={"feeds": chosen})
+
+
+async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None, logger) -> dict:
     run_id = str(flow_run.id or uuid.uuid4())
     started = _now()
     warc = None
@@ -334,6 +366,10 @@ async def ingest(sources: str | None = None, db: str | None = None, from_warc: l
         if summary.articles_new or summary.retries_loaded or not search.has_index(con):
             search.refresh_index(con)
         load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
+        per_feed = queries.select_run_feeds(con, run_id)
+    if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
+        await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
+                                        description=f"newsdesk ingest into {db_path}")
     logger.info(
         "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "
         "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",

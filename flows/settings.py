@@ -73,6 +73,7 @@ class PipelineSettings(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 128  # pages fetched, extracted and loaded together
     workers: Annotated[int, Field(ge=1, le=256)] | None = None  # extraction processes; None: one per CPU
     hold_db_s: Annotated[float, Field(ge=0, le=600)] = 5.0  # longest the writer keeps the DuckDB file between loads
+    lock_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0  # how long an ingest waits for another to finish
     # Where extraction batches run: "local" (a process pool of `workers`) or
     # "dask" (Prefect tasks on a Dask cluster: `dask_address`, or a
     # temporary LocalCluster of `workers` processes when it is not set).
@@ -122,6 +123,35 @@ class ArchiveSettings(_Strict):
     max_file_mb: Annotated[int, Field(ge=1, le=100_000)] = 100  # rotate to a new file past this size
 
 
+class ScheduleSettings(_Strict):
+    """When `newsdesk serve` runs the ingest: a cron line, in a time zone."""
+
+    cron: str = "*/30 * * * *"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from prefect._vendor.croniter import (
+            croniter,  # the parser Prefect schedules with
+        )
+
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron expression (minute hour day-of-month month day-of-week)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as 'UTC' or 'Europe/Paris'") from None
+        return value
+
+
 class FeedSettings(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     url: str
@@ -146,6 +176,7 @@ class Settings(_Strict):
     retry: RetrySettings = RetrySettings()
     dedupe: DedupeSettings = DedupeSettings()
     archive: ArchiveSettings = ArchiveSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @field_validator("feeds")
     @classmethod

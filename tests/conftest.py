@@ -47,3 +47,14 @@ def seed_document() -> tuple[str, str]:
     head, date, body = text.split(" ", 2)
     assert head == "date"
     return date, body
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real `prefect server start` for the whole session, shared by the
+    deployment, overlap and browser tests."""
+    from tests.prefect_server import PrefectServer
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
+    yield server
+    server.stop()

@@ -31,15 +31,40 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     load_fts(con)
 
 
+class WarehouseBusy(RuntimeError):
+    """Another process held the DuckDB file for longer than we would wait."""
+
+
+def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting with backoff while another process holds the
+    file (DuckDB allows one writer process, and no reader beside it)."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() + delay > deadline:
+                raise WarehouseBusy(
+                    f"{path} is held by another process (an ingest loading a batch?) and stayed locked for "
+                    f"{wait_s:g} s: {exc}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 @contextmanager
-def connect(path: str | os.PathLike, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse, migrated to the current schema when writable."""
+def connect(path: str | os.PathLike, *, read_only: bool = False,
+            wait_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse, migrated to the current schema when writable.
+    Waits up to `wait_s` for a lock held by another process."""
     path = Path(path)
     if read_only and not path.exists():
         raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = _open(path, read_only, wait_s)
     try:
         _prepare(con)
         if not read_only:
@@ -68,7 +93,7 @@ class Writer:
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
         if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path))
+            self._con = _open(self.path, False, 30.0)
             _prepare(self._con)
             migrate(self._con)
             self._opened = time.monotonic()

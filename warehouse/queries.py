@@ -209,3 +209,33 @@ def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) 
         return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
     finally:
         con.unregister("_ids")
+
+
+def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """Per feed, what one run did: poll status, entries, new articles, duplicates, failures."""
+    cur = con.execute("""
+        WITH new AS (SELECT source, count(*) AS n FROM articles WHERE run_id = $r GROUP BY 1),
+             seen AS (SELECT source, count(*) AS n FROM article_sightings WHERE run_id = $r GROUP BY 1),
+             fails AS (SELECT source, count(*) AS n FROM failures WHERE run_id = $r GROUP BY 1)
+        SELECT p.source, p.status, p.ok, p.not_modified, p.entries, p.new_entries,
+               coalesce(new.n, 0) AS articles_new,
+               greatest(coalesce(seen.n, 0) - coalesce(new.n, 0), 0) AS duplicates,
+               coalesce(fails.n, 0) AS failures, p.error
+        FROM feed_polls p
+        LEFT JOIN new ON new.source = p.source
+        LEFT JOIN seen ON seen.source = p.source
+        LEFT JOIN fails ON fails.source = p.source
+        WHERE p.run_id = $r
+        ORDER BY p.source
+    """, {"r": run_id})
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def select_recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> tuple[list[str], list[tuple]]:
+    return run_sql(con, """
+        SELECT run_id, started_at, status, round(epoch(finished_at - started_at), 1) AS wall_s,
+               feeds_ok || '/' || feeds_total AS feeds, entries_seen, articles_new, duplicates, near_duplicates,
+               entries_pending AS pending, failures, flow_run_id
+        FROM runs ORDER BY started_at DESC LIMIT ?
+    """, [limit])

@@ -1,0 +1,48 @@
+"""One ingest per warehouse: an advisory lock file beside the DuckDB file.
+
+DuckDB's own lock is held only for short load transactions, so that readers
+get in between; it cannot keep two ingests (a cron job and a Prefect run,
+say) from interleaving their batches. This lock is held for a whole run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class IngestBusy(RuntimeError):
+    """Another ingest held the warehouse for longer than we would wait."""
+
+
+@contextmanager
+def ingest_lock(db: Path, wait_s: float) -> Iterator[float]:
+    """Hold <db>.ingest.lock for the block; wait up to `wait_s` for it, with
+    backoff. Yields the seconds spent waiting. The lock dies with the process."""
+    path = Path(str(db) + ".ingest.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    started = time.monotonic()
+    delay = 0.1
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - started
+                if waited + delay > wait_s:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                    raise IngestBusy(f"another ingest ({holder}) is writing {db}; waited {waited:.0f} s "
+                                     f"(lock_wait_s = {wait_s:g}), giving up") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield time.monotonic() - started
+    finally:
+        os.close(fd)  # releases the lock

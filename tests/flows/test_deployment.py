@@ -1,0 +1,105 @@
+"""`newsdesk serve` against a real Prefect server: runs triggered through the
+API as the UI's Run button does, and two runs at once that must not overlap."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.flows.helpers import query, serve_seeds, write_sources
+
+NEWSDESK = Path(sys.executable).with_name("newsdesk")
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture
+def served(prefect_server, server, tmp_path):
+    """The seeds on a local HTTP server, and `newsdesk serve` on them."""
+    sources = write_sources(tmp_path / "s.toml", serve_seeds(server))
+    db = tmp_path / "wh.duckdb"
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(NEWSDESK), "serve", "--sources", str(sources), "--db", str(db)],
+                            env=prefect_server.client_env, stdout=log, stderr=subprocess.STDOUT)
+    api = httpx.Client(base_url=prefect_server.api, timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            resp = api.get("/deployments/name/ingest/newsdesk")
+            if resp.status_code == 200:
+                break
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the deployment never appeared: " + (tmp_path / "serve.log").read_text()[-3000:])
+        yield api, resp.json(), sources, db
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        api.close()
+
+
+def trigger(api: httpx.Client, deployment_id: str, parameters: dict) -> str:
+    resp = api.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def wait(api: httpx.Client, run_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/flow_runs/{run_id}").json()
+        if run["state"]["type"] in TERMINAL:
+            return run
+        time.sleep(0.3)
+    pytest.fail(f"flow run {run_id} did not finish: {run['state']}")
+
+
+def test_served_deployment_runs_from_the_api_with_parameters(served, capsys):
+    api, deployment, sources, db = served
+    assert deployment["name"] == "newsdesk"
+    assert deployment["schedules"][0]["schedule"]["cron"] == "*/30 * * * *"
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+    assert deployment["parameters"]["db"] == str(db.resolve())
+
+    started = time.monotonic()
+    run = wait(api, trigger(api, deployment["id"], {"sources": str(sources), "db": str(db),
+                                                     "feeds": ["world-desk"]}))
+    elapsed = time.monotonic() - started
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    with capsys.disabled():
+        print(f"\ntrigger to COMPLETED: {elapsed:.1f} s")
+    # Only the feed asked for in the run form was ingested.
+    assert query(db, "SELECT DISTINCT source FROM articles") == [("world-desk",)]
+    assert query(db, "SELECT flow_run_id, status FROM runs") == [(run["id"], "completed")]
+    # The run's report was published as a markdown artifact.
+    artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["newsdesk-run"]}}}).json()
+    report = next(a for a in artifacts if a["flow_run_id"] == run["id"])
+    assert "| world-desk |" in report["data"] and "**total**" in report["data"]
+
+    # A bad parameter fails the run with a message that says what is wrong.
+    bad = wait(api, trigger(api, deployment["id"], {"sources": str(sources), "db": str(db), "feeds": ["nope"]}))
+    assert bad["state"]["type"] == "FAILED"
+    assert "no feed is named or tagged 'nope'" in bad["state"]["message"]
+
+
+def test_two_runs_at_once_do_not_overlap(served):
+    api, deployment, sources, db = served
+    params = {"sources": str(sources), "db": str(db)}
+    ids = [trigger(api, deployment["id"], params), trigger(api, deployment["id"], params)]
+    runs = [wait(api, i) for i in ids]
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    first, second = sorted(runs, key=lambda r: r["start_time"])
+    assert first["end_time"] <= second["start_time"], "the second run started before the first ended"
+    history = api.get("/flow_run_states/", params={"flow_run_id": second["id"]}).json()
+    assert "AwaitingConcurrencySlot" in {s["name"] for s in history}
+    # Exactly the rows of one run: the second found nothing new.
+    assert query(db, "SELECT count(*) FROM articles") == [(15,)]
+    assert sorted(query(db, "SELECT articles_new FROM runs")) == [(0,), (15,)]
