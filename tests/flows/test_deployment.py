@@ -103,3 +103,66 @@ def test_two_runs_at_once_do_not_overlap(served):
     # Exactly the rows of one run: the second found nothing new.
     assert query(db, "SELECT count(*) FROM articles") == [(15,)]
     assert sorted(query(db, "SELECT articles_new FROM runs")) == [(0,), (15,)]
+
+
+def test_prefect_deploy_all_creates_the_worker_deployment(prefect_server, tmp_path):
+    """prefect.yaml, for teams with workers: `prefect deploy --all` against the server."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "home")}
+    pool = subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "newsdesk", "--type", "process"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    with httpx.Client(base_url=prefect_server.api, timeout=30) as api:
+        resp = api.get("/deployments/name/ingest/newsdesk-worker")
+        assert resp.status_code == 200, resp.text
+        deployment = resp.json()
+    assert deployment["work_pool_name"] == "newsdesk"
+    assert deployment["entrypoint"] == "flows/ingest.py:ingest"
+    assert deployment["schedules"][0]["schedule"]["cron"] == "*/30 * * * *"
+    assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
+
+
+def test_a_second_ingest_waits_for_the_first_then_gives_up_clearly(tmp_path):
+    """A cron `newsdesk ingest` that finds another ingest writing the warehouse."""
+    from flows.locks import ingest_lock
+
+    db = tmp_path / "wh.duckdb"
+    sources = tmp_path / "s.toml"
+    sources.write_text((Path(__file__).resolve().parents[2] / "seeds" / "sources.toml").read_text()
+                       .replace('url = "file:', f'url = "file:{Path(__file__).resolve().parents[2] / "seeds"}/')
+                       + "\n[pipeline]\nlock_wait_s = 2\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with ingest_lock(db, 0):
+        started = time.monotonic()
+        run = subprocess.run([str(NEWSDESK), "ingest", "--sources", str(sources), "--db", str(db), "--quiet"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1
+        assert "another ingest" in run.stderr and "lock_wait_s = 2" in run.stderr
+    assert not db.exists() or query(db, "SELECT count(*) FROM runs") == [(0,)]  # nothing half-loaded
+    assert time.monotonic() - started >= 2
+
+
+def test_sql_waits_for_a_load_to_release_the_file(tmp_path):
+    import threading
+
+    import duckdb
+
+    from warehouse.connection import connect
+
+    db = tmp_path / "wh.duckdb"
+    with connect(db):
+        pass
+    writer = duckdb.connect(str(db))  # another process would hold it like this while loading a batch
+    release = threading.Timer(1.5, writer.close)
+    release.start()
+    started = time.monotonic()
+    out = subprocess.run([str(NEWSDESK), "sql", "select count(*) as n from articles", "--db", str(db), "-f", "csv"],
+                         capture_output=True, text=True, timeout=120)
+    release.join()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["n", "0"]
+    assert time.monotonic() - started >= 1.0
