@@ -28,7 +28,8 @@ def served(prefect_server, server, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             resp = api.get("/deployments/name/ingest/newsdesk")
-            if resp.status_code == 200:
+            # The deployment outlives a test: wait until this test's serve has upserted it.
+            if resp.status_code == 200 and resp.json()["parameters"].get("db") == str(db.resolve()):
                 break
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
@@ -166,3 +167,44 @@ def test_sql_waits_for_a_load_to_release_the_file(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["n", "0"]
     assert time.monotonic() - started >= 1.0
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: no browser can be downloaded here
+
+
+def test_quick_run_from_the_prefect_ui_in_a_real_browser(served, tmp_path, capsys):
+    from playwright.sync_api import sync_playwright
+
+    api, deployment, sources, db = served
+    ui = str(api.base_url).removesuffix("/api/").removesuffix("/api")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            runs_of = {"deployments": {"id": {"any_": [deployment["id"]]}}}
+            earlier = {r["id"] for r in api.post("/flow_runs/filter", json=runs_of).json()}  # other tests' runs
+            page.goto(f"{ui}/deployments/deployment/{deployment['id']}", wait_until="networkidle")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Quick run").first.click()
+            started = time.monotonic()
+            run = None
+            while time.monotonic() - started < 240:
+                runs = [r for r in api.post("/flow_runs/filter", json=runs_of).json() if r["id"] not in earlier]
+                if runs and runs[0]["state"]["type"] in TERMINAL:
+                    run = runs[0]
+                    break
+                time.sleep(0.5)
+            assert run is not None, "no run was started from the UI"
+            page.goto(f"{ui}/runs/flow-run/{run['id']}", wait_until="networkidle")
+            page.get_by_text("Completed").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "flow-run.png"), full_page=True)
+        finally:
+            browser.close()
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert query(db, "SELECT count(*) FROM articles") == [(15,)]
+    assert (tmp_path / "flow-run.png").stat().st_size > 10_000
+    with capsys.disabled():
+        print(f"\nUI quick run: COMPLETED {time.monotonic() - started:.1f} s after the click; "
+              f"screenshot {tmp_path / 'flow-run.png'}")
