@@ -13,12 +13,15 @@ from tests.flows.helpers import query, serve_seeds, write_sources
 
 NEWSDESK = Path(sys.executable).with_name("newsdesk")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+TEST_CRON = "0 3 29 2 *"  # 03:00 on February 29th
 
 
 @pytest.fixture
 def served(prefect_server, server, tmp_path):
     """The seeds on a local HTTP server, and `newsdesk serve` on them."""
     sources = write_sources(tmp_path / "s.toml", serve_seeds(server))
+    # A schedule that never fires during a test (a */30 one did, once, and added a run).
+    sources.write_text(sources.read_text() + f'\n[schedule]\ncron = "{TEST_CRON}"\ntimezone = "Europe/Paris"\n')
     db = tmp_path / "wh.duckdb"
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([str(NEWSDESK), "serve", "--sources", str(sources), "--db", str(db)],
@@ -65,7 +68,8 @@ def wait(api: httpx.Client, run_id: str, timeout: float = 240) -> dict:
 def test_served_deployment_runs_from_the_api_with_parameters(served, capsys):
     api, deployment, sources, db = served
     assert deployment["name"] == "newsdesk"
-    assert deployment["schedules"][0]["schedule"]["cron"] == "*/30 * * * *"
+    schedule = deployment["schedules"][0]["schedule"]
+    assert (schedule["cron"], schedule["timezone"]) == (TEST_CRON, "Europe/Paris")  # from the sources file
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     assert deployment["global_concurrency_limit"]["limit"] == 1
     assert deployment["parameters"]["db"] == str(db.resolve())
@@ -91,7 +95,7 @@ def test_served_deployment_runs_from_the_api_with_parameters(served, capsys):
     assert "no feed is named or tagged 'nope'" in bad["state"]["message"]
 
 
-def test_two_runs_at_once_do_not_overlap(served):
+def test_two_runs_at_once_do_not_overlap(served, capsys):
     api, deployment, sources, db = served
     params = {"sources": str(sources), "db": str(db)}
     ids = [trigger(api, deployment["id"], params), trigger(api, deployment["id"], params)]
@@ -101,6 +105,9 @@ def test_two_runs_at_once_do_not_overlap(served):
     assert first["end_time"] <= second["start_time"], "the second run started before the first ended"
     history = api.get("/flow_run_states/", params={"flow_run_id": second["id"]}).json()
     assert "AwaitingConcurrencySlot" in {s["name"] for s in history}
+    with capsys.disabled():
+        print(f"\nfirst run {first['start_time']} .. {first['end_time']}; second run {second['start_time']} .. "
+              f"{second['end_time']}; second's states: {' > '.join(s['name'] for s in sorted(history, key=lambda s: s['timestamp']))}")
     # Exactly the rows of one run: the second found nothing new.
     assert query(db, "SELECT count(*) FROM articles") == [(15,)]
     assert sorted(query(db, "SELECT articles_new FROM runs")) == [(0,), (15,)]
