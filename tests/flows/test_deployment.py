@@ -26,7 +26,7 @@ def served(prefect_server, server, tmp_path):
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([str(NEWSDESK), "serve", "--sources", str(sources), "--db", str(db)],
                             env=prefect_server.client_env, stdout=log, stderr=subprocess.STDOUT)
-    api = httpx.Client(base_url=prefect_server.api, timeout=30)
+    api = PatientClient(base_url=prefect_server.api, timeout=30)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -49,6 +49,19 @@ def served(prefect_server, server, tmp_path):
         api.close()
 
 
+class PatientClient(httpx.Client):
+    """The Prefect server answers 503 while its SQLite database is busy (seen
+    on a fresh server under load): retry those, as the UI's user would."""
+
+    def send(self, request, **kwargs):
+        for attempt in range(12):
+            response = super().send(request, **kwargs)
+            if response.status_code != 503:
+                return response
+            time.sleep(min(0.25 * 2 ** attempt, 3))
+        return response
+
+
 def trigger(api: httpx.Client, deployment_id: str, parameters: dict) -> str:
     resp = api.post(f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
     assert resp.status_code == 201, resp.text
@@ -58,7 +71,8 @@ def trigger(api: httpx.Client, deployment_id: str, parameters: dict) -> str:
 def wait(api: httpx.Client, run_id: str, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = api.get(f"/flow_runs/{run_id}").json()
+        resp = api.get(f"/flow_runs/{run_id}")
+        run = resp.json() if resp.status_code == 200 else {"state": {"type": f"HTTP {resp.status_code}"}}
         if run["state"]["type"] in TERMINAL:
             return run
         time.sleep(0.3)
@@ -123,7 +137,7 @@ def test_prefect_deploy_all_creates_the_worker_deployment(prefect_server, tmp_pa
     deploy = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=repo, env=env,
                             capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    with httpx.Client(base_url=prefect_server.api, timeout=30) as api:
+    with PatientClient(base_url=prefect_server.api, timeout=30) as api:
         resp = api.get("/deployments/name/ingest/newsdesk-worker")
         assert resp.status_code == 200, resp.text
         deployment = resp.json()
