@@ -190,8 +190,10 @@ def reextract(
     sources: SourcesOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Rebuild bodies and page metadata from the raw WARC archive with the
-    current extractor, without the network; rows change only where the result did."""
+    """Re-extract archived pages with the current extractor, offline.
+
+    Rebuilds bodies and page metadata from the raw WARC archive; rows change
+    only where the result did, and replaced bodies go to article_revisions."""
     from flows.reextract import reextract as run_reextract
     from flows.settings import SettingsError, default_db_path, load_settings
 
@@ -216,10 +218,11 @@ def serve(
     sources: SourcesOpt = None,
     db: DbOpt = None,
 ) -> None:
-    """Serve the `ingest` flow as the Prefect deployment `ingest/newsdesk`: on
-    the [schedule] cron of the sources file, and on demand from the Prefect UI
-    (Run), with the sources file, warehouse and feeds editable per run. Runs
-    never overlap: a run started while another is going waits its turn."""
+    """Serve the flow as the Prefect deployment ingest/newsdesk, on a schedule and from the UI.
+
+    Runs on the cron of the sources file's schedule section and on demand from
+    the Prefect UI (Run), with the sources file, warehouse and feeds editable
+    per run. Runs never overlap: one started while another is going waits."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.settings import SettingsError, default_db_path, load_settings
 
