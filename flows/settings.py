@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from transforms.fingerprints import DedupeParams
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCES = REPO_ROOT / "seeds" / "sources.toml"
@@ -111,7 +110,10 @@ class DedupeSettings(_Strict):
             raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
 
-    def params(self) -> DedupeParams:
+    def params(self):
+        # Imported here: datasketch costs ~0.4 s, which `newsdesk sql` need not pay.
+        from transforms.fingerprints import DedupeParams
+
         return DedupeParams(**self.model_dump())
 
 
