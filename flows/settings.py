@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCES = REPO_ROOT / "seeds" / "sources.toml"
 DEFAULT_DB = Path("newsdesk.duckdb")
