@@ -270,7 +270,6 @@ def main() -> None:
         empty_walls = json.loads(subprocess.run(
             [sys.executable, "-c", EMPTY_CHILD, str(empty), str(tmp / "empty.duckdb"), "4"], env={**env, "PYTHONPATH": str(ROOT)}, check=True,
             capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1])
-        requests_in_rerun = None
         from warehouse.connection import connect
 
         with connect(db, read_only=True) as con:

@@ -146,6 +146,22 @@ def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Finger
     _insert(con, "story_bands", rows, "")
 
 
+def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, Fingerprint]]) -> None:
+    """New fingerprints for stored articles; those that are story roots get
+    their band keys replaced too (members have none)."""
+    if not prints:
+        return
+    _put_fingerprints(con, prints)
+    con.register("_ids", pa.table({"article_id": [a for a, _ in prints]}))
+    try:
+        roots = {r[0] for r in con.execute(
+            "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
+            "AND story_id = article_id").fetchall()}
+    finally:
+        con.unregister("_ids")
+    _put_bands(con, [(a, f) for a, f in prints if a in roots])
+
+
 def save_stories(
     con: duckdb.DuckDBPyConnection,
     fingerprints: Sequence[tuple[str, Fingerprint]],
@@ -156,7 +172,6 @@ def save_stories(
     transaction. `assignments` are (article_id, story_id, duplicate_of, similarity)."""
     con.begin()
     try:
-        _put_fingerprints(con, fingerprints)
         if assignments:
             con.register("_stories", pa.table({
                 "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
@@ -170,15 +185,7 @@ def save_stories(
                     FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
             finally:
                 con.unregister("_stories")
-        ids = pa.table({"article_id": [a for a, _ in fingerprints]})
-        con.register("_ids", ids)
-        try:
-            roots = {r[0] for r in con.execute(
-                "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
-                "AND story_id = article_id").fetchall()}
-        finally:
-            con.unregister("_ids")
-        _put_bands(con, [(a, f) for a, f in fingerprints if a in roots])
+        _refingerprint(con, fingerprints)  # after the stories: new roots get their band keys
         con.commit()
     except Exception:
         con.rollback()
@@ -193,8 +200,8 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         return
     con.register("_up", to_arrow(upgrades, ARTICLE_SCHEMA))
     try:
-        upgraded = {r[0]: r[1] for r in con.execute(
-            "SELECT a.article_id, a.story_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
+        upgraded = {r[0] for r in con.execute(
+            "SELECT a.article_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
         ).fetchall()}
         _keep_revisions(con, "_up", "upgrade", "a.body_source = 'feed'")
         con.execute("""
@@ -216,9 +223,7 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         """)
     finally:
         con.unregister("_up")
-    done = [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint]
-    _put_fingerprints(con, done)
-    _put_bands(con, [(a, f) for a, f in done if upgraded[a] == a])
+    _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
 
 
 def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str, where: str = "true") -> None:
@@ -252,14 +257,9 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
                     word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
                 FROM _re r WHERE articles.article_id = r.article_id
             """)
-            roots = {row[0] for row in con.execute(
-                "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _re) "
-                "AND story_id = article_id").fetchall()}
         finally:
             con.unregister("_re")
-        prints = [(a.article_id, a.fingerprint) for a in articles if a.fingerprint]
-        _put_fingerprints(con, prints)
-        _put_bands(con, [(a, f) for a, f in prints if a in roots])
+        _refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
         con.commit()
     except Exception:
         con.rollback()

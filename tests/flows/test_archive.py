@@ -1,17 +1,20 @@
 """The raw WARC archive: ingest over HTTP, then re-extract with the server
 gone; ingest from a WARC file; revisions of replaced bodies."""
 
+import asyncio
 import gzip
 
 import pytest
 
 import transforms.articles as articles_module
 from flows.archive import iter_responses, read_at, resolve
+from flows.ingest import ingest
 from flows.reextract import reextract
 from flows.settings import load_settings
 from tests.conftest import EXTRACTION
 from tests.flows.helpers import query, run_ingest, serve_seeds, write_sources
 from tests.httpserver import LocalServer
+from transforms.fingerprints import DedupeParams, fingerprint
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -66,6 +69,7 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
     report = reextract(db, load_settings(sources))
     assert report.changed, "a different extraction changes some bodies"
     body_changed = {article_id for article_id, _, fields in report.changed if "body" in fields}
+    assert body_changed
     revisions = query(db, "SELECT article_id, reason, body FROM article_revisions")
     # Each replaced body is kept, once, as it was; the row holds the new one.
     assert sorted(r[0] for r in revisions) == sorted(body_changed)
@@ -73,6 +77,10 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
     now = dict(query(db, "SELECT article_id, body FROM articles"))
     assert all(now[a] != bodies[a] for a in body_changed)
     assert len(now) == len(before)  # updated in place, nothing added
+    # The fingerprints follow the new bodies, so stories are matched on what is stored.
+    for article_id in body_changed:
+        [(signature,)] = query(db, "SELECT signature FROM article_fingerprints WHERE article_id = ?", [article_id])
+        assert bytes(signature) == fingerprint(now[article_id], DedupeParams()).signature
     # Run again with the same extractor: nothing more changes.
     assert reextract(db, load_settings(sources)).changed == []
 
@@ -80,10 +88,6 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
 def test_ingest_from_warc_gives_the_same_articles(archived, tmp_path):
     sources, db = archived
     warc_files = [str(f) for f in (db.parent / "warc").glob("*.warc.gz")]
-    import asyncio
-
-    from flows.ingest import ingest
-
     fresh = tmp_path / "fresh.duckdb"
     summary = asyncio.run(ingest(sources=str(sources), db=str(fresh), from_warc=warc_files))
     assert summary["feeds_total"] == 0 and summary["failures"] == 0

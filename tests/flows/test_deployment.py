@@ -1,6 +1,7 @@
 """`newsdesk serve` against a real Prefect server: runs triggered through the
 API as the UI's Run button does, and two runs at once that must not overlap."""
 
+import os
 import subprocess
 import sys
 import time
@@ -156,7 +157,7 @@ def test_a_second_ingest_waits_for_the_first_then_gives_up_clearly(tmp_path):
     sources.write_text((Path(__file__).resolve().parents[2] / "seeds" / "sources.toml").read_text()
                        .replace('url = "file:', f'url = "file:{Path(__file__).resolve().parents[2] / "seeds"}/')
                        + "\n[pipeline]\nlock_wait_s = 2\n")
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PREFECT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     with ingest_lock(db, 0):
         started = time.monotonic()

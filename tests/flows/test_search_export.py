@@ -118,10 +118,8 @@ def test_jsonl_export(seeded, tmp_path):
 
 
 def test_fts_version_drift_is_a_clear_error(monkeypatch):
-    import pytest as _pytest
-
     from warehouse import search as fts
 
     monkeypatch.setattr(fts.duckdb, "__version__", "9.9.9")
-    with _pytest.raises(fts.ExtensionError, match="pin duckdb and duckdb-extension-fts"):
+    with pytest.raises(fts.ExtensionError, match="pin duckdb and duckdb-extension-fts"):
         fts.fts_extension_path()
