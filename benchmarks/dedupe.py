@@ -4,7 +4,7 @@
 
 1. Signature throughput on one core: `transforms.fingerprints.fingerprint`
    (tokenize, shingle, MinHash, band keys) over 800-word articles cut from
-   the real bodies of ../shared/corpus/extraction.
+   the real bodies of tests/data/extraction.
 2. Candidate lookup per new article against histories of N stored story
    roots: the warehouse join on band keys (`queries.select_story_roots`)
    plus the decision (`transforms.stories.assign_stories`), for batches of
@@ -38,7 +38,7 @@ from transforms.stories import assign_stories  # noqa: E402
 from warehouse import queries  # noqa: E402
 from warehouse.connection import connect  # noqa: E402
 
-EXTRACTION = ROOT.parent / "shared" / "corpus" / "extraction"
+EXTRACTION = ROOT / "tests" / "data" / "extraction"
 P = DedupeParams()
 
 

@@ -23,7 +23,7 @@ from tests import neardup_set  # noqa: E402
 from transforms.fingerprints import DedupeParams, fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
 
-EXTRACTION = ROOT.parent / "shared" / "corpus" / "extraction"
+EXTRACTION = ROOT / "tests" / "data" / "extraction"
 
 
 def evaluate(pages, truth, params: DedupeParams) -> dict:

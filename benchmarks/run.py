@@ -3,7 +3,7 @@
     python benchmarks/run.py [--pages 1500] [--small 150] [--workers N]
 
 1. Builds a corpus of distinct pages from the 120 real pages of
-   ../shared/corpus/extraction: variant v of a page gets a marker appended to
+   tests/data/extraction: variant v of a page gets a marker appended to
    every text node, so each variant extracts to a different body (no exact
    duplicates) at the cost of the real page.
 2. Serves them from 127.0.0.1 as 10 RSS feeds (a threaded stdlib server in
@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from flows.settings import PipelineSettings  # noqa: E402
 from tests.httpserver import LocalServer, Reply, Request  # noqa: E402
 
-EXTRACTION = ROOT.parent / "shared" / "corpus" / "extraction"
+EXTRACTION = ROOT / "tests" / "data" / "extraction"
 FEEDS = 10
 _TEXT_NODE = re.compile(rb">([^<]{40,})<")
 

@@ -27,6 +27,11 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+# Without PREFECT_API_URL, Prefect starts a temporary server and gives it 20 s;
+# on a busy two-core machine (cron next to a test run) that start took longer
+# and the run failed before it began. A user's own setting still wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 SourcesOpt = Annotated[Optional[Path], typer.Option("--sources", help="Sources file (TOML). Default: $NEWSDESK_SOURCES, else seeds/sources.toml.")]
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file. Default: $NEWSDESK_DB, else ./newsdesk.duckdb.")]
 

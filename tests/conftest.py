@@ -18,11 +18,11 @@ import pytest  # noqa: E402
 from tests.httpserver import LocalServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+DATA = REPO / "tests" / "data"
 SEEDS = REPO / "seeds"
-SEED_DOCUMENT = SHARED / "seed-documents" / "000_2683f6786eb8b0e7.txt"
-EXTRACTION = SHARED / "corpus" / "extraction"
-FEEDS_CORPUS = SHARED / "corpus" / "feeds"
+SEED_DOCUMENT = DATA / "seed-documents" / "000_2683f6786eb8b0e7.txt"
+EXTRACTION = DATA / "extraction"
+FEEDS_CORPUS = DATA / "feeds"
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """A labelled near-duplicate set built from the real article bodies of
-../shared/corpus/extraction/ground-truth.json.
+tests/data/extraction/ground-truth.json.
 
 Each of the 120 bodies is an *original*, published on its own site's page
 template. Four syndicated *copies* of each are published by four wire

@@ -1,5 +1,5 @@
 """The Zyte article-extraction-benchmark metric, re-implemented from the
-description in ../shared/corpus/extraction/README.md: per page, multisets of
+description in tests/data/extraction/README.md: per page, multisets of
 token 4-gram shingles; TP/FP/FN normalised per page; precision and recall
 averaged over pages; F1 from the two means."""
 

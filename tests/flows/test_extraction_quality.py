@@ -1,6 +1,6 @@
 """Extraction quality of the whole pipeline on real news pages.
 
-The 120 pages of ../shared/corpus/extraction are served from 127.0.0.1 as one
+The 120 pages of tests/data/extraction are served from 127.0.0.1 as one
 feed and ingested by the real flow; the bodies that land in DuckDB are scored
 with the Zyte benchmark metric against the ground truth, and compared with
 plain `trafilatura.extract` on the same pages."""

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import SEEDS, seed_document
+from tests.conftest import DATA, SEEDS, seed_document
 from tests.flows.helpers import query, run_ingest
 
 runner = CliRunner()
@@ -80,7 +80,7 @@ def test_text_export_of_the_seed_article_equals_the_seed_document(seeded, tmp_pa
     assert result.exit_code == 0 and "exported 15 articles" in result.output
     day, body = seed_document()
     [path] = list((tmp_path / "txt" / day).glob("*.txt"))
-    expected = (SEEDS.parent.parent / "shared" / "seed-documents").glob("*.txt")
+    expected = (DATA / "seed-documents").glob("*.txt")
     assert path.read_text(encoding="utf-8").split() == next(iter(expected)).read_text(encoding="utf-8").split()
     assert len(list((tmp_path / "txt").rglob("*.txt"))) == 15
 
