@@ -170,6 +170,8 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[tuple[tuple[FeedEntry, ..
 
     async def one(group: tuple[FeedEntry, ...], retry: PageAttempt | None) -> PageFetch:
         entry = group[0]
+        if not entry.has_link:  # an item without a link: its article is the feed's text
+            return PageFetch(group, None, None, retry)
         try:
             resp = await fetcher.get_page(entry.link, allow_file=entry.source in file_sources)
             return PageFetch(group, resp, None, retry)
@@ -429,7 +431,7 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
         progress.report("feeds", len(due), len(due))
 
         entries: list[FeedEntry] = []
-        ok_polls: list[FeedFetch] = []  # their rows need the plan's new-entry counts
+        ok_polls: list[tuple[FeedFetch, ParsedFeed | None]] = []  # their rows need the plan's new-entry counts
         states: list[load.SourceState] = []
         polls: list[dict] = []
         feed_failures: list[Failure] = []
@@ -446,17 +448,17 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
                 states.append(load.SourceState(name, item.fetched_at, status, ok=False, error=str(error),
                                                next_attempt_at=next_feed_attempt(failures_so_far, item.fetched_at, policy)))
                 polls.append(dict(run_id=run_id, source=name, fetched_at=item.fetched_at, status=status, ok=False,
-                                  not_modified=False, error=str(error), entries=0, new_entries=0))
+                                  not_modified=False, error=str(error), entries=0, new_entries=0, warning=None))
                 continue
             summary.feeds_ok += 1
-            ok_polls.append(item)
+            ok_polls.append((item, result))
             headers = item.response.headers
             if item.response.not_modified:
                 summary.feeds_not_modified += 1
             else:
                 entries.extend(result.entries)
-                if result.warning:
-                    logger.info("feed %s is ill-formed but readable: %s", name, result.warning)
+                if result.warning:  # kept on the poll and the source (feed_polls.warning, sources.last_warning)
+                    logger.warning("feed %s is readable but: %s", name, result.warning)
                 for link, why in result.rejected:
                     feed_failures.append(_failure(ParseError(link, "no_link", why), run_id=run_id, source=name,
                                                   at=item.fetched_at, outcome="not_loaded"))
@@ -465,6 +467,7 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
             states.append(load.SourceState(
                 name, item.fetched_at, status, ok=True, etag=headers.get("etag"),
                 last_modified=headers.get("last-modified"), title=result.title if isinstance(result, ParsedFeed) else None,
+                warning=result.warning if isinstance(result, ParsedFeed) else None,
             ))
         if warc is not None:
             entries.extend(warc.entries)
@@ -478,11 +481,12 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
             plan = plan_entries(entries, known)
             in_feed = Counter(e.source for e in entries)
             seen_before = Counter(e.source for e in plan.already_seen)
-            for item in ok_polls:
+            for item, result in ok_polls:
                 name = item.feed.name
                 polls.append(dict(run_id=run_id, source=name, fetched_at=item.fetched_at,
                                   status=item.response.status, ok=True, not_modified=item.response.not_modified,
-                                  error=None, entries=in_feed[name], new_entries=in_feed[name] - seen_before[name]))
+                                  error=None, entries=in_feed[name], new_entries=in_feed[name] - seen_before[name],
+                                  warning=result.warning if isinstance(result, ParsedFeed) else None))
             summary.entries_known = len(plan.already_seen)
             # Entries of articles we already hold need no fetch: only a sighting.
             known_sightings = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.known]

@@ -6,12 +6,13 @@ page declare, and runs trafilatura with metadata. Never fetches anything.
 
 from __future__ import annotations
 
-import codecs
 import re
 from datetime import datetime
 
 import trafilatura
 
+from transforms.charsets import bom_encoding, codec_name, detect_encoding
+from transforms.dedupe import global_guid
 from transforms.errors import ExtractError
 from transforms.normalize import (
     article_id_for,
@@ -34,30 +35,21 @@ EXTRACTOR = f"trafilatura {trafilatura.__version__} fast"
 _DATE_PARAMS = {"original_date": True, "outputformat": "%Y-%m-%dT%H:%M:%S%z"}
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 _HTML_SNIFF = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|title|article|div|p)\b", re.I | re.S)
-
-
-def _codec(name: str | None) -> str | None:
-    if not name:
-        return None
-    try:
-        return codecs.lookup(name.strip().strip("\"'")).name
-    except LookupError:
-        return None
 
 
 def decode_html(body: bytes, declared_charset: str | None = None) -> str:
     """Text of an HTML page: the HTTP charset, else a BOM, else a <meta>
-    charset, else UTF-8 if it decodes, else charset detection."""
-    for bom, name in _BOMS:
-        if body.startswith(bom):
-            return body[len(bom):].decode(name, errors="replace")
-    header = _codec(declared_charset)
+    charset, else UTF-8 if it decodes, else charset detection (the chain of
+    transforms.charsets, with <meta> for the XML declaration)."""
+    bom = bom_encoding(body)
+    if bom:
+        return body[bom[1]:].decode(bom[0], errors="replace")
+    header = codec_name(declared_charset)
     if header:
         return body.decode(header, errors="replace")
     match = _META_CHARSET.search(body[:4096])
-    meta = _codec(match.group(1).decode("ascii", "ignore")) if match else None
+    meta = codec_name(match.group(1).decode("ascii", "ignore")) if match else None
     if meta:
         # Pages that say latin-1 nearly always mean windows-1252 (WHATWG rule).
         if meta in ("iso8859-1", "latin-1", "ascii"):
@@ -66,10 +58,7 @@ def decode_html(body: bytes, declared_charset: str | None = None) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        from charset_normalizer import from_bytes
-
-        best = from_bytes(body[:200_000]).best()
-        return body.decode(best.encoding if best else "cp1252", errors="replace")
+        return body.decode(detect_encoding(body) or "cp1252", errors="replace")
 
 
 def looks_like_html(body: bytes) -> bool:
@@ -175,12 +164,20 @@ def build_article(
     else:
         raise ExtractError(entry.link, note or "no_text", "neither the page nor the feed entry has any text")
 
-    url = choose_article_url(page.url, page.declared_url) if page and body_source == "page" else entry.canonical_link
+    if page and body_source == "page":
+        url = key = choose_article_url(page.url, page.declared_url)
+    elif entry.has_link:
+        url = key = entry.canonical_link
+    else:  # an item without a link: keyed on its GUID or hash; url is its GUID if global
+        key, url = entry.canonical_link, global_guid(entry.guid)
     published_at, date_source, date_note = choose_published_at(
         entry.published_at, page.published_at if page else None, first_seen=now, now=now
     )
+    if entry.published_raw:
+        unread = f"feed date {entry.published_raw!r} could not be read"
+        date_note = f"{unread}; {date_note}" if date_note else unread
     return Article(
-        article_id=article_id_for(url),
+        article_id=article_id_for(key),
         url=url,
         source=entry.source,
         title=title,
@@ -198,4 +195,5 @@ def build_article(
         first_seen_at=now,
         run_id=run_id,
         extractor=page.extractor if page and body_source == "page" else "feed",
+        published_raw=entry.published_raw,
     )

@@ -75,7 +75,7 @@ def sighting(entry: FeedEntry, article_id: str, *, run_id: str, now: datetime) -
     return Sighting(
         article_id=article_id,
         source=entry.source,
-        url=entry.link,
+        url=entry.link or entry.canonical_link,  # an item without a link: its key
         canonical_link=entry.canonical_link,
         guid=entry.guid,
         seen_at=now,
@@ -97,13 +97,14 @@ def resolve_duplicates(
     by_hash = dict(known.by_hash)
     out = Resolution()
     for group, article in built:
-        existing = by_url.get(article.url) or by_hash.get(article.content_hash)
+        existing = (by_url.get(article.url) if article.url else None) or by_hash.get(article.content_hash)
         if existing:
             article_id = existing
             out.duplicates += len(group)
         else:
             article_id = article.article_id
-            by_url[article.url] = article_id
+            if article.url:  # None for an item without a link or a global GUID
+                by_url[article.url] = article_id
             by_hash[article.content_hash] = article_id
             out.articles.append(article)
             out.duplicates += len(group) - 1

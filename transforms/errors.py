@@ -14,7 +14,7 @@ class NewsdeskError(Exception):
 
     stage = "pipeline"
 
-    def __init__(self, url: str, reason: str, message: str = "", *, transient: bool = False):
+    def __init__(self, url: str | None, reason: str, message: str = "", *, transient: bool = False):
         self.url = url
         self.reason = reason
         self.message = message or reason
@@ -31,7 +31,7 @@ class NewsdeskError(Exception):
 class FetchError(NewsdeskError):
     stage = "fetch"
 
-    def __init__(self, url: str, reason: str, message: str = "", *, transient: bool = False,
+    def __init__(self, url: str | None, reason: str, message: str = "", *, transient: bool = False,
                  retry_after: float | None = None):
         super().__init__(url, reason, message, transient=transient)
         # Seconds the server asked us to wait (Retry-After), if it said.

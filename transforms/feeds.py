@@ -1,40 +1,56 @@
 """Feed documents → typed entries (feedparser).
 
 Takes the raw bytes of a feed and the response headers it came with; never
-fetches anything. Relative links are resolved against the feed's own URL.
+fetches anything. The bytes are decoded by the charset chain of
+`transforms.charsets` before feedparser sees them; titles and bodies go
+through one text path (`feed_text`); relative links are resolved against the
+feed's own URL; an item without a link is keyed on its GUID or a hash.
+
+Importing this module registers two date handlers with feedparser (global
+state, set once here): one for 12-hour clocks, which feedparser reads as if
+"PM" were not there, and one for dates in other languages, tried after all of
+feedparser's own. Neither reads the clock.
 """
 
 from __future__ import annotations
 
 import calendar
+import hashlib
+import html
+import re
 from datetime import datetime, timezone
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
+import feedparser.datetimes
 import lxml.html
 from lxml import etree
 
+from transforms.charsets import decode_feed, utf8_document
+from transforms.dedupe import global_guid
 from transforms.errors import ParseError
-from transforms.normalize import canonical_url, normalize_title
+from transforms.normalize import canonical_url, normalize_text, normalize_title
 from transforms.records import FeedEntry, ParsedFeed
 
 _BLOCK_TAGS = {
     "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
     "blockquote", "pre", "table", "tr", "section", "article", "header", "footer", "figure",
 }
+_HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 
 
 def html_to_text(fragment: str) -> str:
     """Plain text of an HTML fragment (a feed summary or content:encoded),
-    one line per block element so that paragraphs survive."""
+    one line per block element so that paragraphs survive. Character
+    references are decoded, with or without tags around them."""
     if not fragment or not fragment.strip():
         return ""
     if "<" not in fragment:
-        return fragment.strip()
+        return html.unescape(fragment).strip()
     try:
         root = lxml.html.fragment_fromstring(fragment, create_parent="div")
     except (etree.ParserError, ValueError):
-        return fragment.strip()
+        return html.unescape(fragment).strip()
     for bad in root.xpath("//script|//style"):
         bad.drop_tree()
     for el in root.iter():
@@ -43,6 +59,94 @@ def html_to_text(fragment: str) -> str:
             if el.tag.lower() != "br":
                 el.text = "\n" + (el.text or "")
     return root.text_content().strip()
+
+
+def feed_text(value: str | None, content_type: str | None) -> str:
+    """The text of one feed field as the publisher meant it. feedparser gives
+    each field's type: html and xhtml fields are markup (tags stripped,
+    references decoded); text/plain ones are literal and kept as they are
+    ("History of the <blink> tag"). Whitespace and NFC are left to
+    `normalize_title` / `normalize_text`."""
+    if not value:
+        return ""
+    if (content_type or "text/html").strip().lower() in _HTML_TYPES:
+        return html_to_text(value)
+    return value.strip()
+
+
+def _field_text(item, name: str) -> str:
+    detail = item.get(f"{name}_detail") or {}
+    return feed_text(item.get(name), detail.get("type"))
+
+
+# -- dates -------------------------------------------------------------------
+
+# A fixed base: dateparser fills missing parts from it, and reads the clock
+# when it has none. Dates missing a part are refused anyway (REQUIRE_PARTS).
+_DATEPARSER_SETTINGS = {
+    "RELATIVE_BASE": datetime(2000, 1, 1),
+    "PARSERS": ["absolute-time"],  # never "yesterday", "3 hours ago" or a bare timestamp
+    "REQUIRE_PARTS": ["day", "month", "year"],
+    "TIMEZONE": "UTC",  # a date without an offset is UTC, as feedparser takes it
+    "TO_TIMEZONE": "UTC",
+    "RETURN_AS_TIMEZONE_AWARE": True,
+}
+# Tried first (fast); then every language dateparser knows.
+_COMMON_LANGUAGES = [
+    "en", "fr", "de", "es", "it", "pt", "nl", "ru", "pl", "sv", "da", "nb", "fi", "cs", "tr", "ro", "hu",
+    "el", "uk", "ca", "id", "ja", "zh", "ko",
+]
+_TWELVE_HOUR = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*[ap]\.?\s?m\b", re.I)
+_parsers: list = []
+
+
+def parse_date_text(value: str | None) -> datetime | None:
+    """A date in any language dateparser knows, honouring its offset and
+    AM/PM, as aware UTC; None when it is not a complete absolute date."""
+    if not value or not value.strip():
+        return None
+    if not _parsers:
+        # dateparser costs ~0.4 s to import: only feeds with such dates pay.
+        from dateparser.date import DateDataParser
+
+        _parsers.extend([DateDataParser(languages=_COMMON_LANGUAGES, settings=_DATEPARSER_SETTINGS),
+                         DateDataParser(settings=_DATEPARSER_SETTINGS)])
+    for parser in _parsers:
+        try:
+            found = parser.get_date_data(value.strip()).date_obj
+        except (ValueError, OverflowError, TypeError, AttributeError):
+            found = None
+        if found is not None:
+            return found.astimezone(timezone.utc)
+    return None
+
+
+def _twelve_hour_handler(value: str):
+    # Before feedparser's own handlers: its RFC 822 reader drops "PM".
+    if not _TWELVE_HOUR.search(value):
+        return None
+    found = parse_date_text(value)
+    return found.utctimetuple() if found else None
+
+
+def _any_language_handler(value: str):
+    found = parse_date_text(value)
+    return found.utctimetuple() if found else None
+
+
+def _register_date_handlers() -> None:
+    handlers = feedparser.datetimes._date_handlers
+    if any(getattr(h, "__module__", None) == __name__ for h in handlers):
+        return  # a reloaded module: registered already
+    feedparser.registerDateHandler(_twelve_hour_handler)
+    # registerDateHandler puts a handler first; this one must come last, so
+    # that only dates feedparser cannot read reach it.
+    feedparser.registerDateHandler(_any_language_handler)
+    handlers.remove(_any_language_handler)
+    handlers.append(_any_language_handler)
+
+
+_register_date_handlers()
 
 
 def _utc(struct) -> datetime | None:
@@ -54,17 +158,29 @@ def _utc(struct) -> datetime | None:
         return None
 
 
+# -- entries -----------------------------------------------------------------
+
+
 def _entry_text(entry) -> str:
     # content:encoded / atom:content is the full text when a feed carries it;
     # the summary is often a teaser. Take the longest we get.
-    candidates = [c.get("value", "") for c in entry.get("content", []) or []]
-    candidates.append(entry.get("summary", "") or "")
-    best = max(candidates, key=len)
-    return html_to_text(best)
+    candidates = [feed_text(c.get("value"), c.get("type")) for c in entry.get("content", []) or []]
+    candidates.append(_field_text(entry, "summary"))
+    return max(candidates, key=len)
 
 
 def _http_url(value: str | None) -> bool:
     return bool(value) and urlsplit(value).scheme in ("http", "https")
+
+
+def entry_key(source: str, guid: str | None, title: str | None, date: str | None) -> str:
+    """The identity of an item without a link: its GUID when that is global
+    (tag:, urn:), else a hash of the feed with its GUID, or with its title
+    and date, so that a rerun finds the same key."""
+    if global_guid(guid):
+        return guid
+    parts = ("guid", source, guid) if guid else ("item", source, title or "", date or "")
+    return "urn:newsdesk:entry:" + hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
 
 
 def parse_feed(
@@ -76,61 +192,90 @@ def parse_feed(
     language: str | None = None,
 ) -> ParsedFeed:
     """Parse one feed document. Raises ParseError when nothing readable is in
-    it; a feed feedparser can partly recover is returned with a warning."""
+    it; a feed feedparser can partly recover, or whose encoding had to be
+    guessed, is returned with a warning."""
     response_headers = {k.lower(): v for k, v in (headers or {}).items()}
     # feedparser resolves relative links against content-location, but mangles
     # file: bases; we resolve links ourselves against the feed's URL instead.
     response_headers.pop("content-location", None)
+    decoded = decode_feed(raw, response_headers.get("content-type"), language or _declared_language(raw))
+    if "content-type" in response_headers:
+        # feedparser gets UTF-8 and is told so; the media type stays its own.
+        media_type = response_headers["content-type"].split(";")[0].strip()
+        response_headers["content-type"] = f"{media_type}; charset=utf-8"
     try:
-        parsed = feedparser.parse(raw, response_headers=response_headers, sanitize_html=True)
+        parsed = feedparser.parse(utf8_document(decoded.text), response_headers=response_headers, sanitize_html=True)
     except Exception as exc:  # feedparser is meant not to raise; belt and braces
         raise ParseError(url, "feed_parser_crash", f"{type(exc).__name__}: {exc}") from exc
 
-    warning = None
+    warnings = [f"encoding: {decoded.warning}"] if decoded.warning else []
     if parsed.get("bozo"):
         exc = parsed.get("bozo_exception")
-        warning = f"{type(exc).__name__}: {exc}" if exc else "ill-formed feed"
+        bozo = f"{type(exc).__name__}: {exc}" if exc else "ill-formed feed"
         # Ill-formed and nothing recovered (a truncated response, an HTML
         # error page): a failure to record, not an empty feed.
         if not parsed.entries:
-            raise ParseError(url, "malformed_feed", warning)
+            raise ParseError(url, "malformed_feed", bozo)
+        warnings.append(bozo)
     if not parsed.get("version") and not parsed.entries:
         raise ParseError(url, "not_a_feed", "no RSS, Atom or RDF document found")
 
     feed_meta = parsed.get("feed", {})
     feed_language = language or feed_meta.get("language")
     entries: list[FeedEntry] = []
-    rejected: list[tuple[str, str]] = []
+    rejected: list[tuple[str | None, str]] = []
     for item in parsed.entries:
         guid = (item.get("id") or "").strip() or None
         link = (item.get("link") or "").strip()
         if not link and _http_url(guid):
             link = guid
-        if not link:
-            rejected.append((guid or item.get("title", "") or "?", "entry has no link"))
+        title = normalize_title(_field_text(item, "title"))
+        text = _entry_text(item)
+        # dict.get: feedparser's own .get maps a missing published to
+        # updated with a DeprecationWarning; we ask for both explicitly.
+        date_parsed = dict.get(item, "published_parsed") or dict.get(item, "updated_parsed")
+        date_raw = (dict.get(item, "published") or dict.get(item, "updated") or "").strip() or None
+        published_at = _utc(date_parsed)
+        if link:
+            link = urljoin(url, link)
+            key = canonical_url(link)
+        elif normalize_text(text, title):
+            # No page to fetch, but the whole item is here: an article from the feed's text.
+            link, key = None, entry_key(source, guid, title, date_raw)
+        else:
+            rejected.append((None, f"entry has no link and no text (guid {guid!r}, title {title!r})"))
             continue
-        link = urljoin(url, link)
         entries.append(
             FeedEntry(
                 source=source,
                 link=link,
-                canonical_link=canonical_url(link),
+                canonical_link=key,
                 guid=guid,
-                title=normalize_title(item.get("title")),
-                author=normalize_title(item.get("author")),
-                # dict.get: feedparser's own .get maps a missing published to
-                # updated with a DeprecationWarning; we ask for both explicitly.
-                published_at=_utc(dict.get(item, "published_parsed") or dict.get(item, "updated_parsed")),
-                feed_text=_entry_text(item),
+                title=title,
+                author=normalize_title(html.unescape(item.get("author") or "")),
+                published_at=published_at,
+                feed_text=text,
                 language=item.get("language") or feed_language,
+                published_raw=date_raw if published_at is None else None,
             )
         )
     return ParsedFeed(
         source=source,
         url=url,
-        title=normalize_title(feed_meta.get("title")),
+        title=normalize_title(_field_text(feed_meta, "title")),
         language=feed_language,
         entries=tuple(entries),
-        warning=warning,
+        warning="; ".join(warnings) or None,
         rejected=tuple(rejected),
+        encoding=decoded.encoding,
     )
+
+
+_LANGUAGE_TAG = re.compile(rb"<(?:language|dc:language)>\s*([A-Za-z]{2,3})\b|\bxml:lang=[\"']([A-Za-z]{2,3})\b")
+
+
+def _declared_language(raw: bytes) -> str | None:
+    """The language a feed declares, read from its bytes before they are
+    decoded (ASCII in any ASCII-compatible encoding): a tie-break for detection."""
+    match = _LANGUAGE_TAG.search(raw[:20_000])
+    return (match.group(1) or match.group(2)).decode("ascii") if match else None

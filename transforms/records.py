@@ -18,14 +18,22 @@ class FeedEntry:
     """One item of a feed, as the publisher described it."""
 
     source: str
-    link: str  # absolute, as given by the feed (resolved against the feed URL)
-    canonical_link: str  # `link` after URL normalization: the key we dedupe on
+    link: str | None  # absolute, as given by the feed (resolved against the feed URL); None: the item has none
+    # `link` after URL normalization: the key we dedupe on. An item without a
+    # link is keyed on its GUID (tag:, urn:) or on a hash of feed, GUID or
+    # title and date (`urn:newsdesk:entry:...`): see transforms.feeds.entry_key.
+    canonical_link: str
     guid: str | None
     title: str | None
     author: str | None
     published_at: datetime | None  # UTC, None when the feed gives no usable date
     feed_text: str  # content or summary as plain text, "" when absent
     language: str | None  # the feed's or entry's declared language
+    published_raw: str | None = None  # the feed's date string when no parser could read it
+
+    @property
+    def has_link(self) -> bool:
+        return self.link is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +43,13 @@ class ParsedFeed:
     title: str | None
     language: str | None
     entries: tuple[FeedEntry, ...]
-    # feedparser's "bozo" diagnostics for a feed it could still read.
+    # What was wrong with a feed we could still read: its encoding (declared
+    # and actual disagree, or none declared on non-UTF-8 bytes) and
+    # feedparser's "bozo" diagnostics, "; "-separated.
     warning: str | None = None
-    # Entries dropped while parsing (no link at all), with the reason.
-    rejected: tuple[tuple[str, str], ...] = ()
+    # Entries dropped while parsing (no link and no text), as (URL or None, why).
+    rejected: tuple[tuple[str | None, str], ...] = ()
+    encoding: str | None = None  # the codec the document was read with
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,7 @@ class Article:
     """One row of `articles`: a normalized, dated article ready to load."""
 
     article_id: str
-    url: str
+    url: str | None  # canonical URL; for an item without a link its global GUID (tag:, urn:), else None
     source: str
     title: str | None
     author: str | None
@@ -103,6 +114,7 @@ class Article:
     # Where the page is in the raw WARC archive (set by the flow after archiving).
     warc_file: str | None = None
     warc_offset: int | None = None
+    published_raw: str | None = None  # the feed's date string when no parser could read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +136,7 @@ class Failure:
 
     run_id: str
     stage: str
-    url: str
+    url: str | None  # a URL, or None (an item without a link); never a title
     source: str | None
     reason: str
     error: str

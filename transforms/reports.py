@@ -23,6 +23,10 @@ def run_report(summary: Mapping[str, Any], feeds: Sequence[Mapping[str, Any]]) -
                      f"| {f['failures']} |")
     lines.append(f"| **total** | {summary['feeds_ok']}/{summary['feeds_total']} fetched | {summary['entries_seen']} "
                  f"| {summary['articles_new']} | {summary['duplicates']} | {summary['failures']} |")
+    warned = [f for f in feeds if f.get("warning")]
+    if warned:
+        lines += ["", "Feeds read with a warning (feed_polls.warning):", ""]
+        lines += [f"- {f['source']}: {f['warning'][:200]}" for f in warned]
     reasons = summary.get("failure_reasons") or {}
     if reasons:
         lines += ["", "Failures by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + "."]

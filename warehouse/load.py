@@ -26,7 +26,7 @@ ARTICLE_SCHEMA = pa.schema([
     ("body_note", pa.string()), ("word_count", pa.int32()), ("content_hash", pa.string()),
     ("first_seen_at", _TS), ("run_id", pa.string()), ("extractor", pa.string()),
     ("story_id", pa.string()), ("duplicate_of", pa.string()), ("story_similarity", pa.float64()),
-    ("warc_file", pa.string()), ("warc_offset", pa.int64()),
+    ("warc_file", pa.string()), ("warc_offset", pa.int64()), ("published_raw", pa.string()),
 ])
 SIGHTING_SCHEMA = pa.schema([
     ("article_id", pa.string()), ("source", pa.string()), ("url", pa.string()),
@@ -59,11 +59,13 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict
 ATTEMPT_SCHEMA = pa.schema([
     ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
     ("title", pa.string()), ("author", pa.string()), ("published_at", _TS), ("feed_text", pa.string()),
-    ("language", pa.string()), ("article_id", pa.string()), ("status", pa.string()), ("attempts", pa.int32()),
+    ("language", pa.string()), ("published_raw", pa.string()), ("article_id", pa.string()),
+    ("status", pa.string()), ("attempts", pa.int32()),
     ("last_reason", pa.string()), ("last_error", pa.string()), ("first_failed_at", _TS),
     ("last_attempt_at", _TS), ("next_attempt_at", _TS),
 ])
-_ENTRY_FIELDS = ("source", "canonical_link", "link", "guid", "title", "author", "published_at", "feed_text", "language")
+_ENTRY_FIELDS = ("source", "canonical_link", "link", "guid", "title", "author", "published_at", "feed_text", "language",
+                 "published_raw")
 
 
 def _attempts_arrow(attempts: Sequence[PageAttempt]) -> pa.Table:
@@ -272,7 +274,7 @@ def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[dict]) -> 
     _insert(con, "feed_polls", pa.Table.from_pylist(list(polls), schema=pa.schema([
         ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", _TS), ("status", pa.int32()),
         ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
-        ("new_entries", pa.int32()),
+        ("new_entries", pa.int32()), ("warning", pa.string()),
     ])), "")
 
 
@@ -310,6 +312,7 @@ class SourceState:
     last_modified: str | None = None
     title: str | None = None
     next_attempt_at: datetime | None = None  # set by the caller after a failure
+    warning: str | None = None  # a readable feed's problem (encoding, ill-formed XML)
 
 
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
@@ -318,7 +321,7 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
     table = pa.Table.from_pylist([dataclasses.asdict(s) for s in states], schema=pa.schema([
         ("name", pa.string()), ("fetched_at", _TS), ("status", pa.int32()), ("ok", pa.bool_()),
         ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
-        ("next_attempt_at", _TS),
+        ("next_attempt_at", _TS), ("warning", pa.string()),
     ]))
     con.register("_states", table)
     try:
@@ -329,6 +332,8 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
                 last_status = s.status,
                 last_success_at = CASE WHEN s.ok THEN s.fetched_at ELSE sources.last_success_at END,
                 last_error = CASE WHEN s.ok THEN NULL ELSE s.error END,
+                -- a 304 re-reads nothing: the warning of the document we have stays
+                last_warning = CASE WHEN s.ok AND s.status <> 304 THEN s.warning ELSE sources.last_warning END,
                 consecutive_failures = CASE WHEN s.ok THEN 0 ELSE sources.consecutive_failures + 1 END,
                 etag = CASE WHEN s.ok THEN coalesce(s.etag, sources.etag) ELSE sources.etag END,
                 last_modified = CASE WHEN s.ok THEN coalesce(s.last_modified, sources.last_modified)

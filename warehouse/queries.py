@@ -92,14 +92,15 @@ def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: in
     """Pending pages whose next attempt has come, oldest first."""
     rows = con.execute("""
         SELECT source, link, canonical_link, guid, title, author, published_at, feed_text, language,
-               article_id, status, attempts, last_reason, last_error, first_failed_at, last_attempt_at, next_attempt_at
+               article_id, status, attempts, last_reason, last_error, first_failed_at, last_attempt_at, next_attempt_at,
+               published_raw
         FROM page_attempts WHERE status = 'pending' AND next_attempt_at <= ?
         ORDER BY next_attempt_at LIMIT ?
     """, [now, limit]).fetchall()
     return [
         PageAttempt(
             entry=FeedEntry(source=r[0], link=r[1], canonical_link=r[2], guid=r[3], title=r[4], author=r[5],
-                            published_at=r[6], feed_text=r[7], language=r[8]),
+                            published_at=r[6], feed_text=r[7], language=r[8], published_raw=r[17]),
             article_id=r[9], status=r[10], attempts=r[11], last_reason=r[12], last_error=r[13],
             first_failed_at=r[14], last_attempt_at=r[15], next_attempt_at=r[16],
         )
@@ -220,7 +221,7 @@ def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[s
         SELECT p.source, p.status, p.ok, p.not_modified, p.entries, p.new_entries,
                coalesce(new.n, 0) AS articles_new,
                greatest(coalesce(seen.n, 0) - coalesce(new.n, 0), 0) AS duplicates,
-               coalesce(fails.n, 0) AS failures, p.error
+               coalesce(fails.n, 0) AS failures, p.error, p.warning
         FROM feed_polls p
         LEFT JOIN new ON new.source = p.source
         LEFT JOIN seen ON seen.source = p.source

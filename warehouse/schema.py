@@ -265,12 +265,36 @@ CREATE TABLE article_revisions (
 CREATE INDEX revisions_article ON article_revisions (article_id);
 """
 
+_V6 = """
+-- Feed text as the publisher meant it (transforms.feeds, transforms.charsets).
+-- An item without a link but with text is an article loaded from the feed:
+-- its article_id comes from its GUID, or from a hash of feed + GUID or
+-- feed + title + date; `url` holds its GUID when that is global (tag:, urn:),
+-- else NULL. Its sightings' canonical_link is that key. DuckDB alters a column
+-- only without indexes on the table: they are dropped and made again.
+DROP INDEX articles_url;
+DROP INDEX articles_content_hash;
+ALTER TABLE articles ALTER COLUMN url DROP NOT NULL;
+CREATE INDEX articles_url ON articles (url);
+CREATE INDEX articles_content_hash ON articles (content_hash);
+-- The feed's date string when no parser could read it (date_note says so).
+ALTER TABLE articles ADD COLUMN published_raw VARCHAR;
+ALTER TABLE page_attempts ADD COLUMN published_raw VARCHAR;
+-- A failure's URL, or NULL when the thing that failed has none (never a title).
+ALTER TABLE failures ALTER COLUMN url DROP NOT NULL;
+-- What was wrong with a feed that could still be read: its encoding (declared
+-- and actual disagree, none declared on non-UTF-8 bytes) or ill-formed XML.
+ALTER TABLE feed_polls ADD COLUMN warning VARCHAR;
+ALTER TABLE sources ADD COLUMN last_warning VARCHAR;     -- of the last successful poll; NULL when clean
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
     (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
     (4, "per-stage timings in runs", _V4),
     (5, "raw archive locations and article revisions", _V5),
+    (6, "items without links, unread feed dates, feed warnings", _V6),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
