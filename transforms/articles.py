@@ -12,7 +12,6 @@ from datetime import datetime
 import trafilatura
 
 from transforms.charsets import bom_encoding, codec_name, detect_encoding
-from transforms.dedupe import global_guid
 from transforms.errors import ExtractError
 from transforms.normalize import (
     article_id_for,
@@ -164,12 +163,8 @@ def build_article(
     else:
         raise ExtractError(entry.link, note or "no_text", "neither the page nor the feed entry has any text")
 
-    if page and body_source == "page":
-        url = key = choose_article_url(page.url, page.declared_url)
-    elif entry.has_link:
-        url = key = entry.canonical_link
-    else:  # an item without a link: keyed on its GUID or hash; url is its GUID if global
-        key, url = entry.canonical_link, global_guid(entry.guid)
+    # An item without a link has its key here: its global GUID or a urn:newsdesk:entry: hash.
+    url = choose_article_url(page.url, page.declared_url) if page and body_source == "page" else entry.canonical_link
     published_at, date_source, date_note = choose_published_at(
         entry.published_at, page.published_at if page else None, first_seen=now, now=now
     )
@@ -177,7 +172,7 @@ def build_article(
         unread = f"feed date {entry.published_raw!r} could not be read"
         date_note = f"{unread}; {date_note}" if date_note else unread
     return Article(
-        article_id=article_id_for(key),
+        article_id=article_id_for(url),
         url=url,
         source=entry.source,
         title=title,

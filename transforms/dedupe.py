@@ -97,14 +97,13 @@ def resolve_duplicates(
     by_hash = dict(known.by_hash)
     out = Resolution()
     for group, article in built:
-        existing = (by_url.get(article.url) if article.url else None) or by_hash.get(article.content_hash)
+        existing = by_url.get(article.url) or by_hash.get(article.content_hash)
         if existing:
             article_id = existing
             out.duplicates += len(group)
         else:
             article_id = article.article_id
-            if article.url:  # None for an item without a link or a global GUID
-                by_url[article.url] = article_id
+            by_url[article.url] = article_id
             by_hash[article.content_hash] = article_id
             out.articles.append(article)
             out.duplicates += len(group) - 1

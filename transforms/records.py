@@ -89,7 +89,7 @@ class Article:
     """One row of `articles`: a normalized, dated article ready to load."""
 
     article_id: str
-    url: str | None  # canonical URL; for an item without a link its global GUID (tag:, urn:), else None
+    url: str  # canonical URL; for an item without a link, its key (FeedEntry.canonical_link)
     source: str
     title: str | None
     author: str | None

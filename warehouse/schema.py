@@ -267,16 +267,10 @@ CREATE INDEX revisions_article ON article_revisions (article_id);
 
 _V6 = """
 -- Feed text as the publisher meant it (transforms.feeds, transforms.charsets).
--- An item without a link but with text is an article loaded from the feed:
--- its article_id comes from its GUID, or from a hash of feed + GUID or
--- feed + title + date; `url` holds its GUID when that is global (tag:, urn:),
--- else NULL. Its sightings' canonical_link is that key. DuckDB alters a column
--- only without indexes on the table: they are dropped and made again.
-DROP INDEX articles_url;
-DROP INDEX articles_content_hash;
-ALTER TABLE articles ALTER COLUMN url DROP NOT NULL;
-CREATE INDEX articles_url ON articles (url);
-CREATE INDEX articles_content_hash ON articles (content_hash);
+-- An item without a link but with text is an article loaded from the feed.
+-- Its key, in articles.url and article_sightings.canonical_link/url, is its
+-- GUID when that is global (tag:, urn:), else 'urn:newsdesk:entry:' and a
+-- hash of feed + GUID, or of feed + title + date: a URN, never fetched.
 -- The feed's date string when no parser could read it (date_note says so).
 ALTER TABLE articles ADD COLUMN published_raw VARCHAR;
 ALTER TABLE page_attempts ADD COLUMN published_raw VARCHAR;
@@ -285,7 +279,7 @@ ALTER TABLE failures ALTER COLUMN url DROP NOT NULL;
 -- What was wrong with a feed that could still be read: its encoding (declared
 -- and actual disagree, none declared on non-UTF-8 bytes) or ill-formed XML.
 ALTER TABLE feed_polls ADD COLUMN warning VARCHAR;
-ALTER TABLE sources ADD COLUMN last_warning VARCHAR;     -- of the last successful poll; NULL when clean
+ALTER TABLE sources ADD COLUMN last_warning VARCHAR;     -- of the last successful poll, NULL when clean
 """
 
 MIGRATIONS: list[tuple[int, str, str]] = [

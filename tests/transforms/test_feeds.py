@@ -218,8 +218,8 @@ def test_an_item_without_link_becomes_a_feed_article():
     assert (article.body_source, article.body_note, article.extractor) == ("feed", None, "feed")
     assert sighting(tagged, article.article_id, run_id="r", now=now).url == "tag:news.example,2024:item-7"
     other = build_article(local, None, page_problem=None, run_id="r", now=now)
-    assert other.url is None and other.article_id == article_id_for(local.canonical_link)
-    # Two link-less articles are never taken for one another on their (missing) URL.
+    assert other.url == local.canonical_link and other.url.startswith("urn:newsdesk:entry:")
+    assert other.article_id == article_id_for(local.canonical_link)
     resolved = resolve_duplicates([((local,), other), ((tagged,), article)], KnownKeys(), run_id="r", now=now)
     assert len(resolved.articles) == 2 and resolved.duplicates == 0
 
@@ -372,7 +372,7 @@ def test_corpus_feed_reads_as_the_publisher_meant(doc):
             if doc["path"] in _SCRIPTS:
                 assert re.fullmatch(rf"[\x00-\x7f{_SCRIPTS[doc['path']]}]*", text), f"{what} is mojibake: {text!r}"
         if article is not None and not entry.has_link:
-            assert article.url == global_guid(entry.guid)
+            assert article.url == entry.canonical_link == (global_guid(entry.guid) or article.url)
             assert article.article_id == article_id_for(entry.canonical_link)
 
 

@@ -69,7 +69,8 @@ def test_backlog_clusters_a_warehouse_from_before_stories(tmp_path):
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, description])
     old = [article(1, base), article(2, body(2), 1), article(3, " ".join(base.split()[:280]), 2)]
     v2_columns = pa.schema([f for f in load.ARTICLE_SCHEMA
-                            if f.name not in ("story_id", "duplicate_of", "story_similarity", "warc_file", "warc_offset")])
+                            if f.name not in ("story_id", "duplicate_of", "story_similarity", "warc_file", "warc_offset",
+                                                  "published_raw")])
     con.register("_a", load.to_arrow(old, v2_columns))
     con.execute("INSERT INTO articles BY NAME SELECT * FROM _a")
     con.close()
