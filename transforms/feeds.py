@@ -91,34 +91,36 @@ _DATEPARSER_SETTINGS = {
     "TO_TIMEZONE": "UTC",
     "RETURN_AS_TIMEZONE_AWARE": True,
 }
-# Tried first (fast); then every language dateparser knows.
-_COMMON_LANGUAGES = [
-    "en", "fr", "de", "es", "it", "pt", "nl", "ru", "pl", "sv", "da", "nb", "fi", "cs", "tr", "ro", "hu",
-    "el", "uk", "ca", "id", "ja", "zh", "ko",
+# The languages dateparser tries. Its default is all ~200 of them, which costs
+# ~10 s to load before the first unreadable date is given up on; these cost
+# ~2 s, once per process, and only in a process that meets such a date.
+_DATE_LANGUAGES = [
+    "en", "fr", "de", "es", "it", "pt", "nl", "ca", "sv", "da", "nb", "fi", "pl", "cs", "sk", "sl", "hr", "sr",
+    "hu", "ro", "bg", "ru", "uk", "lt", "lv", "et", "el", "tr", "id", "ms", "vi", "th", "he", "ar", "fa", "hi",
+    "ja", "zh", "ko",
 ]
 _TWELVE_HOUR = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*[ap]\.?\s?m\b", re.I)
-_parsers: list = []
+# A complete date has a year: four digits, or two at the end of a numeric date.
+_HAS_YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)|\d{1,2}[./-]\d{1,2}[./-]\d{2}(?!\d)")
+_parser: list = []  # the DateDataParser, made on first use
 
 
 def parse_date_text(value: str | None) -> datetime | None:
-    """A date in any language dateparser knows, honouring its offset and
-    AM/PM, as aware UTC; None when it is not a complete absolute date."""
-    if not value or not value.strip():
-        return None
-    if not _parsers:
+    """A date in one of _DATE_LANGUAGES, honouring its offset and AM/PM, as
+    aware UTC; None when it is not a complete absolute date (no relative
+    dates: "yesterday" is None whatever day it is)."""
+    if not value or not _HAS_YEAR.search(value):
+        return None  # cheap: dateparser would load every language before saying no
+    if not _parser:
         # dateparser costs ~0.4 s to import: only feeds with such dates pay.
         from dateparser.date import DateDataParser
 
-        _parsers.extend([DateDataParser(languages=_COMMON_LANGUAGES, settings=_DATEPARSER_SETTINGS),
-                         DateDataParser(settings=_DATEPARSER_SETTINGS)])
-    for parser in _parsers:
-        try:
-            found = parser.get_date_data(value.strip()).date_obj
-        except (ValueError, OverflowError, TypeError, AttributeError):
-            found = None
-        if found is not None:
-            return found.astimezone(timezone.utc)
-    return None
+        _parser.append(DateDataParser(languages=_DATE_LANGUAGES, settings=_DATEPARSER_SETTINGS))
+    try:
+        found = _parser[0].get_date_data(value.strip()).date_obj
+    except (ValueError, OverflowError, TypeError, AttributeError):
+        return None
+    return found.astimezone(timezone.utc) if found else None
 
 
 def _twelve_hour_handler(value: str):

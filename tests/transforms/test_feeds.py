@@ -154,7 +154,19 @@ def test_feed_dates_in_other_languages_and_12_hour_clocks(raw, expected):
     assert feed.entries[0].published_raw is None
 
 
-@pytest.mark.parametrize("raw", ["yesterday", "ieri", "3 days ago", "hace 2 horas", "16 nov", "soon"])
+def test_the_date_parser_never_reads_relative_dates():
+    from dateparser.date import DateDataParser
+
+    from transforms.feeds import _DATE_LANGUAGES, _DATEPARSER_SETTINGS
+
+    parser = DateDataParser(languages=_DATE_LANGUAGES, settings=_DATEPARSER_SETTINGS)
+    for text in ["yesterday", "ieri", "gestern", "3 days ago", "hace 2 horas", "today 10:00", "16 nov"]:
+        assert parser.get_date_data(text).date_obj is None, text
+    assert parser.get_date_data("16 nov 2022").date_obj == datetime(2022, 11, 16, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("raw", ["yesterday", "ieri", "3 days ago", "hace 2 horas", "16 nov", "soon",
+                                 "sometime in 2024", "32 nov 2022"])
 def test_relative_incomplete_and_unreadable_dates_are_kept_raw(raw):
     assert parse_date_text(raw) is None
     feed = parse_feed(_rss(f"<item><title>a</title><link>https://x.example/a</link><pubDate>{raw}</pubDate></item>"),
