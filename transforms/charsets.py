@@ -49,13 +49,14 @@ def codec_name(name: str | None) -> str | None:
         return None
 
 
+_CHARSET_PARAM = re.compile(r"""(?:^|;)\s*charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+
+
 def header_charset(content_type: str | None) -> str | None:
-    """The charset parameter of a Content-Type value, as given."""
-    for part in (content_type or "").split(";")[1:]:
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "charset" and value.strip():
-            return value.strip().strip("\"'")
-    return None
+    """The charset parameter of a Content-Type value, as given (quoted or not;
+    a header sent twice arrives joined by a comma, the first one counts)."""
+    match = _CHARSET_PARAM.search(content_type or "")
+    return match.group(1) if match else None
 
 
 def bom_encoding(body: bytes) -> tuple[str, int] | None:
@@ -150,14 +151,13 @@ def decode_feed(body: bytes, content_type: str | None = None, language: str | No
 
     if declared is not None:
         text = _strict(body, declared)
+        if declared != "utf-8" and (text is None or _is_single_byte(declared)) and not body.isascii():
+            utf8 = _strict(body, "utf-8")
+            if utf8 is not None:
+                return DecodedFeed(utf8, "utf-8", declared_label,
+                                   f"declared {declared_label} but the bytes are UTF-8: read as UTF-8")
         if text is not None:
-            if declared != "utf-8" and _is_single_byte(declared) and not body.isascii():
-                utf8 = _strict(body, "utf-8")
-                if utf8 is not None:
-                    return DecodedFeed(utf8, "utf-8", declared_label,
-                                       f"declared {declared_label} but the bytes are UTF-8: read as UTF-8")
-            warning = "; ".join(problems) or None
-            return DecodedFeed(text, declared, declared_label, warning)
+            return DecodedFeed(text, declared, declared_label, "; ".join(problems) or None)
         problems.append(f"declared {declared_label} but the bytes are not {declared_label}")
     else:
         utf8 = _strict(body, "utf-8")
