@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import FEEDS_CORPUS, SEEDS
 from transforms.articles import build_article
 from transforms.charsets import codec_name
-from transforms.dedupe import global_guid, resolve_duplicates, sighting
+from transforms.dedupe import global_guid, plan_entries, resolve_duplicates, sighting
 from transforms.errors import ParseError
 from transforms.feeds import entry_key, feed_text, html_to_text, parse_date_text, parse_feed
 from transforms.normalize import article_id_for, normalize_text, normalize_title
@@ -234,6 +234,10 @@ def test_an_item_without_link_becomes_a_feed_article():
     assert other.article_id == article_id_for(local.canonical_link)
     resolved = resolve_duplicates([((local,), other), ((tagged,), article)], KnownKeys(), run_id="r", now=now)
     assert len(resolved.articles) == 2 and resolved.duplicates == 0
+    # The same tag: GUID in another feed is the same item; the same plain GUID is not.
+    elsewhere = parse_feed(raw, source="wire", url="https://wire.example/feed").entries
+    plan = plan_entries([tagged, local, *elsewhere], KnownKeys())
+    assert [[e.source for e in group] for group in plan.to_fetch] == [["desk", "wire"], ["desk"], ["wire"]]
 
 
 # -- encodings ----------------------------------------------------------------------
