@@ -14,7 +14,15 @@ from typing import Any, Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, Fingerprint, PageAttempt, Sighting
+from transforms.records import (
+    Article,
+    Failure,
+    FeedPoll,
+    Fingerprint,
+    PageAttempt,
+    Sighting,
+    SourceState,
+)
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -268,10 +276,10 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
         raise
 
 
-def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[dict]) -> None:
+def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll]) -> None:
     if not polls:
         return
-    _insert(con, "feed_polls", pa.Table.from_pylist(list(polls), schema=pa.schema([
+    _insert(con, "feed_polls", to_arrow(polls, pa.schema([
         ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", _TS), ("status", pa.int32()),
         ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
         ("new_entries", pa.int32()), ("warning", pa.string()),
@@ -297,22 +305,6 @@ def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> Non
         )
     finally:
         con.unregister("_feeds")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SourceState:
-    """What one poll of a feed taught us about it."""
-
-    name: str
-    fetched_at: datetime
-    status: int | None
-    ok: bool
-    error: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    title: str | None = None
-    next_attempt_at: datetime | None = None  # set by the caller after a failure
-    warning: str | None = None  # a readable feed's problem (encoding, ill-formed XML)
 
 
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:

@@ -7,6 +7,7 @@ import gzip
 import pytest
 
 import transforms.articles as articles_module
+from flows.settings import DedupeSettings
 from flows.archive import iter_responses, read_at, resolve
 from flows.ingest import ingest
 from flows.reextract import reextract
@@ -19,6 +20,8 @@ from transforms.fingerprints import DedupeParams, fingerprint
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 ROWS = "SELECT * EXCLUDE (run_id) FROM articles ORDER BY article_id"
+
+DEFAULT_PARAMS = DedupeSettings().params()
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
     # The fingerprints follow the new bodies, so stories are matched on what is stored.
     for article_id in body_changed:
         [(signature,)] = query(db, "SELECT signature FROM article_fingerprints WHERE article_id = ?", [article_id])
-        assert bytes(signature) == fingerprint(now[article_id], DedupeParams()).signature
+        assert bytes(signature) == fingerprint(now[article_id], DEFAULT_PARAMS).signature
     # Run again with the same extractor: nothing more changes.
     assert reextract(db, load_settings(sources)).changed == []
 
