@@ -202,7 +202,7 @@ def _sql_statements(page: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_readme_commands_print_what_the_docs_show(tmp_path):
+def test_readme_commands_print_what_the_docs_show(tmp_path, monkeypatch):
     env = _env(tmp_path)
     blocks = fenced(README)
 
@@ -221,18 +221,21 @@ def test_readme_commands_print_what_the_docs_show(tmp_path):
     assert out.returncode == 0, out.stderr
     assert _lines(out.stdout) == _lines(shown)
 
-    # Transcripts in the docs (`$ newsdesk ...` then its output): every line
-    # shown is printed, in that order (a transcript may trim table borders).
-    # A terminal of 200 columns, so that rich does not wrap a long line.
-    wide = {**env, "COLUMNS": "200"}
+    # The rest runs in this process, through the same CLI (a subprocess
+    # costs seconds of imports each). Transcripts in the docs (`$ newsdesk
+    # ...` then its output): every line shown is printed, in that order (a
+    # transcript may trim table borders); as on a terminal of 200 columns,
+    # so that rich does not wrap a long line.
+    monkeypatch.chdir(tmp_path)  # exports land here
+    cli = CliRunner()
+    env = {"COLUMNS": "200", "NEWSDESK_DB": str(tmp_path / "newsdesk.duckdb"), "NEWSDESK_SOURCES": None}
     transcripts = [t for page in SEED_PAGES for t in _transcripts(page)]
     assert len(transcripts) >= 5
     for args, lines in transcripts:
         assert args[0] in ("sql", "search", "runs", "export", "reextract"), args
-        out = subprocess.run([str(NEWSDESK), *args], cwd=tmp_path, env=wide, capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, (args, out.stderr)
-        printed = iter(_lines(out.stdout))
+        result = cli.invoke(app, args, env=env)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        printed = iter(_lines(result.stdout))
         for line in lines:
             assert any(p == line for p in printed), f"`newsdesk {' '.join(args)}` no longer prints {line!r}"
 
@@ -240,6 +243,5 @@ def test_readme_commands_print_what_the_docs_show(tmp_path):
     statements = [s for page in SEED_PAGES for s in _sql_statements(page)]
     assert len(statements) >= 8
     for statement in statements:
-        out = subprocess.run([str(NEWSDESK), "sql", statement, "--format", "csv"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, (statement, out.stderr)
+        result = cli.invoke(app, ["sql", statement, "--format", "csv"], env=env)
+        assert result.exit_code == 0, (statement, result.output)
