@@ -165,6 +165,25 @@ def test_the_link_checker_finds_broken_links(tmp_path):
     assert checked == 4
 
 
+# The split of flows/ingest.py under way on another branch creates these;
+# docs/architecture.md names them already. Missing ones are tolerated, only these.
+PENDING_FILES = {"flows/polls.py", "flows/pipeline.py", "transforms/polls.py"}
+
+
+def test_every_file_the_docs_name_exists():
+    named = set()
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        for code in _code(page.read_text(encoding="utf-8")):
+            named |= set(re.findall(r"(?<![\w/.-])((?:flows|transforms|warehouse|tests|benchmarks|seeds|docs)/[\w/.-]*\w\.(?:py|toml|md|json))\b", code))
+    # README's map names files by their bare name, on the line of their package.
+    for _, body in fenced(README):
+        for package, rest in re.findall(r"^(flows|transforms|warehouse)/ +(.*)$", body, re.M):
+            named |= {f"{package}/{name}" for name in re.findall(r"\b(\w+\.py)\b", rest)}
+    missing = sorted(n for n in named - PENDING_FILES if not (REPO / n).exists())
+    assert missing == []
+    assert len(named) >= 30
+
+
 def test_readme_stays_short():
     assert len(README.read_bytes()) < 10_000
 
