@@ -24,11 +24,12 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.archive import WarcInput, archive_for, warc_input
+from flows.crashpoints import crash_point
 from flows.extraction import ExtractorPool, default_workers
 from flows.fetch import Fetcher
 from flows.locks import ingest_lock
 from flows.pipeline import run_pages
-from flows.polls import poll_feeds
+from flows.polls import poll_feeds, work_outbox
 from flows.settings import Settings, default_db_path, load_settings, select_feeds
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
@@ -108,6 +109,7 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
         # Search sees this run's articles: the BM25 index is rebuilt when they changed.
         if summary.articles_new or summary.retries_loaded or not search.has_index(con):
             search.refresh_index(con)
+        crash_point("indexing")
         load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
         per_feed = queries.select_run_feeds(con, run_id)
     if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
@@ -127,19 +129,21 @@ async def _stages(settings: Settings, db_path: Path, run_id: str, started: datet
                   feed_state: dict, logger, warc: WarcInput | None) -> None:
     """Poll the feeds, then fetch, extract and load their pages (or the
     pages of the WARC files)."""
+    deadline = time.monotonic() + settings.pipeline.max_run_s
     policy = settings.retry.policy()
     archive = archive_for(settings.archive.enabled, settings.archive.dir, settings.archive.max_file_mb, db_path)
     async with Fetcher(settings.fetch) as fetcher:
-        jobs = await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
-                                started=started, policy=policy, summary=summary, archive=archive, logger=logger,
-                                extra_entries=warc.entries if warc else ())
+        await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id, started=started,
+                         policy=policy, summary=summary, archive=archive, logger=logger)
+        jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else ())
         pool = ExtractorPool(settings.pipeline.workers or default_workers())
         writer = Writer(db_path, hold_s=settings.pipeline.hold_db_s)
         try:
             await run_pages(jobs, fetcher=fetcher, pool=pool, writer=writer, run_id=run_id, summary=summary,
                             file_sources=_file_sources(settings.feeds), policy=policy,
                             dedupe=settings.dedupe.params(), batch_size=settings.pipeline.batch_size,
-                            task_runner=settings.pipeline.task_runner, archive=None if warc else archive, warc=warc)
+                            task_runner=settings.pipeline.task_runner, archive=None if warc else archive, warc=warc,
+                            deadline=deadline, logger=logger)
         finally:
             pool.close()
             writer.close()

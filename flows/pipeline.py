@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive, WarcInput
+from flows.crashpoints import crash_point
 from flows.extraction import Extracted, ExtractJob, ExtractorPool, JobBatch, extract_many
 from flows.fetch import Fetcher, Response
 from flows.stories import cluster_new
@@ -121,8 +122,12 @@ def load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extra
         article_of = {(s.source, s.canonical_link): s.article_id for s in resolved.sightings}
         attempts = plan_attempts(triage.unfinished, article_of, now, policy)
         loading = time.perf_counter()
+        # Every entry of a new page is settled by this batch (an article, a
+        # sighting, a failure or a pending retry): it leaves the outbox with it.
         load.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
-                        attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled)
+                        attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
+                        dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None for e in p.entries],
+                        before_commit=lambda: crash_point("loading"))
     return BatchCounts(
         entries_failed=attempts.entries_failed, entries_pending=attempts.entries_pending, retries=triage.retries,
         retries_loaded=triage.retries_loaded,
@@ -154,13 +159,17 @@ def _read_archived(batch: Sequence[Job], warc: WarcInput) -> list[PageFetch]:
 async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPool, writer: Writer, run_id: str,
                     summary: RunSummary, file_sources: frozenset[str], policy: RetryPolicy, dedupe: DedupeParams,
                     batch_size: int, task_runner: str, archive: WarcArchive | None,
-                    warc: WarcInput | None = None) -> None:
+                    warc: WarcInput | None = None, deadline: float | None = None, logger=None) -> None:
     """Fetch, extract and load the pages in batches, three stages overlapping:
     while batch N is extracted in the worker processes, batches N+1 and N+2
     are fetched and batch N-1 is loaded. A fetched batch is ready when the
     pool is done with the last, so the workers never wait on a fetch or a
     load. At most five batches are in memory, whatever the number of pages.
-    With `warc`, the pages are read from WARC files instead of fetched."""
+    With `warc`, the pages are read from WARC files instead of fetched.
+
+    Past `deadline` (a time.monotonic() value: [pipeline] max_run_s) no new
+    batch is started; the batches under way finish, and the entries of the
+    others stay in the outbox (retries in page_attempts) for the next run."""
     batches = list(_chunks(jobs, batch_size))
     if not batches:
         return
@@ -180,6 +189,7 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
         return pages
 
     async def extract(pages):
+        crash_point("extracting")
         if task_runner == "dask":
             future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), run_id, _now(), dedupe)
             extracted, cpu_s = await asyncio.to_thread(future.result)
@@ -195,16 +205,21 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
         done += len(pages)
         progress.report("pages", done, len(jobs))
 
-    fetching = collections.deque(asyncio.ensure_future(fetch(b)) for b in batches[:_FETCH_AHEAD])
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    started = min(_FETCH_AHEAD, len(batches))
+    fetching = collections.deque(asyncio.ensure_future(fetch(b)) for b in batches[:started])
     extracting: asyncio.Future | None = None
     pending = set(fetching)
     try:
-        for n in range(len(batches)):
+        while fetching:
             pages = await fetching.popleft()
             summary.pages_fetched += sum(p.response is not None for p in pages)
-            if n + _FETCH_AHEAD < len(batches):
-                fetching.append(asyncio.ensure_future(fetch(batches[n + _FETCH_AHEAD])))
+            if started < len(batches) and not out_of_time():
+                fetching.append(asyncio.ensure_future(fetch(batches[started])))
                 pending.add(fetching[-1])
+                started += 1
             current = asyncio.ensure_future(extract(pages))
             pending.add(current)
             if extracting is not None:
@@ -215,3 +230,9 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
         for future in pending:
             if not future.done():
                 future.cancel()
+    if started < len(batches):
+        left = [job for batch in batches[started:] for job in batch]
+        summary.entries_pending += sum(len(group) for group, retry in left if retry is None)
+        summary.deferred_pages = len(left)
+        if logger is not None:
+            logger.warning("max_run_s reached: %d pages left for the next run (their entries stay queued)", len(left))

@@ -1,5 +1,6 @@
 """Feed polling: fetch the due feeds (conditional GET), parse them, and
-record what each poll taught us; returns the page jobs of the run.
+record what each poll taught us; then the outbox of new entries becomes the
+page jobs of the run.
 
 The decisions (which feeds are due, what a failed or 304 poll means, which
 entries are new) are pure functions in `transforms.polls` and
@@ -21,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive
+from flows.crashpoints import crash_point
 from flows.fetch import Fetcher, Response
 from flows.pipeline import Job
 from flows.settings import FeedSettings
@@ -94,10 +96,10 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
 
 async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path,
                      run_id: str, started: datetime, policy: RetryPolicy, summary: RunSummary,
-                     archive: WarcArchive | None, logger, extra_entries: Sequence[FeedEntry] = ()) -> list[Job]:
-    """Poll the due feeds and record the polls, the feeds' new state, the
-    failures and the sightings of articles already held. Returns the page
-    jobs: new entries grouped by link, then the retries that are due."""
+                     archive: WarcArchive | None, logger) -> None:
+    """Poll the due feeds and record, in one transaction, the polls, the
+    feeds' new state, the failures, the sightings of articles already held
+    and the new entries (queued in the outbox for `work_outbox`)."""
     names = [f.name for f in feeds]
     due_names, waiting = due_feeds(names, {n: s.next_attempt_at for n, s in feed_state.items()}, started)
     for name, until in waiting:
@@ -113,6 +115,7 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
         await asyncio.to_thread(lambda: [archive.write(f.response) for f in fetched
                                          if f.response is not None and f.response.status == 200])
     summary.fetch_s += time.perf_counter() - clock
+    crash_point("feeds_fetched")
     clock = time.perf_counter()
     polled = await parse_feeds(quote(fetched))
     summary.parse_s += time.perf_counter() - clock
@@ -128,11 +131,12 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     summary.feeds_failed += triage.feeds_failed
     summary.feeds_ok += triage.feeds_ok
     summary.feeds_not_modified += triage.feeds_not_modified
-    entries = triage.entries + list(extra_entries)
+    entries = triage.entries
     summary.entries_seen += len(entries) + triage.entries_rejected
     summary.entries_failed += triage.entries_rejected
     summary.add_failures(triage.failures)
 
+    crash_point("feeds_parsed")
     now = _now()
     clock = time.perf_counter()
     with connect(db_path) as con:
@@ -140,11 +144,34 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
         summary.entries_known = len(plan.already_seen)
         # Entries of articles we already hold need no fetch: only a sighting.
         stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
-        load.update_source_states(con, triage.states)
-        load.insert_feed_polls(con, triage.failed_polls + readable_polls(triage, entries, plan.already_seen,
-                                                                          run_id=run_id))
-        load.load_batch(con, sightings=stored, failures=triage.failures)
         summary.duplicates += len(stored)
+        polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
+        load.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
+                          queued=[e for group in plan.to_fetch for e in group], sightings=stored,
+                          failures=triage.failures)
+    summary.dedupe_s += time.perf_counter() - clock
+    crash_point("polls_recorded")
+
+
+def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = ()) -> list[Job]:
+    """The page jobs of the run: every entry in the outbox (this run's polls,
+    and what a run that died left), grouped by link, then the retries that
+    are due. Entries whose article was stored meanwhile become sightings.
+    `extra` entries (from WARC files) are planned alongside, never queued:
+    their pages are in the files, not on the network."""
+    now = _now()
+    clock = time.perf_counter()
+    with connect(db_path) as con:
+        queued = queries.select_outbox(con)
+        # Seen by this run from the outbox: left by a run that did not finish.
+        summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra)
+        entries = [e for e, _ in queued] + list(extra)
+        plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
+        stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
+        summary.duplicates += len(stored)
+        summary.entries_known += len(plan.already_seen)
+        done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
+        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done])
         retries = queries.select_due_attempts(con, now)
     summary.dedupe_s += time.perf_counter() - clock
     return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]

@@ -72,6 +72,9 @@ class PipelineSettings(_Strict):
     workers: Annotated[int, Field(ge=1, le=256)] | None = None  # extraction processes; None: one per CPU
     hold_db_s: Annotated[float, Field(ge=0, le=600)] = 5.0  # longest the writer keeps the DuckDB file between loads
     lock_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0  # how long an ingest waits for another to finish
+    # Past this many seconds a run starts no new batch of pages; what it did
+    # not start stays queued for the next run. Under the 30-minute schedule.
+    max_run_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 1500.0
     # Where extraction batches run: "local" (a process pool of `workers`) or
     # "dask" (Prefect tasks on a Dask cluster: `dask_address`, or a
     # temporary LocalCluster of `workers` processes when it is not set).

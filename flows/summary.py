@@ -30,6 +30,7 @@ class RunSummary:
     retries: int = 0
     retries_loaded: int = 0
     near_duplicates: int = 0  # of articles_new, joined an existing story
+    deferred_pages: int = 0  # pages not started before [pipeline] max_run_s: left for the next run
     # Seconds spent per stage; fetching overlaps extraction, so they add up to more than the wall time.
     fetch_s: float = 0.0
     parse_s: float = 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +17,7 @@ import pyarrow as pa
 from transforms.records import (
     Article,
     Failure,
+    FeedEntry,
     FeedPoll,
     Fingerprint,
     PageAttempt,
@@ -92,12 +93,16 @@ def load_batch(
     attempts: Sequence[PageAttempt] = (),
     upgrades: Sequence[Article] = (),
     settled: Sequence[tuple[str, str]] = (),
+    dequeued: Sequence[tuple[str, str]] = (),
+    before_commit: Callable[[], None] | None = None,
 ) -> None:
     """Load one batch in one transaction: all of it, or none of it.
 
     `attempts` are upserted into page_attempts; `upgrades` replace the body of
     feed-text articles whose page has now been fetched (same article_id);
-    `settled` (source, canonical_link) pairs leave page_attempts."""
+    `settled` (source, canonical_link) pairs leave page_attempts, `dequeued`
+    ones leave entry_outbox. `before_commit` runs last inside the transaction
+    (the crash-injection tests kill the process there)."""
     con.begin()
     try:
         _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING")
@@ -119,6 +124,57 @@ def load_batch(
                 con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
             finally:
                 con.unregister("_settled")
+        _dequeue(con, dequeued)
+        if before_commit is not None:
+            before_commit()
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+
+
+def _dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
+    if not keys:
+        return
+    con.register("_done", pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]}))
+    try:
+        con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
+    finally:
+        con.unregister("_done")
+
+
+OUTBOX_SCHEMA = pa.schema([
+    ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
+    ("title", pa.string()), ("author", pa.string()), ("published_at", _TS), ("feed_text", pa.string()),
+    ("language", pa.string()), ("published_raw", pa.string()), ("run_id", pa.string()), ("queued_at", _TS),
+    ("position", pa.int32()),
+])
+
+
+def record_polls(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    at: datetime,
+    states: Sequence[SourceState],
+    polls: Sequence[FeedPoll],
+    queued: Sequence[FeedEntry],
+    sightings: Sequence[Sighting] = (),
+    failures: Sequence[Failure] = (),
+) -> None:
+    """What a run's polls taught us, in one transaction: the feeds' new state
+    (validators, backoff), the poll rows, sightings of articles already held,
+    failures, and the new entries queued in entry_outbox. The validators are
+    never stored without the entries they stand for."""
+    columns = {name: [getattr(e, name) for e in queued] for name in _ENTRY_FIELDS}
+    columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
+    con.begin()
+    try:
+        update_source_states(con, states)
+        insert_feed_polls(con, polls)
+        _insert(con, "entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
         con.commit()
     except Exception:
         con.rollback()

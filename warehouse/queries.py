@@ -11,9 +11,11 @@ import pyarrow as pa
 from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, StoryRoot
 
 
-def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry]) -> KnownKeys:
+def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry],
+                             outbox: bool = True) -> KnownKeys:
     """Which of these entries' links and GUIDs the warehouse has seen, joined
-    in DuckDB rather than by loading the history into Python."""
+    in DuckDB rather than by loading the history into Python. With `outbox`,
+    an entry queued in entry_outbox counts as seen: it is worked from there."""
     if not entries:
         return KnownKeys()
     keys = pa.table({
@@ -37,7 +39,11 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
             UNION
             SELECT p.source, p.canonical_link FROM page_attempts p
             JOIN _keys k ON k.source = p.source AND k.link = p.canonical_link
-        """).fetchall()
+        """ + ("""
+            UNION
+            SELECT o.source, o.canonical_link FROM entry_outbox o
+            JOIN _keys k ON k.source = o.source AND k.link = o.canonical_link
+        """ if outbox else "")).fetchall()
         guids = con.execute("""
             SELECT DISTINCT s.source, s.guid FROM article_sightings s
             JOIN _keys k ON k.source = s.source AND k.guid = s.guid
@@ -86,6 +92,17 @@ def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, FeedState]:
     """What the last polls left per feed: validators for conditional GET, backoff."""
     rows = con.execute("SELECT name, etag, last_modified, next_attempt_at, consecutive_failures FROM sources").fetchall()
     return {name: FeedState(*rest) for name, *rest in rows}
+
+
+def select_outbox(con: duckdb.DuckDBPyConnection) -> list[tuple[FeedEntry, str]]:
+    """Every queued entry with the run that queued it, in the order found."""
+    rows = con.execute("""
+        SELECT source, link, canonical_link, guid, title, author, published_at, feed_text, language, run_id,
+               published_raw
+        FROM entry_outbox ORDER BY queued_at, position
+    """).fetchall()
+    return [(FeedEntry(source=r[0], link=r[1], canonical_link=r[2], guid=r[3], title=r[4], author=r[5],
+                       published_at=r[6], feed_text=r[7], language=r[8], published_raw=r[10]), r[9]) for r in rows]
 
 
 def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 10_000) -> list[PageAttempt]:

@@ -266,6 +266,30 @@ CREATE INDEX revisions_article ON article_revisions (article_id);
 """
 
 _V6 = """
+-- The outbox of new entries. A poll writes the entries it found new in the
+-- same transaction as the feed's new validators (ETag, Last-Modified), and
+-- the load of the batch that settles an entry (an article, a sighting, a
+-- failure or a pending retry) deletes it in that batch's transaction. So a
+-- run that dies, or fails on a locked warehouse, leaves its unfinished
+-- entries here, and the next run works them even when the feed answers 304.
+CREATE TABLE entry_outbox (
+    source         VARCHAR NOT NULL,
+    canonical_link VARCHAR NOT NULL,
+    link           VARCHAR NOT NULL,
+    guid           VARCHAR,
+    title          VARCHAR,
+    author         VARCHAR,
+    published_at   TIMESTAMPTZ,
+    feed_text      VARCHAR NOT NULL,
+    language       VARCHAR,
+    run_id         VARCHAR NOT NULL,     -- the run whose poll found it
+    queued_at      TIMESTAMPTZ NOT NULL,
+    position       INTEGER NOT NULL,     -- its place in that run's polls: pages are worked in feed order
+    PRIMARY KEY (source, canonical_link)
+);
+"""
+
+_V7 = """
 -- Feed text as the publisher meant it (transforms.feeds, transforms.charsets).
 -- An item without a link but with text is an article loaded from the feed.
 -- Its key, in articles.url and article_sightings.canonical_link/url, is its
@@ -274,6 +298,10 @@ _V6 = """
 -- The feed's date string when no parser could read it (date_note says so).
 ALTER TABLE articles ADD COLUMN published_raw VARCHAR;
 ALTER TABLE page_attempts ADD COLUMN published_raw VARCHAR;
+ALTER TABLE entry_outbox ADD COLUMN published_raw VARCHAR;
+-- An item without a link waits in the outbox like any entry (only a primary
+-- key on that table: DuckDB can drop the NOT NULL).
+ALTER TABLE entry_outbox ALTER COLUMN link DROP NOT NULL;
 -- A failure's URL, or NULL when the thing that failed has none (never a title).
 ALTER TABLE failures ALTER COLUMN url DROP NOT NULL;
 -- What was wrong with a feed that could still be read: its encoding (declared
@@ -288,7 +316,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
     (4, "per-stage timings in runs", _V4),
     (5, "raw archive locations and article revisions", _V5),
-    (6, "items without links, unread feed dates, feed warnings", _V6),
+    (6, "entry outbox: new entries are durable before their feed's validators", _V6),
+    (7, "items without links, unread feed dates, feed warnings", _V7),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
