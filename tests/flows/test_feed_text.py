@@ -8,6 +8,9 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
+from transforms.reports import run_report
+from warehouse.connection import connect
+from warehouse.queries import select_run_feeds
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -106,6 +109,10 @@ def test_feed_text_encodings_dates_and_linkless_items(server, tmp_path):
         ("mixed", True, None), ("ru", True, warning)]
     assert query(db, "SELECT name, title, last_error, last_warning FROM sources ORDER BY name") == [
         ("mixed", "Mixed & matched", None, None), ("ru", "Новости", None, warning)]
+    # ... and in the run's report (the Prefect artifact).
+    with connect(db, read_only=True) as con:
+        report = run_report(first, select_run_feeds(con, first["run_id"]))
+    assert f"- ru: {warning}" in report and "- mixed:" not in report
 
     # A rerun doubles nothing, link-less items included.
     second = run_ingest(sources, db)
