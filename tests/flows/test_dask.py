@@ -13,6 +13,7 @@ ROWS = """SELECT article_id, url, title, published_at, body, body_source, langua
                  story_id, duplicate_of FROM articles ORDER BY article_id"""
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_same_rows_as_the_local_run(server, tmp_path):
     from distributed import LocalCluster
 

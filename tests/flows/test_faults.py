@@ -44,6 +44,7 @@ XXE = b"""<?xml version="1.0"?>
 <item><title>XXE &xxe;</title><link>LINK</link><description>before &xxe; &net; after</description></item></channel></rss>"""
 
 
+@pytest.mark.slow
 def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     down = {"on": True}
 

@@ -89,6 +89,7 @@ def test_conditional_get_skips_unchanged_feed(server, tmp_path):
     assert query(db, "SELECT etag, last_status FROM sources") == [('"v1"', 304)]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
     good_page = "<html><body><article><p>" + "A complete article body sentence. " * 40 + "</p></article></body></html>"
     calls = {"flaky": 0}
