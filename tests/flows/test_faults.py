@@ -19,8 +19,6 @@ from transforms.errors import ParseError
 from transforms.feeds import parse_feed
 from transforms.records import ParsedFeed
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 ARTICLE = "<html><head><title>{title}</title></head><body><article><h1>{title}</h1><p>" + "{word} is in this sentence of the story. " * 40 + "</p></article></body></html>"
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -45,6 +43,7 @@ XXE = b"""<?xml version="1.0"?>
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
     down = {"on": True}
 
