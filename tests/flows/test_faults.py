@@ -231,7 +231,7 @@ def test_corpus_feeds_with_headers_through_the_feed_stage(server, tmp_path):
         over_http = outcome(resp.body, resp.final_url, resp.headers)
         assert over_http == outcome((FEEDS_CORPUS / path).read_bytes(), resp.final_url, headers), path
         if doc["bozo_expected"] is not None:
-            ill_formed = over_http == "malformed_feed" or (not isinstance(over_http, str) and over_http.warning is not None)
+            ill_formed = over_http == "malformed_feed" if isinstance(over_http, str) else over_http.warning is not None
             assert ill_formed == doc["bozo_expected"], path
             judged += 1
     assert judged >= 10
