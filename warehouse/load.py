@@ -24,6 +24,7 @@ from transforms.records import (
     Sighting,
     SourceState,
 )
+from warehouse.scopes import registered, transaction
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -58,11 +59,9 @@ def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str) -> None:
     if rows.num_rows == 0:
         return
-    con.register("_batch", rows)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch {conflict}")
-    finally:
-        con.unregister("_batch")
+    columns = ", ".join(f'"{name}"' for name in rows.schema.names)
+    with registered(con, "_batch", rows):
+        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
 
 
 ATTEMPT_SCHEMA = pa.schema([
@@ -103,8 +102,7 @@ def load_batch(
     `settled` (source, canonical_link) pairs leave page_attempts, `dequeued`
     ones leave entry_outbox. `before_commit` runs last inside the transaction
     (the crash-injection tests kill the process there)."""
-    con.begin()
-    try:
+    with transaction(con):
         _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
@@ -119,28 +117,20 @@ def load_batch(
                          if a.fingerprint and a.story_id == a.article_id])
         _upgrade(con, upgrades)
         if settled:
-            con.register("_settled", pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]}))
-            try:
+            pairs = pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]})
+            with registered(con, "_settled", pairs):
                 con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
-            finally:
-                con.unregister("_settled")
         _dequeue(con, dequeued)
         if before_commit is not None:
             before_commit()
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 def _dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
     if not keys:
         return
-    con.register("_done", pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]}))
-    try:
+    done = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
+    with registered(con, "_done", done):
         con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
-    finally:
-        con.unregister("_done")
 
 
 OUTBOX_SCHEMA = pa.schema([
@@ -168,17 +158,12 @@ def record_polls(
     never stored without the entries they stand for."""
     columns = {name: [getattr(e, name) for e in queued] for name in _ENTRY_FIELDS}
     columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
-    con.begin()
-    try:
+    with transaction(con):
         update_source_states(con, states)
         insert_feed_polls(con, polls)
         _insert(con, "entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 FINGERPRINT_SCHEMA = pa.schema([
@@ -204,11 +189,8 @@ def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Finger
         "band_key": [k for _, f in roots for k in f.band_keys],
         "story_id": [a for a, f in roots for _ in f.band_keys],
     }, schema=BAND_SCHEMA)
-    con.register("_roots", pa.table({"story_id": [a for a, _ in roots]}))
-    try:
+    with registered(con, "_roots", pa.table({"story_id": [a for a, _ in roots]})):
         con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
-    finally:
-        con.unregister("_roots")
     _insert(con, "story_bands", rows, "")
 
 
@@ -218,13 +200,10 @@ def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, F
     if not prints:
         return
     _put_fingerprints(con, prints)
-    con.register("_ids", pa.table({"article_id": [a for a, _ in prints]}))
-    try:
+    with registered(con, "_ids", pa.table({"article_id": [a for a, _ in prints]})):
         roots = {r[0] for r in con.execute(
             "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
             "AND story_id = article_id").fetchall()}
-    finally:
-        con.unregister("_ids")
     _put_bands(con, [(a, f) for a, f in prints if a in roots])
 
 
@@ -236,26 +215,19 @@ def save_stories(
     """For articles already loaded: store (new-scheme) fingerprints, give
     unclustered articles their story, and index the roots' band keys, in one
     transaction. `assignments` are (article_id, story_id, duplicate_of, similarity)."""
-    con.begin()
-    try:
+    with transaction(con):
         if assignments:
-            con.register("_stories", pa.table({
+            stories = pa.table({
                 "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
                 "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
             }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
-                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())])))
-            try:
+                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+            with registered(con, "_stories", stories):
                 con.execute("""
                     UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
                                         story_similarity = s.similarity
                     FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
-            finally:
-                con.unregister("_stories")
         _refingerprint(con, fingerprints)  # after the stories: new roots get their band keys
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> None:
@@ -264,8 +236,7 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
     the old one (and a root's band keys with it)."""
     if not upgrades:
         return
-    con.register("_up", to_arrow(upgrades, ARTICLE_SCHEMA))
-    try:
+    with registered(con, "_up", to_arrow(upgrades, ARTICLE_SCHEMA)):
         upgraded = {r[0] for r in con.execute(
             "SELECT a.article_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
         ).fetchall()}
@@ -287,8 +258,6 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
             -- only a feed-text body is replaced: a page body already stored stays
             WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
         """)
-    finally:
-        con.unregister("_up")
     _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
 
 
@@ -296,12 +265,13 @@ def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str, w
     """Copy the current version of the articles in the registered table
     `changes` whose body is about to change into article_revisions."""
     con.execute(f"""
-        INSERT INTO article_revisions
-        SELECT a.article_id, now(), '{reason}', a.title, a.body, a.body_source, a.content_hash, a.extractor,
+        INSERT INTO article_revisions (article_id, revised_at, reason, title, body, body_source, content_hash,
+                                       extractor, published_at, language)
+        SELECT a.article_id, now(), ?, a.title, a.body, a.body_source, a.content_hash, a.extractor,
                a.published_at, a.language
         FROM articles a JOIN {changes} c USING (article_id)
         WHERE a.content_hash <> c.content_hash AND {where}
-    """)
+    """, [reason])
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
@@ -310,10 +280,8 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
     body changed in article_revisions. Identity, URL, feed and story stay."""
     if not articles:
         return
-    con.begin()
-    try:
-        con.register("_re", to_arrow(articles, ARTICLE_SCHEMA))
-        try:
+    with transaction(con):
+        with registered(con, "_re", to_arrow(articles, ARTICLE_SCHEMA)):
             _keep_revisions(con, "_re", "reextract")
             con.execute("""
                 UPDATE articles SET
@@ -323,13 +291,7 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
                     word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
                 FROM _re r WHERE articles.article_id = r.article_id
             """)
-        finally:
-            con.unregister("_re")
         _refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll]) -> None:
@@ -353,14 +315,11 @@ def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> Non
     table = pa.Table.from_pylist(rows, schema=pa.schema([
         ("name", pa.string()), ("url", pa.string()), ("language", pa.string()), ("tags", pa.list_(pa.string())),
     ]))
-    con.register("_feeds", table)
-    try:
+    with registered(con, "_feeds", table):
         con.execute(
             "INSERT INTO sources (name, url, language, tags) SELECT name, url, language, tags FROM _feeds "
             "ON CONFLICT (name) DO UPDATE SET url = excluded.url, language = excluded.language, tags = excluded.tags"
         )
-    finally:
-        con.unregister("_feeds")
 
 
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
@@ -371,8 +330,7 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
         ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
         ("next_attempt_at", _TS), ("warning", pa.string()),
     ]))
-    con.register("_states", table)
-    try:
+    with registered(con, "_states", table):
         # A 304 carries no validators of its own: keep the ones we had.
         con.execute("""
             UPDATE sources SET
@@ -391,14 +349,12 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
             FROM _states AS s
             WHERE sources.name = s.name
         """)
-    finally:
-        con.unregister("_states")
 
 
 def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime, flow_run_id: str | None) -> None:
     con.execute(
-        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, 'running')",
-        [run_id, flow_run_id, started_at],
+        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, ?)",
+        [run_id, flow_run_id, started_at, "running"],
     )
 
 

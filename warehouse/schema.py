@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 import duckdb
 
+from warehouse.scopes import transaction
+
 _V1 = """
 -- One row per feed of the sources file, with its fetch state.
 CREATE TABLE sources (
@@ -340,15 +342,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     for version, description, ddl in MIGRATIONS:
         if version <= current:
             continue
-        con.begin()
-        try:
+        with transaction(con):
             con.execute(ddl)
             con.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                 [version, description, datetime.now(timezone.utc)],
             )
-            con.commit()
-        except Exception:
-            con.rollback()
-            raise
     return SCHEMA_VERSION

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import pytest
+
 from flows.settings import DedupeSettings
 from flows.extraction import ExtractJob, ExtractorPool, extract_many
 from tests.conftest import EXTRACTION, REPO
@@ -32,6 +34,7 @@ def jobs() -> list[ExtractJob]:
     return out
 
 
+@pytest.mark.slow
 def test_pool_gives_the_same_records_as_in_process():
     work = jobs()
     local, _ = extract_many(work, "run", NOW, DEFAULT_PARAMS)
@@ -49,6 +52,7 @@ def test_pool_gives_the_same_records_as_in_process():
     assert sum(a is not None and a.body_source == "page" for a, _ in pooled) >= 10
 
 
+@pytest.mark.slow
 def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
     script = tmp_path / "no_main_guard.py"
     script.write_text(
