@@ -116,6 +116,8 @@ def ingest(
     from flows.ingest import flow_for
 
     ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
+    if not _debug:
+        _plain_console_logs()
 
     params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
                   from_warc=[str(p) for p in from_warc] if from_warc else None)
@@ -143,6 +145,25 @@ def ingest(
             summary = asyncio.run(ingest_flow(**params))
     if not quiet:
         _print_summary(summary)
+
+
+def _plain_console_logs() -> None:
+    """Prefect logs a failed run's traceback on the console; the CLI says it
+    in one line instead. Only the console loses it: the copy in the Prefect
+    API (the UI's run logs) keeps it, and --debug keeps it here too."""
+    import copy
+    import logging
+
+    loggers = [logging.getLogger()] + [logger for name, logger in logging.Logger.manager.loggerDict.items()
+                                       if name.startswith("prefect") and isinstance(logger, logging.Logger)]
+    for handler in {h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler)}:
+        def plain(record, _format=handler.format):
+            if record.exc_info or record.exc_text:
+                record = copy.copy(record)  # other handlers still get the traceback
+                record.exc_info = record.exc_text = None
+            return _format(record)
+
+        handler.format = plain
 
 
 def _print_summary(s: dict) -> None:
@@ -261,14 +282,20 @@ def reextract(
 def serve(
     sources: SourcesOpt = None,
     db: DbOpt = None,
+    allow_dir: Annotated[Optional[list[Path]], typer.Option(
+        "--allow-dir", exists=True, file_okay=False, dir_okay=True, metavar="DIR",
+        help="Runs started from the UI or API may use sources files, warehouses and WARC files inside this "
+             "directory; repeatable. Without it they use only the --sources and --db given here.")] = None,
 ) -> None:
     """Serve the flow as the Prefect deployment ingest/newsdesk, on a schedule and from the UI.
 
     Runs on the cron of the sources file's schedule section and on demand from
-    the Prefect UI (Run), with the sources file, warehouse and feeds editable
-    per run. Runs never overlap: one started while another is going waits."""
+    the Prefect UI (Run). A run uses the sources file and warehouse given
+    here; other paths in its parameters only inside an --allow-dir directory,
+    else the run fails naming the parameter. Runs never overlap: one started
+    while another is going waits."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.settings import default_db_path, load_settings
+    from flows.settings import default_db_path, default_sources_path, load_settings
     from warehouse.connection import check_warehouse_file
 
     with _reporting():
@@ -276,8 +303,8 @@ def serve(
         check_warehouse_file(default_db_path(db))
     from flows.deployment import serve as serve_deployment
 
-    source_file = str(Path(sources).resolve()) if sources else None
-    serve_deployment(settings, source_file, str(default_db_path(db).resolve()))
+    serve_deployment(settings, str(default_sources_path(sources).resolve()), str(default_db_path(db).resolve()),
+                     [str(d) for d in allow_dir or ()])
 
 
 @app.command()

@@ -243,7 +243,7 @@ def _describe(exc: ValidationError, origin: str) -> str:
 
 def load_settings(sources: str | os.PathLike | None = None) -> Settings:
     """Read the sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
-    path = Path(sources or os.environ.get("NEWSDESK_SOURCES") or DEFAULT_SOURCES).expanduser()
+    path = default_sources_path(sources)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -261,6 +261,11 @@ def load_settings(sources: str | os.PathLike | None = None) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, str(path))) from None
+
+
+def default_sources_path(sources: str | os.PathLike | None = None) -> Path:
+    """The sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
+    return Path(sources or os.environ.get("NEWSDESK_SOURCES") or DEFAULT_SOURCES).expanduser()
 
 
 def default_db_path(db: str | os.PathLike | None = None) -> Path:
