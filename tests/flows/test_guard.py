@@ -112,7 +112,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(monkeypatch):
         answers = []
 
         def rebinding(host, port, *args, **kwargs):
-            if host != "rebind.test":
+            if host not in ("rebind.test", b"rebind.test"):  # anyio passes the name IDNA-encoded
                 return real(host, port, *args, **kwargs)
             answers.append(host)
             address = "127.0.0.2" if len(answers) == 1 else "127.0.0.1"
