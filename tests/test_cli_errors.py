@@ -193,6 +193,9 @@ def test_sql_reads_files_only_under_allow_read(sandbox):
     beside = runner.invoke(app, ["sql", f"select * from read_csv('{tmp_path}/data.csv')", "--db", str(db),
                                  "--allow-read", str(inside)])
     assert beside.exit_code == 2
+    up = runner.invoke(app, ["sql", f"select * from read_csv('{inside}/../data.csv')", "--db", str(db),
+                             "--allow-read", str(inside)])
+    assert up.exit_code == 2 and "Permission" in up.output
 
 
 def test_sql_still_searches_and_describes(sandbox):
