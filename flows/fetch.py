@@ -276,7 +276,8 @@ class Fetcher:
         4xx (there is none) allows everything; a 5xx, a 408/429, a timeout or
         no connection disallows everything for this run (the pages are
         retried in a later run); five redirects are followed, and more count
-        as "unavailable" like a 4xx."""
+        as "unavailable" like a 4xx. Other permanent failures (a blocked
+        address) also read as "no rules": the page fetch meets them itself."""
         parts = urlsplit(url)
         origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         lock = self._robots_locks.setdefault(origin, asyncio.Lock())
@@ -294,9 +295,12 @@ class Fetcher:
         try:
             resp = await self.get(origin + "/robots.txt", accept="text/plain", max_redirects=_ROBOTS_REDIRECTS)
         except FetchError as exc:
-            if (exc.reason.startswith("http_4") and not exc.transient) or exc.reason == "too_many_redirects":
-                return None  # "unavailable" (4xx but 408/429, or past five redirects): crawl freely
-            return exc
+            if exc.transient or exc.reason.startswith("http_5"):
+                return exc  # "unreachable": 5xx, 408/429, timeout, no connection
+            # "Unavailable" (4xx, past five redirects) and the rest: no rules.
+            # A blocked or malformed robots.txt URL leaves the page to meet
+            # the guard itself, and fail for its own reason.
+            return None
         parser = RobotFileParser()
         parser.parse(resp.body.decode("utf-8", errors="replace").splitlines())
         delay = parser.crawl_delay(self.settings.user_agent)
