@@ -119,17 +119,19 @@ def blocked_reason(address: IPAddress, allowed: tuple[Network, ...] = ()) -> str
 
 # A host made of numbers, dots and hex: an IPv4 address to some parser.
 _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))*\.?$", re.IGNORECASE)
-_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def url_problem(url: str) -> str | None:
     """Why an http(s) URL cannot be fetched safely as written, or None.
-    Refused: control characters or spaces, no host, a bad port, and numeric
+    Refused: control characters, no host (or one with a space), a bad port, and numeric
     hosts other than plain dotted-quad IPv4 (octal `0177.0.0.1`, hex
     `0x7f.1`, a bare integer), which parsers read differently."""
-    found = _CONTROL_OR_SPACE.search(url)
+    # A space in a path is common in sloppy feeds and httpx quotes it; a
+    # control character is never meant.
+    found = _CONTROL.search(url)
     if found:
-        return f"control character or space {found.group()!r} in the URL"
+        return f"control character {found.group()!r} in the URL"
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -138,6 +140,8 @@ def url_problem(url: str) -> str | None:
         return f"unparsable URL ({exc})"
     if not host:
         return "no host"
+    if " " in host:
+        return f"space in the host {host!r}"
     if ":" not in host and _NUMERIC_HOST.match(host):
         try:
             ipaddress.IPv4Address(host.rstrip("."))

@@ -53,6 +53,7 @@ def test_url_problems(url):
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080/a", "https://example.com/a?b=c", "http://[::1]:80/",
-                                 "http://123.example/", "https://xn--caf-dma.example/"])
+                                 "http://123.example/", "https://xn--caf-dma.example/",
+                                 "https://x.example/a page.html"])
 def test_urls_fine(url):
     assert url_problem(url) is None
