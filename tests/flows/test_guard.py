@@ -146,3 +146,68 @@ def test_allowed_networks_still_cover_mapped_forms(canary):
                 return await f.get(f"http://[::ffff:127.0.0.1]:{srv.port}/a")
 
         assert asyncio.run(go()).body == b"x"
+
+
+def _self_signed(tmp_path, name: str):
+    x509 = pytest.importorskip("cryptography.x509")  # a dependency of prefect
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    return tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+def test_tls_gets_the_host_name_not_the_address(tmp_path, monkeypatch):
+    """The connection goes to the checked address, but the TLS handshake
+    still names the host (SNI), so the right certificate is asked for and
+    checked against the name. (The certificate is self-signed: the fetch
+    fails verification after the server has seen the name.)"""
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "guarded.test")
+    seen = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sslsock, name, ctx: seen.append(name)
+    listener = socket.socket()
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1024)
+        except (OSError, ssl.SSLError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    real = socket.getaddrinfo
+
+    def resolve(host, p, *args, **kwargs):
+        if host in ("guarded.test", b"guarded.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", p))]
+        return real(host, p, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    try:
+        err = _error(f"https://guarded.test:{port}/", _settings(allow_private_networks=("127.0.0.2/32",)))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert seen == ["guarded.test"]
+    assert "CERTIFICATE_VERIFY_FAILED" in err.message or "certificate" in err.message.lower(), err
