@@ -1,7 +1,9 @@
 """The `newsdesk` command: a thin shell over the flow and the warehouse.
 
-Library errors become CLI errors here, at the edge, with an exit code:
-1 when a run or query failed, 2 when the user's input (settings, SQL) is wrong.
+Library errors become CLI errors here, at the edge, in one place
+(`_reporting`): one or two plain lines on stderr, exit 2 when the user's
+input is wrong (arguments, sources file, a --db that is not a warehouse, SQL),
+1 when a run or a query failed. A traceback only with `newsdesk --debug`.
 Prefect is imported only by the commands that run a flow, so `newsdesk sql`
 starts fast.
 """
@@ -12,20 +14,65 @@ import csv
 import json
 import os
 import sys
+import traceback
+from contextlib import contextmanager
 from datetime import date
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     help="Turn RSS/Atom feeds into a deduplicated, dated archive of article texts in DuckDB.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks only with --debug, and then plain ones
 )
 err = Console(stderr=True)
+_debug = False
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="On an error, print the full traceback too.")] = False) -> None:
+    global _debug
+    _debug = debug
+
+
+class BadInput(ValueError):
+    """Something the user typed is wrong: exit 2."""
+
+
+def _say(label: str, message: object) -> None:
+    """One error on stderr. The message is plain text, never rich markup:
+    `[fetch:http_404]` or a query's `[/x]` are shown as they are."""
+    err.print(Text.assemble((f"{label}: ", "red"), str(message)), highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _reporting(failed: str = "error", *, run: bool = False):
+    """The one error path of every command: typed errors become a line and
+    an exit code. With `run`, whatever escapes is a failed run (exit 1)."""
+    from flows.settings import SettingsError
+    from warehouse.connection import NotAWarehouse
+    from warehouse.queries import QueryError
+
+    bad_input = (BadInput, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
+                 IsADirectoryError, FileExistsError)
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except Exception as exc:
+        code = 2 if isinstance(exc, bad_input) and not run else 1
+        if _debug:
+            traceback.print_exc()
+        label = "SQL error" if isinstance(exc, QueryError) else failed
+        _say(label, exc if code == 2 or run else f"{type(exc).__name__}: {exc}")
+        raise typer.Exit(code) from None
 
 # Without PREFECT_API_URL, Prefect starts a temporary server and gives it 20 s;
 # on a busy two-core machine (cron next to a test run) that start took longer
@@ -56,13 +103,12 @@ def ingest(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.settings import SettingsError, load_settings
+    from flows.settings import default_db_path, load_settings
+    from warehouse.connection import check_warehouse_file
 
-    try:
-        settings = load_settings(sources)  # fail on a bad sources file before Prefect starts
-    except SettingsError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
+    with _reporting():
+        settings = load_settings(sources)  # fail on a bad sources file or --db before Prefect starts
+        check_warehouse_file(default_db_path(db))
 
     import asyncio
 
@@ -70,11 +116,13 @@ def ingest(
     from flows.ingest import flow_for
 
     ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
+    if not _debug:
+        _plain_console_logs()
 
     params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
                   from_warc=[str(p) for p in from_warc] if from_warc else None)
     show_progress = not quiet and sys.stderr.isatty()
-    try:
+    with _reporting("ingest failed", run=True):  # the flow already recorded the failed run
         if show_progress:
             from rich.progress import (
                 BarColumn,
@@ -95,11 +143,27 @@ def ingest(
                     summary = asyncio.run(ingest_flow(**params))
         else:
             summary = asyncio.run(ingest_flow(**params))
-    except Exception as exc:  # the flow already recorded the failed run
-        err.print(f"[red]ingest failed:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(1)
     if not quiet:
         _print_summary(summary)
+
+
+def _plain_console_logs() -> None:
+    """Prefect logs a failed run's traceback on the console; the CLI says it
+    in one line instead. Only the console loses it: the copy in the Prefect
+    API (the UI's run logs) keeps it, and --debug keeps it here too."""
+    import copy
+    import logging
+
+    loggers = [logging.getLogger()] + [logger for name, logger in logging.Logger.manager.loggerDict.items()
+                                       if name.startswith("prefect") and isinstance(logger, logging.Logger)]
+    for handler in {h for logger in loggers for h in logger.handlers if isinstance(h, logging.StreamHandler)}:
+        def plain(record, _format=handler.format):
+            if record.exc_info or record.exc_text:
+                record = copy.copy(record)  # other handlers still get the traceback
+                record.exc_info = record.exc_text = None
+            return _format(record)
+
+        handler.format = plain
 
 
 def _print_summary(s: dict) -> None:
@@ -113,32 +177,34 @@ def _print_summary(s: dict) -> None:
         f"failures: {s['failures']}" + (
             " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["failure_reasons"].items())) + ")" if s["failures"] else ""
         ) + f"\nwarehouse: {s['db']} (run {s['run_id']})",
-        highlight=False,
+        highlight=False, markup=False,
     )
 
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="One SQL statement, run read-only.")],
+    query: Annotated[str, typer.Argument(help="One SQL statement (SELECT, EXPLAIN ...), run read-only.")],
     db: DbOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    allow_read: Annotated[Optional[list[Path]], typer.Option(
+        "--allow-read", exists=True, file_okay=False, dir_okay=True, metavar="DIR",
+        help="Let the query read files (read_csv, read_parquet ...) under this directory; repeatable. "
+             "Without it the query reads the warehouse only.")] = None,
 ) -> None:
-    """Run read-only SQL against the warehouse and print the result."""
-    from flows.settings import default_db_path
-    from warehouse.connection import WarehouseBusy, connect
-    from warehouse.queries import QueryError, run_sql
+    """Run one read-only SQL statement against the warehouse and print the result.
 
-    try:
+    The query cannot write anything anywhere (no COPY ... TO, EXPORT, ATTACH,
+    INSTALL/LOAD, SET) and reads no file but the warehouse unless --allow-read
+    names a directory."""
+    from flows.settings import default_db_path
+    from warehouse.connection import connect_sandboxed
+    from warehouse.queries import run_user_sql
+
+    with _reporting():
         # During an ingest the file is locked only while a batch loads: wait for the gap.
-        with connect(default_db_path(db), read_only=True, wait_s=30) as con:
-            columns, rows = run_sql(con, query)
-    except (FileNotFoundError, WarehouseBusy) as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
-    except QueryError as exc:
-        err.print(f"[red]SQL error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
-    _print_rows(columns, rows, format)
+        with connect_sandboxed(default_db_path(db), allow_read=allow_read or (), wait_s=30) as con:
+            columns, rows = run_user_sql(con, query)
+        _print_rows(columns, rows, format)
 
 
 def _day(value: str | None, option: str):
@@ -147,8 +213,7 @@ def _day(value: str | None, option: str):
     try:
         return date.fromisoformat(value)
     except ValueError:
-        err.print(f"[red]error:[/red] {option} {value!r} is not a date (YYYY-MM-DD)", markup=True, highlight=False)
-        raise typer.Exit(2)
+        raise BadInput(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Only articles published on or after this day (YYYY-MM-DD).")]
@@ -172,16 +237,12 @@ def search(
     from warehouse import search as fts
     from warehouse.connection import connect
 
-    start, end = _day(since, "--since"), _day(until, "--until")
-    try:
+    with _reporting():
+        start, end = _day(since, "--since"), _day(until, "--until")
         with connect(default_db_path(db), read_only=True) as con:
             if not fts.has_index(con):
-                err.print("[red]error:[/red] no search index yet: run `newsdesk ingest` first", markup=True)
-                raise typer.Exit(2)
+                raise BadInput("no search index yet: run `newsdesk ingest` first")
             hits = fts.search(con, query, since=start, until=end, source=source, language=language, limit=limit)
-    except FileNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
     columns = ["score", "published_date", "source", "title", "url", "snippet", "story_matches"]
     rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
              snippet(h["body"], query), h["story_matches"]) for h in hits]
@@ -200,15 +261,14 @@ def reextract(
     Rebuilds bodies and page metadata from the raw WARC archive; rows change
     only where the result did, and replaced bodies go to article_revisions."""
     from flows.reextract import reextract as run_reextract
-    from flows.settings import SettingsError, default_db_path, load_settings
+    from flows.settings import default_db_path, load_settings
 
-    try:
+    with _reporting():
         settings = load_settings(sources)
-        report = run_reextract(default_db_path(db), settings, _day(since, "--since"), source)
-    except (FileNotFoundError, SettingsError) as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
-    out = Console()
+        start = _day(since, "--since")
+    with _reporting("re-extraction failed"):
+        report = run_reextract(default_db_path(db), settings, start, source)
+    out = Console(markup=False, highlight=False)
     out.print(f"re-extracted {report.articles} archived articles: {len(report.changed)} changed, "
               f"{len(report.kept)} kept (new result not usable), {len(report.missing)} missing from the archive",
               highlight=False)
@@ -222,24 +282,29 @@ def reextract(
 def serve(
     sources: SourcesOpt = None,
     db: DbOpt = None,
+    allow_dir: Annotated[Optional[list[Path]], typer.Option(
+        "--allow-dir", exists=True, file_okay=False, dir_okay=True, metavar="DIR",
+        help="Runs started from the UI or API may use sources files, warehouses and WARC files inside this "
+             "directory; repeatable. Without it they use only the --sources and --db given here.")] = None,
 ) -> None:
     """Serve the flow as the Prefect deployment ingest/newsdesk, on a schedule and from the UI.
 
     Runs on the cron of the sources file's schedule section and on demand from
-    the Prefect UI (Run), with the sources file, warehouse and feeds editable
-    per run. Runs never overlap: one started while another is going waits."""
+    the Prefect UI (Run). A run uses the sources file and warehouse given
+    here; other paths in its parameters only inside an --allow-dir directory,
+    else the run fails naming the parameter. Runs never overlap: one started
+    while another is going waits."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.settings import SettingsError, default_db_path, load_settings
+    from flows.settings import default_db_path, default_sources_path, load_settings
+    from warehouse.connection import check_warehouse_file
 
-    try:
+    with _reporting():
         settings = load_settings(sources)
-    except SettingsError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
+        check_warehouse_file(default_db_path(db))
     from flows.deployment import serve as serve_deployment
 
-    source_file = str(Path(sources).resolve()) if sources else None
-    serve_deployment(settings, source_file, str(default_db_path(db).resolve()))
+    serve_deployment(settings, str(default_sources_path(sources).resolve()), str(default_db_path(db).resolve()),
+                     [str(d) for d in allow_dir or ()])
 
 
 @app.command()
@@ -250,15 +315,12 @@ def runs(
 ) -> None:
     """List recent ingest runs from the warehouse, newest first."""
     from flows.settings import default_db_path
-    from warehouse.connection import WarehouseBusy, connect
+    from warehouse.connection import connect
     from warehouse.queries import select_recent_runs
 
-    try:
+    with _reporting():
         with connect(default_db_path(db), read_only=True) as con:
             columns, rows = select_recent_runs(con, limit)
-    except (FileNotFoundError, WarehouseBusy) as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
     _print_rows(columns, rows, format)
 
 
@@ -280,14 +342,14 @@ def export(
     """Export articles for downstream tools. Re-exporting a day replaces that day's files."""
     from flows.exports import export as run_export
     from flows.settings import default_db_path
+    from warehouse.connection import check_warehouse_file
 
-    start, end = _day(since, "--since"), _day(until, "--until")
-    try:
+    with _reporting():
+        start, end = _day(since, "--since"), _day(until, "--until")
+        check_warehouse_file(default_db_path(db))
+    with _reporting("export failed"):
         count, where = run_export(default_db_path(db), format.value, out, start, end)
-    except FileNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2)
-    Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False)
+    Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False, markup=False)
 
 
 def _print_rows(columns: list[str], rows: list[tuple], format: Format, widths: dict[str, int] | None = None) -> None:
@@ -307,10 +369,11 @@ def _print_rows(columns: list[str], rows: list[tuple], format: Format, widths: d
         table = Table(show_lines=False)
         for name in columns:
             width = (widths or {}).get(name, 70)
-            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16, width),
+            table.add_column(Text(name), no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16, width),
                              max_width=width)
         for row in rows:
-            table.add_row(*("" if v is None else str(v).replace("\n", " ") for v in row))
+            # Text, not str: a cell is shown as it is, never read as rich markup.
+            table.add_row(*(Text("" if v is None else str(v).replace("\n", " ")) for v in row))
         console.print(table)
         Console(stderr=True).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", style="dim")
 

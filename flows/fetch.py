@@ -1,11 +1,18 @@
 """HTTP and file fetching: polite, bounded and guarded.
 
 One async httpx client per run. Every request goes through the same gate:
-the SSRF guard (each hop resolved and checked before connecting), a global and
-a per-host concurrency limit, a minimum delay between requests to one host,
-timeouts, a size cap on the decoded body, retries with backoff for transient
-failures. Failures raise `FetchError` with the URL and a reason code; they are
-never swallowed here.
+the SSRF guard, a global and a per-host concurrency limit, a minimum delay
+between requests to one host, timeouts, a size cap on the decoded body,
+retries with backoff for transient failures. Failures raise `FetchError` with
+the URL and a reason code; they are never swallowed here.
+
+The guard sits in the connection itself (`_GuardedBackend`, httpcore's
+network backend under httpx): the host is resolved once, every address is
+checked against `transforms.addresses.blocked_reason`, and the socket is
+opened to one of those very addresses, so there is no second lookup for DNS
+rebinding to slip into. TLS still gets the host name (SNI, certificate check)
+and the request its Host header, because httpcore hands the backend only the
+TCP connect.
 """
 
 from __future__ import annotations
@@ -17,20 +24,24 @@ import mimetypes
 import random
 import socket
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
+import httpcore
 import httpx
 
 from flows.settings import FetchSettings
+from transforms.addresses import Network, blocked_reason, url_problem
 from transforms.errors import FetchError
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _PAGE_ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
+_ROBOTS_REDIRECTS = 5  # RFC 9309 2.3.1.2: follow at least five
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +87,138 @@ class _HostGate:
             await asyncio.sleep(wait)
 
 
+class BlockedAddress(Exception):
+    """The guard refused every connection to this host: raised before connecting."""
+
+    def __init__(self, host: str, address, why: str):
+        super().__init__(f"{host} resolves to {address}: {why}, and allow_private_networks does not cover it")
+
+
+class ResolveFailed(Exception):
+    """The host name did not resolve."""
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's TCP connect, resolving the host itself and connecting only
+    to addresses `blocked_reason` lets through: the address checked is the
+    address connected to. One blocked address refuses the host, as a name
+    that resolves to a public and a private address is an attack or a mistake."""
+
+    def __init__(self, allowed: tuple[Network, ...]):
+        self._allowed = allowed
+        self._inner = httpcore.AnyIOBackend()
+
+    async def _resolve(self, host: str, port: int) -> list:
+        try:
+            return [ipaddress.ip_address(host.strip("[]"))]
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ResolveFailed(f"{host}: {exc.strerror}") from None
+        found = []
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0].split("%")[0])
+            if address not in found:
+                found.append(address)
+        return found
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        addresses = await self._resolve(host, port)
+        for address in addresses:
+            why = blocked_reason(address, self._allowed)
+            if why:
+                raise BlockedAddress(host, address, why)
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(str(address), port, timeout=timeout, local_address=local_address,
+                                                     socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure or httpcore.ConnectError(f"{host}: no address")
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise BlockedAddress(path, "a unix socket", "not a network address")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _guarded_transport(settings: FetchSettings) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over a connection pool whose every connection goes
+    through the guard. httpx 0.28 takes no network backend, so the pool it
+    built is swapped for one built the same way with ours (httpx is pinned;
+    tests/flows/test_guard.py fails if this stops guarding)."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=settings.max_concurrency,
+        max_keepalive_connections=settings.max_concurrency,
+        keepalive_expiry=5.0,
+        network_backend=_GuardedBackend(settings.allowed_networks()),
+    )
+    return transport
+
+
+class _Inflater:
+    """Content-Encoding undone a bounded piece at a time: never more than
+    `room` decoded bytes out of one read, however much a chunk inflates to
+    (httpx's own decoder inflates a whole network read at once, ~64 MB for
+    64 kB of a gzip bomb)."""
+
+    def __init__(self, encoding: str):
+        coding = encoding.strip().lower()
+        self._deflate = coding == "deflate"
+        if coding in ("", "identity"):
+            self._z = None
+        elif coding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self._deflate:
+            self._z = zlib.decompressobj()
+        else:
+            raise zlib.error(f"unsupported Content-Encoding {encoding!r}")
+        self._started = False
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """Decoded bytes of `data`, at most `room` of them; when it returns
+        exactly `room`, the caller is over its cap and stops reading."""
+        if self._z is None:
+            return data[:room]
+        if self._deflate and not self._started:
+            try:
+                out = self._z.decompress(data, room)
+            except zlib.error:  # "deflate" sent raw, without the zlib header, as some servers do
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+                out = self._z.decompress(data, room)
+        else:
+            out = self._z.decompress(data, room)
+        self._started = True
+        while self._z.unconsumed_tail and len(out) < room:
+            out += self._z.decompress(self._z.unconsumed_tail, room - len(out))
+        return out
+
+    def finish(self, room: int) -> bytes:
+        return b"" if self._z is None else self._z.flush()[:room]
+
+
 class Fetcher:
     """Fetch http(s) and file: URLs under the run's fetch settings."""
 
     def __init__(self, settings: FetchSettings):
         self.settings = settings
-        self._allowed = settings.allowed_networks()
         self._global = asyncio.Semaphore(settings.max_concurrency)
         self._hosts: dict[str, _HostGate] = {}
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             timeout=httpx.Timeout(settings.timeout_s),
-            headers={"User-Agent": settings.user_agent},
-            limits=httpx.Limits(max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency),
+            # Only what _Inflater decodes, a bounded piece at a time.
+            headers={"User-Agent": settings.user_agent, "Accept-Encoding": "gzip, deflate"},
+            transport=_guarded_transport(settings),
             trust_env=False,  # never route through a proxy from the environment
         )
-        self._robots: dict[str, RobotFileParser | None] = {}
+        self._robots: dict[str, RobotFileParser | FetchError | None] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
 
     async def __aenter__(self) -> "Fetcher":
@@ -110,6 +237,7 @@ class Fetcher:
         last_modified: str | None = None,
         allow_file: bool = False,
         accept: str = "*/*",
+        max_redirects: int | None = None,
     ) -> Response:
         """GET one URL, following redirects, retrying transient failures."""
         scheme = urlsplit(url).scheme.lower()
@@ -127,7 +255,7 @@ class Fetcher:
         attempt = 0
         while True:
             try:
-                return await self._follow(url, headers)
+                return await self._follow(url, headers, max_redirects)
             except FetchError as exc:
                 if not exc.transient or attempt >= self.settings.retries:
                     raise
@@ -144,55 +272,79 @@ class Fetcher:
         return await self.get(url, allow_file=allow_file, accept=_PAGE_ACCEPT)
 
     async def _robots_allow(self, url: str) -> bool:
-        """robots.txt is fetched once per host per run. A missing one (4xx)
-        allows everything; one we cannot get (5xx, timeout) allows too, and
-        the page fetch then meets the same trouble and is retried later."""
+        """robots.txt, fetched once per host per run, read per RFC 9309: a
+        4xx (there is none) allows everything; a 5xx, a 408/429, a timeout or
+        no connection disallows everything for this run (the pages are
+        retried in a later run); five redirects are followed, and more count
+        as "unavailable" like a 4xx. Other permanent failures (a blocked
+        address) also read as "no rules": the page fetch meets them itself."""
         parts = urlsplit(url)
         origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
         lock = self._robots_locks.setdefault(origin, asyncio.Lock())
         async with lock:
             if origin not in self._robots:
-                parser = None
-                try:
-                    resp = await self.get(origin + "/robots.txt", accept="text/plain")
-                    parser = RobotFileParser()
-                    parser.parse(resp.body.decode("utf-8", errors="replace").splitlines())
-                    delay = parser.crawl_delay(self.settings.user_agent)
-                    if delay:
-                        # Crawl-delay is a floor on our own per-host gap, capped.
-                        gate = self._gate((parts.hostname or "").lower())
-                        gate.delay_s = max(gate.delay_s, min(float(delay), self.settings.max_crawl_delay_s))
-                except FetchError:
-                    parser = None
-                self._robots[origin] = parser
-        parser = self._robots[origin]
-        return parser is None or parser.can_fetch(self.settings.user_agent, url)
+                self._robots[origin] = await self._fetch_robots(origin, (parts.hostname or "").lower())
+        rules = self._robots[origin]
+        if isinstance(rules, FetchError):
+            raise FetchError(url, "robots_unavailable", f"robots.txt could not be read ({rules.reason}): "
+                             "the host is not crawled this run", transient=True)
+        return rules is None or rules.can_fetch(self.settings.user_agent, url)
+
+    async def _fetch_robots(self, origin: str, host: str) -> RobotFileParser | FetchError | None:
+        """The host's rules; None for "no rules"; the error when unreachable."""
+        try:
+            resp = await self.get(origin + "/robots.txt", accept="text/plain", max_redirects=_ROBOTS_REDIRECTS)
+        except FetchError as exc:
+            if exc.transient or exc.reason.startswith("http_5"):
+                return exc  # "unreachable": 5xx, 408/429, timeout, no connection
+            # "Unavailable" (4xx, past five redirects) and the rest: no rules.
+            # A blocked or malformed robots.txt URL leaves the page to meet
+            # the guard itself, and fail for its own reason.
+            return None
+        parser = RobotFileParser()
+        parser.parse(resp.body.decode("utf-8", errors="replace").splitlines())
+        delay = parser.crawl_delay(self.settings.user_agent)
+        if delay:
+            # Crawl-delay is a floor on our own per-host gap, capped.
+            gate = self._gate(host)
+            gate.delay_s = max(gate.delay_s, min(float(delay), self.settings.max_crawl_delay_s))
+        return parser
 
     # -- internals --------------------------------------------------------
 
-    async def _follow(self, url: str, headers: dict[str, str]) -> Response:
+    async def _follow(self, url: str, headers: dict[str, str], max_redirects: int | None = None) -> Response:
+        limit = self.settings.max_redirects if max_redirects is None else max_redirects
         seen = {url}
         current = url
-        for _hop in range(self.settings.max_redirects + 1):
+        for _hop in range(limit + 1):
             try:
                 status, resp_headers, body = await self._request(current, headers)
             except FetchError as exc:
                 if current == url:
                     raise
                 # Recorded against the URL we were asked for, naming the hop.
-                raise FetchError(url, exc.reason, f"{exc.message} (at redirect {current})",
+                reason = "bad_redirect" if exc.reason == "bad_url" else exc.reason
+                raise FetchError(url, reason, f"{exc.message} (at redirect {current})",
                                  transient=exc.transient, retry_after=exc.retry_after) from exc
             if status in _REDIRECTS and "location" in resp_headers:
-                target = urljoin(current, resp_headers["location"])
-                if urlsplit(target).scheme.lower() not in ("http", "https"):
+                location = resp_headers["location"]
+                try:
+                    target = urljoin(current, location)
+                    scheme = urlsplit(target).scheme.lower()
+                except ValueError as exc:
+                    raise FetchError(url, "bad_redirect", f"unparsable Location {location!r}: {exc}") from None
+                if scheme not in ("http", "https"):
                     raise FetchError(url, "redirect_not_allowed", f"redirect to {target}")
+                problem = url_problem(target)
+                if problem:
+                    raise FetchError(url, "bad_redirect", f"Location {location!r}: {problem}")
                 if target in seen:
                     raise FetchError(url, "redirect_loop", f"redirect loop at {target}")
                 seen.add(target)
                 current = target
                 continue
             return Response(url=url, final_url=current, status=status, headers=resp_headers, body=body)
-        raise FetchError(url, "too_many_redirects", f"more than {self.settings.max_redirects} redirects")
+        raise FetchError(url, "too_many_redirects", f"more than {limit} redirects")
 
     def _gate(self, host: str) -> _HostGate:
         gate = self._hosts.get(host)
@@ -203,11 +355,10 @@ class Fetcher:
         return gate
 
     async def _request(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not host:
-            raise FetchError(url, "bad_url", "no host")
-        await self._guard(url, host, parts.port or (443 if parts.scheme == "https" else 80))
+        problem = url_problem(url)
+        if problem:
+            raise FetchError(url, "bad_url", problem)
+        host = (urlsplit(url).hostname or "").lower()
         gate = self._gate(host)
         # Host slot first, then a global one: requests queued for a slow host
         # must not hold global slots that other hosts could use.
@@ -225,8 +376,23 @@ class Fetcher:
             raise FetchError(url, "timeout", f"no complete response in {self.settings.total_timeout_s:g} s", transient=True) from None
         except httpx.TimeoutException as exc:
             raise FetchError(url, "timeout", type(exc).__name__, transient=True) from None
-        except httpx.DecodingError as exc:
+        except (httpx.DecodingError, zlib.error) as exc:
             raise FetchError(url, "bad_content_encoding", str(exc)) from None
+        except BlockedAddress as exc:
+            raise FetchError(url, "blocked_address", str(exc)) from None
+        except ResolveFailed as exc:
+            raise FetchError(url, "dns_error", str(exc), transient=True) from None
+        except (httpx.InvalidURL, UnicodeError) as exc:  # UnicodeError: a host name IDNA refuses
+            raise FetchError(url, "bad_url", f"{type(exc).__name__}: {exc}") from None
+        except httpx.LocalProtocolError as exc:
+            # Our own request is malformed (a header value): no retry will help.
+            raise FetchError(url, "bad_request_header", str(exc)) from None
+        except httpx.RemoteProtocolError as exc:
+            if "location header" in str(exc).lower():  # httpx checks a redirect's target itself
+                raise FetchError(url, "bad_redirect", str(exc)) from None
+            if "header" in str(exc).lower():  # h11: "illegal header line", "Illegal header value"
+                raise FetchError(url, "bad_response_header", str(exc)) from None
+            raise FetchError(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True) from None
         except (httpx.TransportError, OSError) as exc:
             raise FetchError(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True) from None
 
@@ -246,31 +412,18 @@ class Fetcher:
             declared = resp_headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise FetchError(url, "too_large", f"Content-Length {declared} > max_bytes {limit}")
+            inflater = _Inflater(resp_headers.get("content-encoding", ""))
             body = bytearray()
-            # aiter_bytes yields decoded bytes, so the cap also stops a
-            # compression bomb once it has inflated past max_bytes.
-            async for chunk in resp.aiter_bytes():
-                body += chunk
+            # Raw bytes, decoded here at most one byte past the cap: a
+            # compression bomb stops at max_bytes, not a chunk later.
+            async for chunk in resp.aiter_raw():
+                body += inflater.feed(chunk, limit + 1 - len(body))
                 if len(body) > limit:
                     raise FetchError(url, "too_large", f"body exceeds max_bytes {limit}")
+            body += inflater.finish(limit + 1 - len(body))
+            if len(body) > limit:
+                raise FetchError(url, "too_large", f"body exceeds max_bytes {limit}")
             return status, resp_headers, bytes(body)
-
-    async def _guard(self, url: str, host: str, port: int) -> None:
-        """Refuse before connecting when the host resolves to an address that
-        is not public (loopback, private, link-local, multicast, reserved)
-        unless an allowed network covers it."""
-        try:
-            addresses = [ipaddress.ip_address(host.strip("[]"))]
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as exc:
-                raise FetchError(url, "dns_error", f"{host}: {exc.strerror}", transient=True) from None
-            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-        for address in addresses:
-            if not address.is_global or address.is_multicast:
-                if not any(address in net for net in self._allowed):
-                    raise FetchError(url, "blocked_address", f"{host} resolves to {address}, which is not public and not in allow_private_networks")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -24,6 +24,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.archive import WarcInput, archive_for, warc_input
+from flows.confine import check_run_paths
 from flows.crashpoints import crash_point
 from flows.extraction import ExtractorPool, default_workers
 from flows.fetch import Fetcher
@@ -53,6 +54,7 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     Only one ingest writes a warehouse at a time: a second one waits for the
     first (up to [pipeline] lock_wait_s), then gives up with an error."""
     logger = get_run_logger()
+    sources, db = check_run_paths(sources, db, from_warc)  # under `newsdesk serve`: only the paths it allows
     settings: Settings = select_feeds(load_settings(sources), feeds)
     db_path = default_db_path(db)
     lock = ingest_lock(db_path, settings.pipeline.lock_wait_s)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 from urllib.parse import urlsplit
@@ -33,6 +35,18 @@ class SettingsError(ValueError):
     """The sources file or an environment variable is wrong; says which key."""
 
 
+# C0 controls, DEL and C1 controls: a CR/LF in a header would split it, and
+# in a URL it is never what was meant.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"contains the control character {found.group()!r} at position {found.start()}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +66,15 @@ class FetchSettings(_Strict):
     allow_private_networks: tuple[str, ...] = ()
     obey_robots: bool = True  # robots.txt, fetched once per host per run, for article pages
     max_crawl_delay_s: Annotated[float, Field(ge=0, le=3600)] = 30.0  # cap on a robots.txt Crawl-delay
+
+    @field_validator("user_agent")
+    @classmethod
+    def _header_value(cls, value: str) -> str:
+        _no_control(value)
+        # httpx sends header values as ASCII; anything else fails every request.
+        if not value.isascii():
+            raise ValueError("must be ASCII (it is sent as an HTTP header value)")
+        return value
 
     @field_validator("allow_private_networks")
     @classmethod
@@ -175,9 +198,16 @@ class FeedSettings(_Strict):
     language: str | None = None
     tags: tuple[str, ...] = ()
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _nfc(cls, value):
+        # `café` typed on two systems may arrive composed or decomposed: one name.
+        return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
+        _no_control(value)
         scheme = urlsplit(value).scheme
         if scheme not in ("http", "https", "file"):
             raise ValueError(f"{value!r}: only http, https and file URLs are feeds")
@@ -229,11 +259,15 @@ def _describe(exc: ValidationError, origin: str) -> str:
 
 def load_settings(sources: str | os.PathLike | None = None) -> Settings:
     """Read the sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
-    path = Path(sources or os.environ.get("NEWSDESK_SOURCES") or DEFAULT_SOURCES).expanduser()
+    path = default_sources_path(sources)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SettingsError(f"{path}: no such sources file") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the sources file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
     for feed in data.get("feeds", []) if isinstance(data.get("feeds"), list) else []:
@@ -243,6 +277,11 @@ def load_settings(sources: str | os.PathLike | None = None) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, str(path))) from None
+
+
+def default_sources_path(sources: str | os.PathLike | None = None) -> Path:
+    """The sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
+    return Path(sources or os.environ.get("NEWSDESK_SOURCES") or DEFAULT_SOURCES).expanduser()
 
 
 def select_feeds(settings: Settings, wanted: Sequence[str] | None) -> Settings:

@@ -26,7 +26,7 @@ class Request:
 
 
 class LocalServer:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.routes: dict[str, Reply | Callable[[Request], Reply]] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
@@ -82,9 +82,9 @@ class LocalServer:
             def handle_error(self, request, client_address):
                 pass  # a client that hung up early (timeouts, size caps) is expected here
 
-        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self._httpd = Server((host, port), Handler)
         self.port = self._httpd.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base + path

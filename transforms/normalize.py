@@ -86,10 +86,18 @@ def _fold(s: str) -> str:
     return " ".join(unicodedata.normalize("NFC", s).split()).casefold()
 
 
+# Longest title (or author, feed title) stored: real ones are under ~300
+# characters; a feed can carry 250 kB of entity text in one.
+MAX_TITLE_CHARS = 1000
+
+
 def normalize_title(title: str | None) -> str | None:
+    """NFC, whitespace folded, cut to MAX_TITLE_CHARS (ending in "…")."""
     if not title:
         return None
     folded = " ".join(unicodedata.normalize("NFC", title).split())
+    if len(folded) > MAX_TITLE_CHARS:
+        folded = folded[:MAX_TITLE_CHARS - 1].rstrip() + "…"
     return folded or None
 
 

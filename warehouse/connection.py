@@ -11,7 +11,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import duckdb
 
@@ -35,6 +35,25 @@ class WarehouseBusy(RuntimeError):
     """Another process held the DuckDB file for longer than we would wait."""
 
 
+class NotAWarehouse(ValueError):
+    """The path is not a DuckDB file we can open: a directory, a text file,
+    a truncated copy. A mistake in the user's input, not a failed run."""
+
+
+def check_warehouse_file(path: str | os.PathLike) -> None:
+    """Refuse a path that exists but cannot be a DuckDB file, without opening
+    it (an ingest may hold it): a directory, or a file whose header lacks
+    DuckDB's magic bytes. A missing file is fine: the ingest creates it."""
+    path = Path(path)
+    if path.is_dir():
+        raise NotAWarehouse(f"{path} is a directory, not a DuckDB warehouse file")
+    if path.exists():
+        with path.open("rb") as f:
+            head = f.read(12)
+        if head[8:12] != b"DUCK":
+            raise NotAWarehouse(f"{path} is not a DuckDB warehouse file")
+
+
 def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, waiting with backoff while another process holds the
     file (DuckDB allows one writer process, and no reader beside it)."""
@@ -45,7 +64,7 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise
+                raise NotAWarehouse(f"cannot open {path} as a DuckDB warehouse: {exc}") from None
             if time.monotonic() + delay > deadline:
                 raise WarehouseBusy(
                     f"{path} is held by another process (an ingest loading a batch?) and stayed locked for "
@@ -69,6 +88,32 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         _prepare(con)
         if not read_only:
             migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.PathLike] = (),
+                      wait_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse for ad hoc SQL so that nothing can be written
+    anywhere: the file read-only, and no file system access at all (no
+    COPY ... TO, EXPORT DATABASE, ATTACH, INSTALL/LOAD, read_csv) except
+    reading under the `allow_read` directories. The configuration is then
+    locked, so a query cannot switch any of it back. The fts extension is
+    loaded before the lock, so `search_articles` still works."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
+    con = _open(path, True, wait_s)
+    try:
+        _prepare(con)
+        if allow_read:
+            # Only honoured while external access is off: exactly our case.
+            dirs = [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
+            con.execute("SET allowed_directories = ?", [dirs])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         yield con
     finally:
         con.close()

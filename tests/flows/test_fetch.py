@@ -162,3 +162,90 @@ def test_robots_txt_obeyed_once_per_host_with_crawl_delay(server):
     assert server.hits("/private/") == []
     starts = [r.started for r in server.hits("/public/")]
     assert starts[1] - starts[0] >= 0.9  # Crawl-delay raised the per-host gap from 0
+
+
+def test_gzip_bomb_without_length_stops_within_a_chunk_of_max_bytes(server):
+    """64 MB of zeros in ~64 kB of gzip, no Content-Length: decoding stops at
+    max_bytes, rather than inflating a whole network read (~64 MB) first."""
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * 64_000_000, compresslevel=9)
+    url = server.route("/bomb", bomb, headers={"Content-Encoding": "gzip", "Content-Length": None})
+    tracemalloc.start()
+    try:
+        err = fetch_error(url, FetchSettings(**LOOPBACK, max_bytes=100_000))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.reason == "too_large"
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB while decoding"
+
+
+def test_deflate_and_gzip_bodies_decode(server):
+    import zlib
+
+    text = b"<p>" + b"hello " * 2000 + b"</p>"
+    url = server.route("/gz", gzip.compress(text), headers={"Content-Encoding": "gzip", "Content-Length": None})
+    assert fetch(url).body == text
+    url = server.route("/zlib", zlib.compress(text), headers={"Content-Encoding": "deflate"})
+    assert fetch(url).body == text
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    url = server.route("/raw", raw.compress(text) + raw.flush(), headers={"Content-Encoding": "deflate"})
+    assert fetch(url).body == text
+    url = server.route("/br", b"xx", headers={"Content-Encoding": "br"})
+    assert fetch_error(url).reason == "bad_content_encoding"
+    url = server.route("/broken", b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert fetch_error(url).reason == "bad_content_encoding"
+
+
+@pytest.mark.parametrize("location", ["http://0177.0.0.1/", "http://[::1", "http://x.example/\x01", "http://127.1/"])
+def test_unparsable_redirect_is_a_permanent_failure(server, location):
+    url = server.route("/r", b"", status=302, headers={"Location": location})
+    err = fetch_error(url)
+    assert err.reason == "bad_redirect" and not err.transient, err
+    assert len(server.hits("/r")) == 1  # not retried
+
+
+def test_invalid_response_header_is_a_permanent_failure(server):
+    url = server.route("/h", "x", headers={"Bad Header": "x"})
+    err = fetch_error(url)
+    assert err.reason == "bad_response_header" and not err.transient, err
+    assert len(server.hits("/h")) == 1
+
+
+def _page(server, path, settings=None):
+    async def go():
+        async with Fetcher(settings or FetchSettings(**LOOPBACK)) as f:
+            return await f.get_page(server.url(path))
+    return asyncio.run(go())
+
+
+def test_robots_txt_5xx_disallows_the_host_for_the_run(server):
+    server.route("/robots.txt", "down", status=503)
+    server.route("/a.html", "page")
+    with pytest.raises(FetchError) as info:
+        _page(server, "/a.html", FetchSettings(**{**LOOPBACK, "retries": 0}))
+    assert info.value.reason == "robots_unavailable" and info.value.transient
+    assert server.hits("/a.html") == []
+
+
+def test_robots_txt_unreachable_disallows_and_4xx_allows(server):
+    server.route("/robots.txt", "", status=302, headers={"Location": "http://127.0.0.1:1/robots.txt"})
+    server.route("/a.html", "page")
+    with pytest.raises(FetchError) as info:
+        _page(server, "/a.html", FetchSettings(**{**LOOPBACK, "retries": 0}))
+    assert info.value.reason == "robots_unavailable"
+    server.route("/robots.txt", "gone", status=410)
+    assert _page(server, "/a.html").body == b"page"
+
+
+def test_robots_txt_redirects_followed_five_times(server):
+    for n in range(5):
+        server.route(f"/hop{n}", b"", status=301, headers={"Location": f"/hop{n + 1}"})
+    server.route("/hop5", "User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+    server.route("/robots.txt", b"", status=301, headers={"Location": "/hop1"})  # 5 redirects in all
+    server.route("/private/a.html", "secret")
+    with pytest.raises(FetchError) as info:
+        _page(server, "/private/a.html", FetchSettings(**{**LOOPBACK, "max_redirects": 0}))
+    assert info.value.reason == "robots_disallowed"
+    assert server.hits("/private/") == []

@@ -1,0 +1,74 @@
+"""Which files a run started through the Prefect API may touch.
+
+Whoever can reach the Prefect API (the UI's Run > Custom run) can set the
+flow's parameters. Under `newsdesk serve` a run therefore takes its
+`sources`, `db` and `from_warc` paths only from what the operator chose when
+starting serve: the sources file and warehouse serve was started with, or
+paths inside a directory named with `newsdesk serve --allow-dir DIR`.
+Anything else fails the run, naming the parameter, before a file is opened
+or created.
+
+serve hands the rule to its runs in an environment variable, which the runs
+(subprocesses of serve) inherit and the API cannot set. Without it (a plain
+`newsdesk ingest` from a shell) every path is the user's own choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+CONFINE_ENV = "NEWSDESK_SERVE_CONFINE"
+
+
+class ParameterNotAllowed(ValueError):
+    """A run parameter names a path outside what the served deployment may use."""
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    # resolve() follows symlinks: a link inside an allowed directory that
+    # points out of it is judged by where it points.
+    return Path(path).expanduser().resolve()
+
+
+def confine_runs(sources: str, db: str, allow_dirs: Sequence[str | os.PathLike]) -> dict:
+    """Called by serve before serving: every run of this process is confined.
+    Returns the rule, as set in the environment."""
+    rule = {"sources": str(_resolved(sources)), "db": str(_resolved(db)),
+            "dirs": [str(_resolved(d)) for d in allow_dirs]}
+    os.environ[CONFINE_ENV] = json.dumps(rule)
+    return rule
+
+
+def _inside(path: Path, dirs: Sequence[str]) -> bool:
+    return any(path.is_relative_to(d) for d in dirs)
+
+
+def _check(name: str, value: str, served: str | None, dirs: Sequence[str]) -> str:
+    path = _resolved(value)
+    if (served is not None and str(path) == served) or _inside(path, dirs):
+        return str(path)
+    where = ("the directories named with --allow-dir: " + ", ".join(dirs)) if dirs else \
+        "any directory this deployment may use (none was named with newsdesk serve --allow-dir)"
+    default = f" the served default is {served};" if served else ""
+    raise ParameterNotAllowed(f"parameter {name!r}: {value} is not allowed here:{default} other paths must be "
+                              f"inside {where}")
+
+
+def check_run_paths(sources: str | None, db: str | None,
+                    from_warc: Sequence[str] | None) -> tuple[str | None, str | None]:
+    """The `sources` and `db` a run may use: unchanged outside serve; under
+    serve, None becomes the served file, and every path must be the served
+    one or inside an allowed directory, else ParameterNotAllowed."""
+    raw = os.environ.get(CONFINE_ENV)
+    if not raw:
+        return sources, db
+    rule = json.loads(raw)
+    dirs = rule["dirs"]
+    sources = _check("sources", sources, rule["sources"], dirs) if sources else rule["sources"]
+    db = _check("db", db, rule["db"], dirs) if db else rule["db"]
+    for path in from_warc or ():
+        _check("from_warc", path, None, dirs)
+    return sources, db

@@ -1,0 +1,111 @@
+"""Run parameters under `newsdesk serve`: the paths a run started through the
+Prefect API may use. The rule as plain calls first, then through a real
+Prefect server's create_flow_run, as the UI's Custom run sends it."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from flows.confine import CONFINE_ENV, ParameterNotAllowed, check_run_paths, confine_runs
+from tests.flows.helpers import query, serve_seeds, write_sources
+
+
+@pytest.fixture
+def rule(tmp_path, monkeypatch):
+    monkeypatch.delenv(CONFINE_ENV, raising=False)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    confine_runs(str(tmp_path / "s.toml"), str(tmp_path / "wh.duckdb"), [str(allowed)])
+    yield tmp_path, allowed
+    os.environ.pop(CONFINE_ENV, None)
+
+
+def test_served_paths_and_allowed_directories_pass(rule):
+    tmp_path, allowed = rule
+    assert check_run_paths(None, None, None) == (str(tmp_path / "s.toml"), str(tmp_path / "wh.duckdb"))
+    assert check_run_paths(str(tmp_path / "s.toml"), str(allowed / "new" / "x.duckdb"), [str(allowed / "a.warc.gz")]) \
+        == (str(tmp_path / "s.toml"), str(allowed / "new" / "x.duckdb"))
+
+
+@pytest.mark.parametrize("sources, db, warc, named", [
+    ("/etc/passwd", None, None, "'sources'"),
+    (None, "/any/new/dir/x.duckdb", None, "'db'"),
+    (None, None, ["/etc/hosts"], "'from_warc'"),
+    ("{allowed}/../s2.toml", None, None, "'sources'"),  # .. out of the allowed directory
+])
+def test_other_paths_fail_naming_the_parameter(rule, sources, db, warc, named):
+    tmp_path, allowed = rule
+    fill = (lambda v: v.format(allowed=allowed) if isinstance(v, str) else v)
+    with pytest.raises(ParameterNotAllowed) as info:
+        check_run_paths(fill(sources), fill(db), warc)
+    assert named in str(info.value) and "--allow-dir" in str(info.value)
+
+
+def test_a_symlink_out_of_an_allowed_directory_is_judged_by_its_target(rule):
+    tmp_path, allowed = rule
+    (allowed / "passwd.toml").symlink_to("/etc/passwd")
+    with pytest.raises(ParameterNotAllowed):
+        check_run_paths(str(allowed / "passwd.toml"), None, None)
+
+
+def test_outside_serve_nothing_is_confined(monkeypatch):
+    monkeypatch.delenv(CONFINE_ENV, raising=False)
+    assert check_run_paths("/etc/passwd", "/x/y.duckdb", ["/z"]) == ("/etc/passwd", "/x/y.duckdb")
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_api_runs_are_confined_to_the_served_paths(prefect_server, server, tmp_path):
+    from tests.flows.test_deployment import NEWSDESK, TEST_CRON, PatientClient, trigger, wait
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    sources = write_sources(tmp_path / "s.toml", serve_seeds(server))
+    sources.write_text(sources.read_text() + f'\n[schedule]\ncron = "{TEST_CRON}"\n')
+    db = tmp_path / "wh.duckdb"
+    (allowed / "passwd.toml").symlink_to("/etc/passwd")
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(NEWSDESK), "serve", "--sources", str(sources), "--db", str(db),
+                             "--allow-dir", str(allowed)],
+                            env=prefect_server.client_env, stdout=log, stderr=subprocess.STDOUT)
+    api = PatientClient(base_url=prefect_server.api, timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            resp = api.get("/deployments/name/ingest/newsdesk")
+            if resp.status_code == 200 and resp.json()["parameters"].get("db") == str(db.resolve()):
+                break
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the deployment never appeared: " + (tmp_path / "serve.log").read_text()[-3000:])
+        deployment = resp.json()
+        assert deployment["parameters"]["sources"] == str(sources.resolve())
+
+        refused = {
+            "sources": {"sources": "/etc/passwd"},
+            "db": {"db": str(tmp_path / "elsewhere" / "new" / "x.duckdb"), "from_warc": None},
+            "from_warc": {"from_warc": ["/etc/hosts"]},
+        }
+        ids = {name: trigger(api, deployment["id"], params) for name, params in refused.items()}
+        ids["symlink"] = trigger(api, deployment["id"], {"sources": str(allowed / "passwd.toml")})
+        good = trigger(api, deployment["id"], {"db": str(allowed / "sub" / "x.duckdb"), "feeds": ["world-desk"]})
+        for name, run_id in ids.items():
+            run = wait(api, run_id)
+            assert run["state"]["type"] == "FAILED", (name, run["state"])
+            named = "sources" if name == "symlink" else name
+            assert f"parameter '{named}'" in run["state"]["message"], run["state"]["message"]
+        assert wait(api, good)["state"]["type"] == "COMPLETED"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        api.close()
+    assert not (tmp_path / "elsewhere").exists()  # refused before anything was created
+    assert not db.exists()  # no run touched the served warehouse either
+    assert query(allowed / "sub" / "x.duckdb", "SELECT DISTINCT source FROM articles") == [("world-desk",)]
