@@ -39,6 +39,7 @@ from flows.extraction import (
 )
 from flows.fetch import Fetcher, Response
 from flows.locks import ingest_lock
+from flows.runstate import abandon_dead_runs, recorded_run
 from flows.settings import FeedSettings, Settings, default_db_path, load_settings
 from flows.stories import cluster_backlog, cluster_new
 from transforms.dedupe import plan_entries, resolve_duplicates, sighting
@@ -154,6 +155,8 @@ def _parse_all(fetched: Sequence[FeedFetch]) -> list[ParsedFeed | NewsdeskError 
             ))
         except NewsdeskError as exc:
             out.append(exc)
+        except Exception as exc:  # a parser bug fails this feed, not the run
+            out.append(ParseError(item.feed.url, "parser_crash", f"{type(exc).__name__}: {exc}"))
     return out
 
 
@@ -175,6 +178,8 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[tuple[tuple[FeedEntry, ..
             return PageFetch(group, resp, None, retry)
         except FetchError as exc:
             return PageFetch(group, None, exc, retry)
+        except Exception as exc:  # whatever else one page raises is that page's failure
+            return PageFetch(group, None, FetchError(entry.link, "fetch_crash", f"{type(exc).__name__}: {exc}"), retry)
 
     return list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
 
@@ -347,9 +352,10 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
 
     with connect(db_path) as con:
         load.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
+        abandon_dead_runs(con, run_id, started, logger)  # we hold the ingest lock: other 'running' rows are dead
         load.start_run(con, run_id, started, flow_run.id)
         feed_state = queries.select_feed_state(con)
-    try:
+    with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
         # Articles loaded before stories existed, or before [dedupe] changed.
         clock = _clock()
         backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.dedupe.params())
@@ -357,19 +363,14 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
         if backlog:
             logger.info("fingerprinted %d stored articles for the current [dedupe] settings", backlog)
         await _run(settings, db_path, run_id, started, summary, feed_state, logger, warc)
-    except Exception as exc:
         with connect(db_path) as con:
-            load.finish_run(con, run_id, finished_at=_now(), status="failed", counts=asdict(summary), error=repr(exc))
-        raise
-    with connect(db_path) as con:
-        # Search sees this run's articles: the BM25 index is rebuilt when they changed.
-        if summary.articles_new or summary.retries_loaded or not search.has_index(con):
-            search.refresh_index(con)
-        load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
-        per_feed = queries.select_run_feeds(con, run_id)
-    if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
-        await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
-                                        description=f"newsdesk ingest into {db_path}")
+            # Search sees this run's articles: the BM25 index is rebuilt when they changed.
+            if summary.articles_new or summary.retries_loaded or not search.has_index(con):
+                search.refresh_index(con)
+            per_feed = queries.select_run_feeds(con, run_id)
+        if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
+            await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
+                                            description=f"newsdesk ingest into {db_path}")
     logger.info(
         "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "
         "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
@@ -460,6 +461,11 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
                 for link, why in result.rejected:
                     feed_failures.append(_failure(ParseError(link, "no_link", why), run_id=run_id, source=name,
                                                   at=item.fetched_at, outcome="not_loaded"))
+                    summary.entries_seen += 1
+                    summary.entries_failed += 1
+                for error in result.failed:  # unreadable entries (a malformed link): one failure row each
+                    feed_failures.append(_failure(error, run_id=run_id, source=name, at=item.fetched_at,
+                                                  outcome="not_loaded"))
                     summary.entries_seen += 1
                     summary.entries_failed += 1
             states.append(load.SourceState(

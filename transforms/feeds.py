@@ -101,6 +101,7 @@ def parse_feed(
     feed_language = language or feed_meta.get("language")
     entries: list[FeedEntry] = []
     rejected: list[tuple[str, str]] = []
+    failed: list[ParseError] = []
     for item in parsed.entries:
         guid = (item.get("id") or "").strip() or None
         link = (item.get("link") or "").strip()
@@ -109,12 +110,20 @@ def parse_feed(
         if not link:
             rejected.append((guid or item.get("title", "") or "?", "entry has no link"))
             continue
-        link = urljoin(url, link)
+        try:
+            link = urljoin(url, link)
+            canonical = canonical_url(link)
+        except ValueError as exc:  # urljoin on an unclosed IPv6 bracket
+            failed.append(ParseError(link, "bad_url", str(exc)))
+            continue
+        except ParseError as exc:  # one malformed link is one failed entry, not a failed feed
+            failed.append(exc)
+            continue
         entries.append(
             FeedEntry(
                 source=source,
                 link=link,
-                canonical_link=canonical_url(link),
+                canonical_link=canonical,
                 guid=guid,
                 title=normalize_title(item.get("title")),
                 author=normalize_title(item.get("author")),
@@ -133,4 +142,5 @@ def parse_feed(
         entries=tuple(entries),
         warning=warning,
         rejected=tuple(rejected),
+        failed=tuple(failed),
     )

@@ -12,6 +12,8 @@ from datetime import date, datetime
 
 import numpy as np
 
+from transforms.errors import ParseError
+
 
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
@@ -39,6 +41,8 @@ class ParsedFeed:
     warning: str | None = None
     # Entries dropped while parsing (no link at all), with the reason.
     rejected: tuple[tuple[str, str], ...] = ()
+    # Entries that could not be read (a malformed link ...), one error each.
+    failed: tuple[ParseError, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
