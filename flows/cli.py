@@ -70,6 +70,9 @@ def ingest(
     from flows.ingest import flow_for
 
     ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
+    from flows.reaper import reap_children_on_exit
+
+    reap_children_on_exit()  # our helper processes (Prefect's server, the forkserver) end with us, even on SIGKILL
 
     params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
                   from_warc=[str(p) for p in from_warc] if from_warc else None)
