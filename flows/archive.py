@@ -22,6 +22,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from flows.fetch import Response
+from transforms.errors import FetchError
 
 _DROP = {"content-encoding", "transfer-encoding", "content-length"}
 
@@ -93,13 +94,24 @@ def read_at(path: str, offset: int) -> ArchivedResponse:
         return _response(record, (path, offset))
 
 
-def iter_responses(path: str) -> Iterator[ArchivedResponse]:
-    """Every response (and resource) record of a WARC file, gzipped or not, with its offset."""
+def iter_responses(path: str) -> Iterator[ArchivedResponse | FetchError]:
+    """Every response (and resource) record of a WARC file, gzipped or not,
+    with its offset. A record that cannot be read (bad headers, broken
+    chunking, a truncated gzip member) ends the file: it comes out as one
+    FetchError (`bad_warc_record`) after the good records before it, since
+    nothing after it can be located reliably."""
+    uri = Path(path).resolve().as_uri()
     with open(path, "rb") as f:
         records = ArchiveIterator(f)
-        for record in records:
-            if record.rec_type == "resource" or (record.rec_type == "response" and record.http_headers is not None):
-                yield _response(record, (path, records.get_record_offset()))
+        offset = 0
+        try:
+            for record in records:
+                offset = records.get_record_offset()
+                if record.rec_type == "resource" or (record.rec_type == "response" and record.http_headers is not None):
+                    yield _response(record, (path, offset))
+        except Exception as exc:  # warcio raises ArchiveLoadFailed, ChunkedDataException, zlib and OSError alike
+            yield FetchError(uri, "bad_warc_record",
+                             f"unreadable record after offset {offset}: {type(exc).__name__}: {str(exc).strip()}")
 
 
 def _response(record, location: tuple[str, int]) -> ArchivedResponse:

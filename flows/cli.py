@@ -1,7 +1,8 @@
 """The `newsdesk` command: a thin shell over the flow and the warehouse.
 
 Library errors become CLI errors here, at the edge, with an exit code:
-1 when a run or query failed, 2 when the user's input (settings, SQL) is wrong.
+1 when a run or query failed, 2 when the user's input (settings, SQL) is wrong,
+3 when an ingest completed but some feeds or entries failed.
 Prefect is imported only by the commands that run a flow, so `newsdesk sql`
 starts fast.
 """
@@ -103,6 +104,12 @@ def ingest(
         raise typer.Exit(1)
     if not quiet:
         _print_summary(summary)
+    from transforms.reports import run_outcome
+
+    code, verdict = run_outcome(summary)  # 0 ok, 3 partial, 1 every feed failed: see docs/reliability.md
+    if code:
+        err.print(verdict, markup=False, highlight=False)
+        raise typer.Exit(code)
 
 
 def _print_summary(s: dict) -> None:

@@ -474,6 +474,10 @@ async def _run(settings: Settings, db_path: Path, run_id: str, started: datetime
             ))
         if warc is not None:
             entries.extend(warc.entries)
+            for name, error in warc.failures:  # unreadable records: one failure row each
+                feed_failures.append(_failure(error, run_id=run_id, source=name, at=_now(), outcome="not_loaded"))
+                summary.entries_seen += 1
+                summary.entries_failed += 1
         summary.entries_seen += len(entries)
         summary.add_failures(feed_failures)
 
@@ -518,32 +522,45 @@ class WarcInput:
     entries: list[FeedEntry]
     where: dict[str, tuple[str, int]]  # canonical link -> (file, offset)
     sources: list[dict]  # one pseudo-feed per file, for the sources table
+    failures: list[tuple[str, NewsdeskError]] = field(default_factory=list)  # (source, error): unreadable records
 
 
 def warc_input(paths: Sequence[str]) -> WarcInput:
-    entries, where, sources = [], {}, []
+    entries, where, sources, failures = [], {}, [], []
     for path in paths:
         resolved = Path(path).expanduser().resolve()
         name = f"warc.{resolved.stem.split('.')[0]}"
         sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"]})
         for record in iter_responses(str(resolved)):
+            if isinstance(record, NewsdeskError):
+                failures.append((name, record))
+                continue
             kind = record.headers.get("content-type", "").split(";")[0].strip().lower()
             if record.status != 200 or not record.url or kind not in ("text/html", "application/xhtml+xml", ""):
                 continue
-            link = canonical_url(record.url)
+            try:
+                link = canonical_url(record.url)
+            except ParseError as exc:
+                failures.append((name, exc))
+                continue
             if link in where:
                 continue
             where[link] = (str(resolved), record.location[1])
             entries.append(FeedEntry(source=name, link=record.url, canonical_link=link, guid=None, title=None,
                                      author=None, published_at=None, feed_text="", language=None))
-    return WarcInput(entries, where, sources)
+    return WarcInput(entries, where, sources, failures)
 
 
 def _read_archived(batch, warc: WarcInput) -> list[PageFetch]:
     pages = []
     for group, retry in batch:
         path, offset = warc.where[group[0].canonical_link]
-        record = read_at(path, offset)
+        try:
+            record = read_at(path, offset)
+        except Exception as exc:  # read fine while listing, not now (the file changed): this page only
+            error = FetchError(group[0].link, "bad_warc_record", f"{type(exc).__name__}: {exc}")
+            pages.append(PageFetch(group, None, error, retry))
+            continue
         response = Response(url=record.url, final_url=record.url, status=record.status, headers=record.headers,
                             body=record.body)
         pages.append(PageFetch(group, response, None, retry, archived=(path, offset)))

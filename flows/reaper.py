@@ -26,14 +26,21 @@ from pathlib import Path
 _GRACE_S = 8.0
 
 
+_watcher: subprocess.Popen | None = None
+
+
 def reap_children_on_exit() -> subprocess.Popen | None:
-    """Start the watcher for this process. Returns it (None where unsupported)."""
+    """Start the watcher for this process, once. Returns it (None where unsupported)."""
+    global _watcher
+    if _watcher is not None and _watcher.poll() is None:
+        return _watcher
     if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
         return None
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r}); " \
            f"from flows.reaper import watch; watch({os.getpid()})"
-    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, close_fds=True)
+    _watcher = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, close_fds=True)
+    return _watcher
 
 
 def _children(pid: int) -> set[int]:
