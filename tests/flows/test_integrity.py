@@ -75,11 +75,15 @@ def _session(sid: int) -> dict[int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_no_process_of_a_killed_run_is_alive_15_s_later(server, tmp_path):
+def test_no_process_of_a_killed_run_is_alive_15_s_later_and_the_next_run_marks_it_abandoned(server, tmp_path):
+    delay = {"s": 0.3}
+
     def slow(req):
-        time.sleep(0.3)
-        return Reply(200, page("Slow", "Slowness"), {"Content-Type": "text/html"})
+        time.sleep(delay["s"])
+        n = req.path.rsplit("/", 1)[-1].split(".")[0]
+        return Reply(200, page(f"Slow {n}", f"Slowness{n}"), {"Content-Type": "text/html"})
 
     items = []
     for i in range(80):
@@ -107,6 +111,22 @@ def test_no_process_of_a_killed_run_is_alive_15_s_later(server, tmp_path):
             time.sleep(0.5)
         left = _session(proc.pid)
         assert left == {}, f"alive {time.monotonic() - killed:.0f} s after the kill: {left}"
+
+        # The killed run's row says 'running'; the next run (holding the ingest lock) marks it abandoned.
+        db = tmp_path / "w.duckdb"
+        [(dead, status)] = query(db, "SELECT run_id, status FROM runs")
+        assert status == "running"
+        delay["s"] = 0
+        summary = run_ingest(sources, db)
+        runs = dict(query(db, "SELECT run_id, status FROM runs"))
+        assert runs == {dead: "abandoned", summary["run_id"]: "completed"}
+        [(finished, error, articles_new, loaded, balanced)] = query(db, """
+            SELECT r.finished_at, r.error, r.articles_new, a.articles_loaded, a.balanced
+            FROM runs r JOIN run_accounting a USING (run_id) WHERE run_id = ?""", [dead])
+        assert finished is not None and "abandoned" in error
+        assert articles_new == loaded  # what it had loaded, counted from its rows
+        assert balanced is None  # its entries were never counted: unknown, not "true"
+        assert query(db, "SELECT count(*) FROM articles") == [(80,)]
     finally:
         for pid in _session(proc.pid):  # only what this test started: the killed run's session
             try:
