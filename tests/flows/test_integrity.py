@@ -256,3 +256,145 @@ def test_identical_feed_teasers_stay_apart_and_each_is_upgraded_with_its_own_pag
     assert query(db, "SELECT count(*), count(DISTINCT article_id) FROM article_revisions WHERE reason = 'upgrade'") \
         == [(5, 5)]
     assert query(db, "SELECT count(*) FROM page_attempts") == [(0,)]
+
+
+# -- every run ends in a terminal state --------------------------------------------
+
+
+def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path):
+    """What `_ingest` does after its loads (index refresh, report) runs
+    inside `recorded_run`: an exception there must not leave 'running'."""
+    import logging
+    from datetime import datetime, timezone
+
+    from flows.ingest import RunSummary
+    from flows.runstate import recorded_run
+    from warehouse import load
+    from warehouse.connection import connect
+
+    db = tmp_path / "w.duckdb"
+    with connect(db) as con:
+        load.start_run(con, "r1", datetime.now(timezone.utc), None)
+    summary = RunSummary(run_id="r1", db=str(db), feeds_total=2, feeds_ok=2, articles_new=7, entries_seen=7)
+    with pytest.raises(RuntimeError, match="index refresh"):
+        with recorded_run(db, "r1", summary, logging.getLogger("test")):
+            raise RuntimeError("index refresh: disk full")
+    assert query(db, "SELECT status, articles_new, feeds_ok, error LIKE '%index refresh%', finished_at IS NOT NULL "
+                     "FROM runs") == [("failed", 7, 2, True, True)]
+    with connect(db) as con:
+        load.start_run(con, "r2", datetime.now(timezone.utc), None)
+    with recorded_run(db, "r2", RunSummary(run_id="r2", db=str(db)), logging.getLogger("test")):
+        pass
+    assert query(db, "SELECT status FROM runs WHERE run_id = 'r2'") == [("completed",)]
+
+
+def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_path):
+    from datetime import datetime, timezone
+
+    from warehouse import load
+    from warehouse.connection import connect
+
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    db = tmp_path / "w.duckdb"
+    with connect(db) as con:
+        for run in ("dead", "done", "live"):
+            load.start_run(con, run, now, None)
+        load.finish_run(con, "done", finished_at=now, status="completed", counts={"articles_new": 3})
+        load.insert_feed_polls(con, [dict(run_id="dead", source="a", fetched_at=now, status=200, ok=True,
+                                          not_modified=False, error=None, entries=4, new_entries=4),
+                                     dict(run_id="dead", source="b", fetched_at=now, status=None, ok=False,
+                                          not_modified=False, error="timeout", entries=0, new_entries=0)])
+        assert load.abandon_dead_runs(con, "live", now) == ["dead"]
+        assert load.abandon_dead_runs(con, "live", now) == []  # once
+    assert query(db, "SELECT run_id, status, feeds_total, feeds_ok, feeds_failed, articles_new FROM runs "
+                     "ORDER BY run_id") == [
+        ("dead", "abandoned", 2, 1, 1, 0), ("done", "completed", 0, 0, 0, 3), ("live", "running", None, None, None, None),
+    ]
+    assert query(db, "SELECT balanced FROM run_accounting WHERE run_id = 'dead'") == [(None,)]
+
+
+# -- exit codes ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_exit_codes_say_whether_the_run_did_its_work(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    server.route("/ok/1.html", page("Fine", "Fineness"))
+    ok = server.route("/ok.rss", rss([item(server.url("/ok/1.html"), "Fine", guid="f1")]),
+                      content_type="application/rss+xml")
+    broken = server.route("/broken.rss", b"<html>an error page, not a feed</html>", content_type="text/html")
+    gone = server.route("/gone.rss", b"", status=410)
+    runner = CliRunner()
+
+    def ingest(name, feeds):
+        sources = write_sources(tmp_path / f"{name}.toml", feeds, retries=0)
+        return runner.invoke(app, ["ingest", "--quiet", "--sources", str(sources), "--db", str(tmp_path / f"{name}.duckdb")])
+
+    everything = ingest("ok", [("ok", ok)])
+    assert everything.exit_code == 0, everything.output
+    partial = ingest("partial", [("ok", ok), ("broken", broken)])
+    assert partial.exit_code == 3, partial.output
+    assert "run partial: 1 of 2 feeds failed" in partial.output
+    nothing = ingest("nothing", [("broken", broken), ("gone", gone)])
+    assert nothing.exit_code == 1, nothing.output
+    assert "run failed: every feed polled failed (2 of 2)" in nothing.output
+    # The runs themselves completed: the code is about what they could do.
+    assert query(tmp_path / "nothing.duckdb", "SELECT status, feeds_failed FROM runs") == [("completed", 2)]
+
+
+# -- a malformed WARC ----------------------------------------------------------------
+
+# Records written by hand, as broken crawlers write them. The first has a
+# target URI no URL parser accepts; the second has a body announced as chunked
+# whose chunks are not, so the record ends early and the rest of its bytes
+# ("0" ...) are not a WARC record; the third is not a WARC record at all.
+BAD_URL_RECORD = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://[::1/c\r\n"
+                  b"Content-Type: application/http; msgtype=response\r\nContent-Length: 61\r\n\r\n"
+                  b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>ok</html>\r\n\r\n")
+BAD_CHUNKS_RECORD = (b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://x.example/chunked\r\n"
+                     b"Content-Type: application/http; msgtype=response\r\nContent-Length: 80\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/html\r\n\r\n"
+                     b"ZZZ\r\nnot a chunk\r\n0\r\n\r\n")
+GARBAGE_RECORD = b"this is not a warc record at all\r\n\r\n"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_warc_with_bad_records_loads_the_good_ones_and_records_the_bad(tmp_path):
+    import asyncio
+    import gzip
+
+    from flows.archive import WarcArchive
+    from flows.fetch import Response
+    from flows.ingest import ingest
+
+    def good(n):
+        body = page(f"Archived {n}", f"Archiveword{n}")
+        return Response(f"http://x.example/{n}", f"http://x.example/{n}", 200, {"content-type": "text/html"}, body)
+
+    files = []
+    for name, goods, bads in (("first", [0, 1], [BAD_URL_RECORD, GARBAGE_RECORD]), ("second", [2], [BAD_CHUNKS_RECORD])):
+        archive = WarcArchive(tmp_path / name, tmp_path)
+        for n in goods:
+            path, _ = archive.write(good(n))
+        path = tmp_path / path
+        with path.open("ab") as f:
+            for bad in bads:
+                f.write(gzip.compress(bad))
+        files.append(path)
+    db = tmp_path / "w.duckdb"
+
+    summary = asyncio.run(ingest(db=str(db), from_warc=[str(f) for f in files]))
+
+    assert_accounting(summary)
+    assert query(db, "SELECT url FROM articles WHERE body_source = 'page' ORDER BY url") == [
+        (f"http://x.example/{n}",) for n in range(3)]
+    failures = set(query(db, "SELECT url, reason FROM failures"))
+    assert ("http://[::1/c", "bad_url") in failures
+    assert (files[0].resolve().as_uri(), "bad_warc_record") in failures
+    assert (files[1].resolve().as_uri(), "bad_warc_record") in failures
+    assert query(db, "SELECT status FROM runs") == [("completed",)]
