@@ -398,3 +398,56 @@ def test_a_warc_with_bad_records_loads_the_good_ones_and_records_the_bad(tmp_pat
     assert (files[0].resolve().as_uri(), "bad_warc_record") in failures
     assert (files[1].resolve().as_uri(), "bad_warc_record") in failures
     assert query(db, "SELECT status FROM runs") == [("completed",)]
+
+
+# -- atomic exports ------------------------------------------------------------------
+
+
+def _limit_file_size(limit: int):
+    def preexec():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
+    from datetime import datetime, timezone
+
+    from tests.transforms.test_articles import entry
+    from transforms.articles import build_article
+    from warehouse import load
+    from warehouse.connection import connect
+
+    db = tmp_path / "w.duckdb"
+    articles = []
+    for n in range(6):
+        e = entry(link=f"https://x.example/{n}", canonical_link=f"https://x.example/{n}", guid=str(n),
+                  published_at=datetime(2026, 3, 1 + n % 2, 8, tzinfo=timezone.utc),
+                  feed_text=f"Article number {n}. " + "Words of the article. " * 50)
+        articles.append(build_article(e, None, page_problem=None, run_id="r", now=datetime(2026, 3, 5, tzinfo=timezone.utc)))
+    with connect(db) as con:
+        load.load_batch(con, articles=articles)
+    out = tmp_path / "out"
+    env = cli_env(tmp_path)
+    args = [str(NEWSDESK), "export", "--format", "parquet", "--out", str(out), "--db", str(db)]
+
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
+    assert {p.parent.name for p in before} == {"published_date=2026-03-01", "published_date=2026-03-02"}
+
+    # The same export again, with files limited to 1 kB: COPY fails writing a day.
+    failed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120,
+                            preexec_fn=_limit_file_size(1024))
+    assert failed.returncode != 0
+    assert "File too large" in failed.stderr or "EFBIG" in failed.stderr, failed.stderr[-2000:]
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
+    assert after == before  # nothing lost, nothing half-written
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    replaced = {p.relative_to(out) for p in out.rglob("*.parquet")}
+    assert len(replaced) == len(before) and replaced != set(before)  # each day replaced, not added to
