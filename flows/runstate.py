@@ -16,13 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import duckdb
-
 from warehouse import load
 from warehouse.connection import connect
 
 
-def abandon_dead_runs(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime, logger) -> None:
+def abandon_dead_runs(con, run_id: str, now: datetime, logger) -> None:
     """Call only while holding the ingest lock of this warehouse."""
     for dead in load.abandon_dead_runs(con, run_id, now):
         logger.warning("run %s never finished (its process ended): marked abandoned", dead)
