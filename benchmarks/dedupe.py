@@ -33,13 +33,14 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from transforms.fingerprints import DedupeParams, fingerprint  # noqa: E402
+from flows.settings import DedupeSettings  # noqa: E402
+from transforms.fingerprints import fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
 from warehouse import queries  # noqa: E402
 from warehouse.connection import connect  # noqa: E402
 
 EXTRACTION = ROOT / "tests" / "data" / "extraction"
-P = DedupeParams()
+P = DedupeSettings().params()
 
 
 def articles_of_800_words(n: int) -> list[str]:
@@ -60,6 +61,10 @@ def signature_throughput(texts: list[str]) -> float:
     return len(texts) / (time.process_time() - started)
 
 
+FINGERPRINTS_FROM_F = ("INSERT INTO article_fingerprints (article_id, scheme, shingles, signature) "
+                       "SELECT article_id, scheme, shingles, signature FROM _f")
+
+
 def build_history(db: Path, size: int, real_roots: list[tuple[str, object]]) -> None:
     rng = np.random.default_rng(size)
     ids = [f"{i:020x}" for i in range(size)]
@@ -73,24 +78,24 @@ def build_history(db: Path, size: int, real_roots: list[tuple[str, object]]) -> 
                 "article_id": chunk, "scheme": [P.scheme] * n, "shingles": np.full(n, 700, dtype=np.int32),
                 "signature": [row.tobytes() for row in signatures],
             }))
-            con.execute("INSERT INTO article_fingerprints SELECT * FROM _f")
+            con.execute(FINGERPRINTS_FROM_F)
             con.unregister("_f")
             con.register("_b", pa.table({
                 "band_key": rng.integers(-2**63, 2**63 - 1, size=n * P.bands, dtype=np.int64),
                 "story_id": np.repeat(np.array(chunk, dtype=object), P.bands),
             }))
-            con.execute("INSERT INTO story_bands SELECT * FROM _b")
+            con.execute("INSERT INTO story_bands (band_key, story_id) SELECT band_key, story_id FROM _b")
             con.unregister("_b")
         con.register("_f", pa.table({
             "article_id": [a for a, _ in real_roots], "scheme": [P.scheme] * len(real_roots),
             "shingles": [f.shingles for _, f in real_roots], "signature": [f.signature for _, f in real_roots],
         }))
-        con.execute("INSERT INTO article_fingerprints SELECT * FROM _f")
+        con.execute(FINGERPRINTS_FROM_F)
         con.register("_b", pa.table({
             "band_key": [k for _, f in real_roots for k in f.band_keys],
             "story_id": [a for a, f in real_roots for _ in f.band_keys],
         }))
-        con.execute("INSERT INTO story_bands SELECT * FROM _b")
+        con.execute("INSERT INTO story_bands (band_key, story_id) SELECT band_key, story_id FROM _b")
         con.execute("CHECKPOINT")
 
 

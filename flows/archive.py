@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from flows.fetch import Response
-from transforms.errors import FetchError
+from transforms.errors import FetchError, NewsdeskError, ParseError
+from transforms.normalize import canonical_url
+from transforms.records import FeedEntry
 
 _DROP = {"content-encoding", "transfer-encoding", "content-length"}
 
@@ -123,3 +125,56 @@ def _response(record, location: tuple[str, int]) -> ArchivedResponse:
         status = int(record.http_headers.get_statuscode() or 0)
     body = record.content_stream().read()
     return ArchivedResponse(record.rec_headers.get_header("WARC-Target-URI"), status, headers, body, location)
+
+
+def archive_for(enabled: bool, directory: str | None, max_file_mb: int, db_path: Path) -> WarcArchive | None:
+    """The run's archive ([archive] settings): warc/ beside the warehouse unless
+    `directory` says otherwise (relative to the warehouse's folder)."""
+    if not enabled:
+        return None
+    root = db_path.resolve().parent
+    where = Path(directory).expanduser() if directory else root / "warc"
+    return WarcArchive(where if where.is_absolute() else root / where, root, max_file_mb * 1_000_000)
+
+
+@dataclass(frozen=True)
+class WarcInput:
+    """Pages to ingest from WARC files (`ingest --from-warc`): one entry per
+    HTML response, under one pseudo-feed per file."""
+
+    entries: list[FeedEntry]
+    where: dict[str, tuple[str, int]]  # canonical link -> (file, offset)
+    sources: list[dict]  # one pseudo-feed per file, for the sources table
+    failures: list[tuple[str, NewsdeskError]] = field(default_factory=list)  # (source, error): unreadable records
+
+    def response_for(self, canonical_link: str) -> tuple[Response, tuple[str, int]]:
+        path, offset = self.where[canonical_link]
+        record = read_at(path, offset)
+        return (Response(url=record.url, final_url=record.url, status=record.status, headers=record.headers,
+                         body=record.body), (path, offset))
+
+
+def warc_input(paths: Sequence[str]) -> WarcInput:
+    entries, where, sources, failures = [], {}, [], []
+    for path in paths:
+        resolved = Path(path).expanduser().resolve()
+        name = f"warc.{resolved.stem.split('.')[0]}"
+        sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"]})
+        for record in iter_responses(str(resolved)):
+            if isinstance(record, NewsdeskError):
+                failures.append((name, record))
+                continue
+            kind = record.headers.get("content-type", "").split(";")[0].strip().lower()
+            if record.status != 200 or not record.url or kind not in ("text/html", "application/xhtml+xml", ""):
+                continue
+            try:
+                link = canonical_url(record.url)
+            except ParseError as exc:
+                failures.append((name, exc))
+                continue
+            if link in where:
+                continue
+            where[link] = (str(resolved), record.location[1])
+            entries.append(FeedEntry(source=name, link=record.url, canonical_link=link, guid=None, title=None,
+                                     author=None, published_at=None, feed_text="", language=None))
+    return WarcInput(entries, where, sources, failures)

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Sequence
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -72,6 +72,9 @@ class PipelineSettings(_Strict):
     workers: Annotated[int, Field(ge=1, le=256)] | None = None  # extraction processes; None: one per CPU
     hold_db_s: Annotated[float, Field(ge=0, le=600)] = 5.0  # longest the writer keeps the DuckDB file between loads
     lock_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0  # how long an ingest waits for another to finish
+    # Past this many seconds a run starts no new batch of pages; what it did
+    # not start stays queued for the next run. Under the 30-minute schedule.
+    max_run_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 1500.0
     # Where extraction batches run: "local" (a process pool of `workers`) or
     # "dask" (Prefect tasks on a Dask cluster: `dask_address`, or a
     # temporary LocalCluster of `workers` processes when it is not set).
@@ -86,10 +89,18 @@ class PipelineSettings(_Strict):
 
 
 class RetrySettings(_Strict):
-    page_attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    page_backoff_s: Annotated[float, Field(ge=0)] = 900.0
-    feed_backoff_s: Annotated[float, Field(ge=0)] = 600.0
-    max_backoff_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 86_400.0
+    """Retries across runs (transforms.retries): a page's delay doubles from
+    page_backoff_s, a failing feed's from feed_backoff_s, both capped."""
+
+    page_attempts: Annotated[int, Field(ge=1, le=100)] = 5  # fetches of one page before giving up
+    page_backoff_s: Annotated[float, Field(ge=0)] = 900.0  # before the 2nd attempt
+    feed_backoff_s: Annotated[float, Field(ge=0)] = 600.0  # after a feed's 1st failure
+    max_backoff_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 86_400.0  # a dead feed is polled daily
+
+    def policy(self):
+        from transforms.retries import RetryPolicy
+
+        return RetryPolicy(**self.model_dump())
 
 
 class DedupeSettings(_Strict):
@@ -105,6 +116,7 @@ class DedupeSettings(_Strict):
 
     @model_validator(mode="after")
     def _fits(self) -> "DedupeSettings":
+        # Every band takes `rows` values of the signature: they must all exist.
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
         return self
@@ -133,11 +145,15 @@ class ScheduleSettings(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from prefect._vendor.croniter import (
-            croniter,  # the parser Prefect schedules with
-        )
+        # Prefect's own schedule model: what it accepts is what `serve` can schedule.
+        from prefect.client.schemas.schedules import CronSchedule
 
-        if not croniter.is_valid(value) or len(value.split()) != 5:
+        try:
+            CronSchedule(cron=value)
+            valid = len(value.split()) == 5
+        except ValueError:
+            valid = False
+        if not valid:
             raise ValueError(f"{value!r} is not a cron expression (minute hour day-of-month month day-of-week)")
         return value
 
@@ -227,6 +243,19 @@ def load_settings(sources: str | os.PathLike | None = None) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, str(path))) from None
+
+
+def select_feeds(settings: Settings, wanted: Sequence[str] | None) -> Settings:
+    """Keep the feeds named in `wanted`, or carrying one of its tags."""
+    if not wanted:
+        return settings
+    known = {f.name for f in settings.feeds} | {t for f in settings.feeds for t in f.tags}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise SettingsError(f"no feed is named or tagged {', '.join(map(repr, unknown))}; "
+                            f"feeds: {', '.join(sorted(f.name for f in settings.feeds))}")
+    chosen = tuple(f for f in settings.feeds if f.name in wanted or set(f.tags) & set(wanted))
+    return settings.model_copy(update={"feeds": chosen})
 
 
 def default_db_path(db: str | os.PathLike | None = None) -> Path:

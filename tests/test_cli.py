@@ -21,6 +21,7 @@ def _env(tmp_path: Path) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_newsdesk_ingest_on_the_seeds_then_sql(tmp_path):
     """`newsdesk ingest` with no sources argument: the embedded seeds, offline,
     with Prefect starting its own temporary server."""

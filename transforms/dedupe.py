@@ -20,7 +20,7 @@ class EntryPlan:
     # New entries grouped by canonical link; the first of each group is fetched.
     to_fetch: tuple[tuple[FeedEntry, ...], ...] = ()
     # Entries of an article the warehouse already holds, seen in a new feed.
-    known: tuple[tuple[FeedEntry, str], ...] = ()
+    of_stored_articles: tuple[tuple[FeedEntry, str], ...] = ()
     # Entries this feed had already shown us (in an earlier run, or twice now).
     already_seen: tuple[FeedEntry, ...] = ()
 

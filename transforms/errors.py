@@ -44,7 +44,3 @@ class ParseError(NewsdeskError):
 
 class ExtractError(NewsdeskError):
     stage = "extract"
-
-
-class LoadError(NewsdeskError):
-    stage = "load"

@@ -45,19 +45,16 @@ def _permutations(num_perm: int) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class DedupeParams:
-    shingle_size: int = 3
-    num_perm: int = 128
-    bands: int = 42
-    rows: int = 3
-    threshold: float = 0.5  # estimated Jaccard at or above which two bodies are one story
-    containment: float = 0.8  # ... or the share of the shorter body found in the longer
-    min_shingles: int = 10  # bodies with fewer shingles only ever match exactly
+    """The story rule's parameters. Defaults and validation live in one place,
+    `flows.settings.DedupeSettings`, which builds this."""
 
-    def __post_init__(self) -> None:
-        if self.bands * self.rows > self.num_perm:
-            raise ValueError(f"bands × rows ({self.bands}×{self.rows}) exceeds num_perm ({self.num_perm})")
-        if min(self.shingle_size, self.num_perm, self.bands, self.rows, self.min_shingles) < 1:
-            raise ValueError("shingle_size, num_perm, bands, rows and min_shingles must be positive")
+    shingle_size: int
+    num_perm: int
+    bands: int
+    rows: int
+    threshold: float  # estimated Jaccard at or above which two bodies are one story
+    containment: float  # ... or the share of the shorter body found in the longer
+    min_shingles: int  # bodies with fewer shingles only ever match exactly
 
     @property
     def scheme(self) -> str:

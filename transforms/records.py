@@ -139,6 +139,42 @@ class Failure:
     outcome: str = "not_loaded"
 
 
+def failure_of(error, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
+    """The `failures` row of a `transforms.errors.NewsdeskError`."""
+    return Failure(run_id=run_id, stage=error.stage, url=error.url, source=source, reason=error.reason,
+                   error=error.message, at=at, transient=error.transient, outcome=outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What one poll of a feed taught us about it: the `sources` row's update."""
+
+    name: str
+    fetched_at: datetime
+    status: int | None
+    ok: bool
+    error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    title: str | None = None
+    next_attempt_at: datetime | None = None  # when a failing feed is polled again
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPoll:
+    """One `feed_polls` row: a feed fetched in a run, and what it held."""
+
+    run_id: str
+    source: str
+    fetched_at: datetime
+    status: int | None
+    ok: bool
+    not_modified: bool
+    error: str | None
+    entries: int
+    new_entries: int
+
+
 @dataclass(frozen=True, slots=True)
 class KnownKeys:
     """What the warehouse already holds, for the duplicate decisions.

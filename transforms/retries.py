@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    page_attempts: int = 5  # fetches of one page, across runs, before giving up
-    page_backoff_s: float = 900.0  # delay before the 2nd attempt; doubles each time
-    feed_backoff_s: float = 600.0  # delay after a feed's 1st failure; doubles each time
-    max_backoff_s: float = 86_400.0  # 24 h: a dead feed is polled at least daily
+    """Defaults and limits: `flows.settings.RetrySettings`, which builds this."""
+
+    page_attempts: int  # fetches of one page, across runs, before giving up
+    page_backoff_s: float  # delay before the 2nd attempt; doubles each time
+    feed_backoff_s: float  # delay after a feed's 1st failure; doubles each time
+    max_backoff_s: float  # a dead feed is polled at least this often
 
 
 def backoff(base_s: float, failures: int, cap_s: float) -> timedelta:

@@ -22,12 +22,11 @@ def copy_parquet(con: duckdb.DuckDBPyConnection, out_dir: Path, since: date | No
     folder and swaps the days in, so that a re-export of a day replaces it."""
     count = con.execute(f"SELECT count(*) FROM articles WHERE {_RANGE}", {"since": since, "until": until}).fetchone()[0]
     if count:
-        target = str(out_dir).replace("'", "''")
         con.execute(f"""
             COPY (SELECT {EXPORT_COLUMNS} FROM articles WHERE {_RANGE} ORDER BY published_at, article_id)
-            TO '{target}' (FORMAT parquet, PARTITION_BY (published_date), OVERWRITE_OR_IGNORE true,
-                           FILENAME_PATTERN 'articles_{{uuid}}')
-        """, {"since": since, "until": until})
+            TO $target (FORMAT parquet, PARTITION_BY (published_date), OVERWRITE_OR_IGNORE true,
+                        FILENAME_PATTERN 'articles_{{uuid}}')
+        """, {"since": since, "until": until, "target": str(out_dir)})
     return count
 
 

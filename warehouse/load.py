@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, Fingerprint, PageAttempt, Sighting
+from transforms.records import (
+    Article,
+    Failure,
+    FeedEntry,
+    FeedPoll,
+    Fingerprint,
+    PageAttempt,
+    Sighting,
+    SourceState,
+)
+from warehouse.scopes import registered, transaction
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -49,11 +59,9 @@ def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str) -> None:
     if rows.num_rows == 0:
         return
-    con.register("_batch", rows)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch {conflict}")
-    finally:
-        con.unregister("_batch")
+    columns = ", ".join(f'"{name}"' for name in rows.schema.names)
+    with registered(con, "_batch", rows):
+        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
 
 
 ATTEMPT_SCHEMA = pa.schema([
@@ -82,14 +90,17 @@ def load_batch(
     attempts: Sequence[PageAttempt] = (),
     upgrades: Sequence[Article] = (),
     settled: Sequence[tuple[str, str]] = (),
+    dequeued: Sequence[tuple[str, str]] = (),
+    before_commit: Callable[[], None] | None = None,
 ) -> None:
     """Load one batch in one transaction: all of it, or none of it.
 
     `attempts` are upserted into page_attempts; `upgrades` replace the body of
     feed-text articles whose page has now been fetched (same article_id);
-    `settled` (source, canonical_link) pairs leave page_attempts."""
-    con.begin()
-    try:
+    `settled` (source, canonical_link) pairs leave page_attempts, `dequeued`
+    ones leave entry_outbox. `before_commit` runs last inside the transaction
+    (the crash-injection tests kill the process there)."""
+    with transaction(con):
         _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
@@ -104,15 +115,52 @@ def load_batch(
                          if a.fingerprint and a.story_id == a.article_id])
         _upgrade(con, upgrades)
         if settled:
-            con.register("_settled", pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]}))
-            try:
+            pairs = pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]})
+            with registered(con, "_settled", pairs):
                 con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
-            finally:
-                con.unregister("_settled")
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
+        _dequeue(con, dequeued)
+        if before_commit is not None:
+            before_commit()
+
+
+def _dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
+    if not keys:
+        return
+    done = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
+    with registered(con, "_done", done):
+        con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
+
+
+OUTBOX_SCHEMA = pa.schema([
+    ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
+    ("title", pa.string()), ("author", pa.string()), ("published_at", _TS), ("feed_text", pa.string()),
+    ("language", pa.string()), ("run_id", pa.string()), ("queued_at", _TS), ("position", pa.int32()),
+])
+
+
+def record_polls(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    at: datetime,
+    states: Sequence[SourceState],
+    polls: Sequence[FeedPoll],
+    queued: Sequence[FeedEntry],
+    sightings: Sequence[Sighting] = (),
+    failures: Sequence[Failure] = (),
+) -> None:
+    """What a run's polls taught us, in one transaction: the feeds' new state
+    (validators, backoff), the poll rows, sightings of articles already held,
+    failures, and the new entries queued in entry_outbox. The validators are
+    never stored without the entries they stand for."""
+    columns = {name: [getattr(e, name) for e in queued] for name in _ENTRY_FIELDS}
+    columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
+    with transaction(con):
+        update_source_states(con, states)
+        insert_feed_polls(con, polls)
+        _insert(con, "entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
 
 
 FINGERPRINT_SCHEMA = pa.schema([
@@ -138,11 +186,8 @@ def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Finger
         "band_key": [k for _, f in roots for k in f.band_keys],
         "story_id": [a for a, f in roots for _ in f.band_keys],
     }, schema=BAND_SCHEMA)
-    con.register("_roots", pa.table({"story_id": [a for a, _ in roots]}))
-    try:
+    with registered(con, "_roots", pa.table({"story_id": [a for a, _ in roots]})):
         con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
-    finally:
-        con.unregister("_roots")
     _insert(con, "story_bands", rows, "")
 
 
@@ -152,13 +197,10 @@ def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, F
     if not prints:
         return
     _put_fingerprints(con, prints)
-    con.register("_ids", pa.table({"article_id": [a for a, _ in prints]}))
-    try:
+    with registered(con, "_ids", pa.table({"article_id": [a for a, _ in prints]})):
         roots = {r[0] for r in con.execute(
             "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
             "AND story_id = article_id").fetchall()}
-    finally:
-        con.unregister("_ids")
     _put_bands(con, [(a, f) for a, f in prints if a in roots])
 
 
@@ -170,26 +212,19 @@ def save_stories(
     """For articles already loaded: store (new-scheme) fingerprints, give
     unclustered articles their story, and index the roots' band keys, in one
     transaction. `assignments` are (article_id, story_id, duplicate_of, similarity)."""
-    con.begin()
-    try:
+    with transaction(con):
         if assignments:
-            con.register("_stories", pa.table({
+            stories = pa.table({
                 "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
                 "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
             }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
-                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())])))
-            try:
+                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+            with registered(con, "_stories", stories):
                 con.execute("""
                     UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
                                         story_similarity = s.similarity
                     FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
-            finally:
-                con.unregister("_stories")
         _refingerprint(con, fingerprints)  # after the stories: new roots get their band keys
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> None:
@@ -198,8 +233,7 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
     the old one (and a root's band keys with it)."""
     if not upgrades:
         return
-    con.register("_up", to_arrow(upgrades, ARTICLE_SCHEMA))
-    try:
+    with registered(con, "_up", to_arrow(upgrades, ARTICLE_SCHEMA)):
         upgraded = {r[0] for r in con.execute(
             "SELECT a.article_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
         ).fetchall()}
@@ -221,8 +255,6 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
             -- only a feed-text body is replaced: a page body already stored stays
             WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
         """)
-    finally:
-        con.unregister("_up")
     _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
 
 
@@ -230,12 +262,13 @@ def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str, w
     """Copy the current version of the articles in the registered table
     `changes` whose body is about to change into article_revisions."""
     con.execute(f"""
-        INSERT INTO article_revisions
-        SELECT a.article_id, now(), '{reason}', a.title, a.body, a.body_source, a.content_hash, a.extractor,
+        INSERT INTO article_revisions (article_id, revised_at, reason, title, body, body_source, content_hash,
+                                       extractor, published_at, language)
+        SELECT a.article_id, now(), ?, a.title, a.body, a.body_source, a.content_hash, a.extractor,
                a.published_at, a.language
         FROM articles a JOIN {changes} c USING (article_id)
         WHERE a.content_hash <> c.content_hash AND {where}
-    """)
+    """, [reason])
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
@@ -244,10 +277,8 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
     body changed in article_revisions. Identity, URL, feed and story stay."""
     if not articles:
         return
-    con.begin()
-    try:
-        con.register("_re", to_arrow(articles, ARTICLE_SCHEMA))
-        try:
+    with transaction(con):
+        with registered(con, "_re", to_arrow(articles, ARTICLE_SCHEMA)):
             _keep_revisions(con, "_re", "reextract")
             con.execute("""
                 UPDATE articles SET
@@ -257,19 +288,13 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
                     word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
                 FROM _re r WHERE articles.article_id = r.article_id
             """)
-        finally:
-            con.unregister("_re")
         _refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
-def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[dict]) -> None:
+def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll]) -> None:
     if not polls:
         return
-    _insert(con, "feed_polls", pa.Table.from_pylist(list(polls), schema=pa.schema([
+    _insert(con, "feed_polls", to_arrow(polls, pa.schema([
         ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", _TS), ("status", pa.int32()),
         ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
         ("new_entries", pa.int32()),
@@ -287,29 +312,11 @@ def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> Non
     table = pa.Table.from_pylist(rows, schema=pa.schema([
         ("name", pa.string()), ("url", pa.string()), ("language", pa.string()), ("tags", pa.list_(pa.string())),
     ]))
-    con.register("_feeds", table)
-    try:
+    with registered(con, "_feeds", table):
         con.execute(
             "INSERT INTO sources (name, url, language, tags) SELECT name, url, language, tags FROM _feeds "
             "ON CONFLICT (name) DO UPDATE SET url = excluded.url, language = excluded.language, tags = excluded.tags"
         )
-    finally:
-        con.unregister("_feeds")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SourceState:
-    """What one poll of a feed taught us about it."""
-
-    name: str
-    fetched_at: datetime
-    status: int | None
-    ok: bool
-    error: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    title: str | None = None
-    next_attempt_at: datetime | None = None  # set by the caller after a failure
 
 
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
@@ -320,8 +327,7 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
         ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
         ("next_attempt_at", _TS),
     ]))
-    con.register("_states", table)
-    try:
+    with registered(con, "_states", table):
         # A 304 carries no validators of its own: keep the ones we had.
         con.execute("""
             UPDATE sources SET
@@ -338,14 +344,12 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
             FROM _states AS s
             WHERE sources.name = s.name
         """)
-    finally:
-        con.unregister("_states")
 
 
 def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime, flow_run_id: str | None) -> None:
     con.execute(
-        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, 'running')",
-        [run_id, flow_run_id, started_at],
+        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, ?)",
+        [run_id, flow_run_id, started_at, "running"],
     )
 
 
@@ -384,8 +388,7 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
         "SELECT run_id FROM runs WHERE status = 'running' AND run_id <> ?", [live_run_id]).fetchall()]
     if not dead:
         return []
-    con.begin()
-    try:
+    with transaction(con):
         con.execute("""
             UPDATE runs SET
                 status = 'abandoned',
@@ -404,8 +407,4 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
                 failures = coalesce(runs.failures, (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id))
             WHERE status = 'running' AND run_id <> ?
         """, [at, live_run_id])
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
     return dead

@@ -9,11 +9,14 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, StoryRoot
+from warehouse.scopes import registered
 
 
-def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry]) -> KnownKeys:
+def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry],
+                             outbox: bool = True) -> KnownKeys:
     """Which of these entries' links and GUIDs the warehouse has seen, joined
-    in DuckDB rather than by loading the history into Python."""
+    in DuckDB rather than by loading the history into Python. With `outbox`,
+    an entry queued in entry_outbox counts as seen: it is worked from there."""
     if not entries:
         return KnownKeys()
     keys = pa.table({
@@ -21,8 +24,7 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
         "link": [e.canonical_link for e in entries],
         "guid": [e.guid for e in entries],
     })
-    con.register("_keys", keys)
-    try:
+    with registered(con, "_keys", keys):
         by_url = dict(con.execute("""
             SELECT a.url, a.article_id FROM articles a WHERE a.url IN (SELECT link FROM _keys)
             UNION ALL
@@ -37,7 +39,11 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
             UNION
             SELECT p.source, p.canonical_link FROM page_attempts p
             JOIN _keys k ON k.source = p.source AND k.link = p.canonical_link
-        """).fetchall()
+        """ + ("""
+            UNION
+            SELECT o.source, o.canonical_link FROM entry_outbox o
+            JOIN _keys k ON k.source = o.source AND k.link = o.canonical_link
+        """ if outbox else "")).fetchall()
         guids = con.execute("""
             SELECT DISTINCT s.source, s.guid FROM article_sightings s
             JOIN _keys k ON k.source = s.source AND k.guid = s.guid
@@ -47,8 +53,6 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
             SELECT s.guid, min(s.article_id) FROM article_sightings s
             WHERE s.guid IN (SELECT guid FROM _keys) GROUP BY s.guid
         """).fetchall())
-    finally:
-        con.unregister("_keys")
     return KnownKeys(by_url=by_url, by_guid=by_guid, sighted_links=frozenset(links), sighted_guids=frozenset(guids))
 
 
@@ -60,9 +64,9 @@ def select_known_articles(
     hash: see `transforms.dedupe.resolve_duplicates`)."""
     if not urls and not hashes:
         return KnownKeys()
-    con.register("_urls", pa.table({"url": list(urls)}, schema=pa.schema([("url", pa.string())])))
-    con.register("_hashes", pa.table({"h": list(hashes)}, schema=pa.schema([("h", pa.string())])))
-    try:
+    url_table = pa.table({"url": list(urls)}, schema=pa.schema([("url", pa.string())]))
+    hash_table = pa.table({"h": list(hashes)}, schema=pa.schema([("h", pa.string())]))
+    with registered(con, "_urls", url_table), registered(con, "_hashes", hash_table):
         by_url = dict(con.execute("""
             SELECT url, article_id FROM articles WHERE url IN (SELECT url FROM _urls)
             UNION ALL
@@ -72,9 +76,6 @@ def select_known_articles(
             "SELECT content_hash, min(article_id) FROM articles WHERE body_source = 'page' "
             "AND content_hash IN (SELECT h FROM _hashes) GROUP BY 1"
         ).fetchall())
-    finally:
-        con.unregister("_urls")
-        con.unregister("_hashes")
     return KnownKeys(by_url=by_url, by_hash=by_hash)
 
 
@@ -89,6 +90,16 @@ def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, FeedState]:
     """What the last polls left per feed: validators for conditional GET, backoff."""
     rows = con.execute("SELECT name, etag, last_modified, next_attempt_at, consecutive_failures FROM sources").fetchall()
     return {name: FeedState(*rest) for name, *rest in rows}
+
+
+def select_outbox(con: duckdb.DuckDBPyConnection) -> list[tuple[FeedEntry, str]]:
+    """Every queued entry with the run that queued it, in the order found."""
+    rows = con.execute("""
+        SELECT source, link, canonical_link, guid, title, author, published_at, feed_text, language, run_id
+        FROM entry_outbox ORDER BY queued_at, position
+    """).fetchall()
+    return [(FeedEntry(source=r[0], link=r[1], canonical_link=r[2], guid=r[3], title=r[4], author=r[5],
+                       published_at=r[6], feed_text=r[7], language=r[8]), r[9]) for r in rows]
 
 
 def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 10_000) -> list[PageAttempt]:
@@ -117,16 +128,13 @@ def select_story_roots(
     join against story_bands; nothing of the history is held in memory."""
     if not band_keys:
         return {}
-    con.register("_bands", pa.table({"band_key": pa.array(sorted(set(band_keys)), pa.int64())}))
-    try:
+    with registered(con, "_bands", pa.table({"band_key": pa.array(sorted(set(band_keys)), pa.int64())})):
         rows = con.execute("""
             SELECT b.band_key, b.story_id, f.shingles, f.signature
             FROM story_bands b
             JOIN _bands k ON k.band_key = b.band_key
             JOIN article_fingerprints f ON f.article_id = b.story_id AND f.scheme = ?
         """, [scheme]).fetchall()
-    finally:
-        con.unregister("_bands")
     roots: dict[str, StoryRoot] = {}
     out: dict[int, list[StoryRoot]] = {}
     for key, story_id, shingles, signature in rows:
@@ -205,13 +213,10 @@ def select_archived_articles(con: duckdb.DuckDBPyConnection, since=None, source:
 def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     if not article_ids:
         return {}
-    con.register("_ids", pa.table({"article_id": list(article_ids)}))
-    try:
+    with registered(con, "_ids", pa.table({"article_id": list(article_ids)})):
         cur = con.execute("SELECT * FROM articles WHERE article_id IN (SELECT article_id FROM _ids)")
         names = [d[0] for d in cur.description]
         return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
-    finally:
-        con.unregister("_ids")
 
 
 def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:

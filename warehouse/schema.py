@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 
 import duckdb
 
+from warehouse.scopes import transaction
+
 _V1 = """
 -- One row per feed of the sources file, with its fetch state.
 CREATE TABLE sources (
@@ -265,12 +267,37 @@ CREATE TABLE article_revisions (
 CREATE INDEX revisions_article ON article_revisions (article_id);
 """
 
+_V6 = """
+-- The outbox of new entries. A poll writes the entries it found new in the
+-- same transaction as the feed's new validators (ETag, Last-Modified), and
+-- the load of the batch that settles an entry (an article, a sighting, a
+-- failure or a pending retry) deletes it in that batch's transaction. So a
+-- run that dies, or fails on a locked warehouse, leaves its unfinished
+-- entries here, and the next run works them even when the feed answers 304.
+CREATE TABLE entry_outbox (
+    source         VARCHAR NOT NULL,
+    canonical_link VARCHAR NOT NULL,
+    link           VARCHAR NOT NULL,
+    guid           VARCHAR,
+    title          VARCHAR,
+    author         VARCHAR,
+    published_at   TIMESTAMPTZ,
+    feed_text      VARCHAR NOT NULL,
+    language       VARCHAR,
+    run_id         VARCHAR NOT NULL,     -- the run whose poll found it
+    queued_at      TIMESTAMPTZ NOT NULL,
+    position       INTEGER NOT NULL,     -- its place in that run's polls: pages are worked in feed order
+    PRIMARY KEY (source, canonical_link)
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
     (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
     (4, "per-stage timings in runs", _V4),
     (5, "raw archive locations and article revisions", _V5),
+    (6, "entry outbox: new entries are durable before their feed's validators", _V6),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -293,15 +320,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     for version, description, ddl in MIGRATIONS:
         if version <= current:
             continue
-        con.begin()
-        try:
+        with transaction(con):
             con.execute(ddl)
             con.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                 [version, description, datetime.now(timezone.utc)],
             )
-            con.commit()
-        except Exception:
-            con.rollback()
-            raise
     return SCHEMA_VERSION

@@ -7,6 +7,7 @@ import gzip
 import pytest
 
 import transforms.articles as articles_module
+from flows.settings import DedupeSettings
 from flows.archive import iter_responses, read_at, resolve
 from flows.ingest import ingest
 from flows.reextract import reextract
@@ -16,13 +17,13 @@ from tests.flows.helpers import query, run_ingest, serve_seeds, write_sources
 from tests.httpserver import LocalServer
 from transforms.fingerprints import DedupeParams, fingerprint
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 ROWS = "SELECT * EXCLUDE (run_id) FROM articles ORDER BY article_id"
+
+DEFAULT_PARAMS = DedupeSettings().params()
 
 
 @pytest.fixture
-def archived(tmp_path):
+def archived(tmp_path, prefect_harness):
     """The seeds plus 12 real corpus pages, ingested over HTTP; the server is gone afterwards."""
     with LocalServer() as server:
         feeds = serve_seeds(server)
@@ -39,6 +40,7 @@ def archived(tmp_path):
     return sources, db
 
 
+@pytest.mark.slow
 def test_every_page_and_feed_is_in_the_archive_and_rows_point_at_their_page(archived):
     sources, db = archived
     files = list((db.parent / "warc").glob("*.warc.gz"))
@@ -55,6 +57,7 @@ def test_every_page_and_feed_is_in_the_archive_and_rows_point_at_their_page(arch
         assert record.status == 200 and b"<" in record.body
 
 
+@pytest.mark.slow
 def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor(archived, monkeypatch):
     sources, db = archived
     before = query(db, ROWS)
@@ -80,11 +83,12 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
     # The fingerprints follow the new bodies, so stories are matched on what is stored.
     for article_id in body_changed:
         [(signature,)] = query(db, "SELECT signature FROM article_fingerprints WHERE article_id = ?", [article_id])
-        assert bytes(signature) == fingerprint(now[article_id], DedupeParams()).signature
+        assert bytes(signature) == fingerprint(now[article_id], DEFAULT_PARAMS).signature
     # Run again with the same extractor: nothing more changes.
     assert reextract(db, load_settings(sources)).changed == []
 
 
+@pytest.mark.slow
 def test_ingest_from_warc_gives_the_same_articles(archived, tmp_path):
     sources, db = archived
     warc_files = [str(f) for f in (db.parent / "warc").glob("*.warc.gz")]

@@ -7,12 +7,12 @@ import pytest
 
 from tests.flows.helpers import query, run_ingest, serve_seeds, write_sources
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 ROWS = """SELECT article_id, url, title, published_at, body, body_source, language, content_hash,
                  story_id, duplicate_of FROM articles ORDER BY article_id"""
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_dask_cluster_gives_the_same_rows_as_the_local_run(server, tmp_path):
     from distributed import LocalCluster
 

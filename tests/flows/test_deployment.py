@@ -80,6 +80,8 @@ def wait(api: httpx.Client, run_id: str, timeout: float = 240) -> dict:
     pytest.fail(f"flow run {run_id} did not finish: {run['state']}")
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_served_deployment_runs_from_the_api_with_parameters(served, capsys):
     api, deployment, sources, db = served
     assert deployment["name"] == "newsdesk"
@@ -110,6 +112,8 @@ def test_served_deployment_runs_from_the_api_with_parameters(served, capsys):
     assert "no feed is named or tagged 'nope'" in bad["state"]["message"]
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_two_runs_at_once_do_not_overlap(served, capsys):
     api, deployment, sources, db = served
     params = {"sources": str(sources), "db": str(db)}
@@ -128,6 +132,8 @@ def test_two_runs_at_once_do_not_overlap(served, capsys):
     assert sorted(query(db, "SELECT articles_new FROM runs")) == [(0,), (15,)]
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_prefect_deploy_all_creates_the_worker_deployment(prefect_server, tmp_path):
     """prefect.yaml, for teams with workers: `prefect deploy --all` against the server."""
     repo = Path(__file__).resolve().parents[2]
@@ -148,6 +154,7 @@ def test_prefect_deploy_all_creates_the_worker_deployment(prefect_server, tmp_pa
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
 
 
+@pytest.mark.slow
 def test_a_second_ingest_waits_for_the_first_then_gives_up_clearly(tmp_path):
     """A cron `newsdesk ingest` that finds another ingest writing the warehouse."""
     from flows.locks import ingest_lock
@@ -194,6 +201,9 @@ def test_sql_waits_for_a_load_to_release_the_file(tmp_path):
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: no browser can be downloaded here
 
 
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.browser
 def test_quick_run_from_the_prefect_ui_in_a_real_browser(served, tmp_path, capsys):
     from playwright.sync_api import sync_playwright
 

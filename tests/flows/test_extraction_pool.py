@@ -7,6 +7,9 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import pytest
+
+from flows.settings import DedupeSettings
 from flows.extraction import ExtractJob, ExtractorPool, extract_many
 from tests.conftest import EXTRACTION, REPO
 from tests.transforms.test_articles import entry
@@ -14,6 +17,8 @@ from transforms.errors import FetchError
 from transforms.fingerprints import DedupeParams
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+DEFAULT_PARAMS = DedupeSettings().params()
 
 
 def jobs() -> list[ExtractJob]:
@@ -29,12 +34,13 @@ def jobs() -> list[ExtractJob]:
     return out
 
 
+@pytest.mark.slow
 def test_pool_gives_the_same_records_as_in_process():
     work = jobs()
-    local, _ = extract_many(work, "run", NOW, DedupeParams())
+    local, _ = extract_many(work, "run", NOW, DEFAULT_PARAMS)
     pool = ExtractorPool(2)
     try:
-        pooled, cpu_s = asyncio.run(pool.extract(work, "run", NOW, DedupeParams()))
+        pooled, cpu_s = asyncio.run(pool.extract(work, "run", NOW, DEFAULT_PARAMS))
     finally:
         pool.close()
     assert cpu_s > 0
@@ -46,6 +52,7 @@ def test_pool_gives_the_same_records_as_in_process():
     assert sum(a is not None and a.body_source == "page" for a, _ in pooled) >= 10
 
 
+@pytest.mark.slow
 def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
     script = tmp_path / "no_main_guard.py"
     script.write_text(
@@ -54,9 +61,9 @@ def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
         "print('script body ran', flush=True)\n"
         "from flows.extraction import ExtractorPool\n"
         "from tests.flows.test_extraction_pool import jobs, NOW\n"
-        "from transforms.fingerprints import DedupeParams\n"
+        "from flows.settings import DedupeSettings\n"
         "pool = ExtractorPool(2)\n"
-        "out, _ = asyncio.run(pool.extract(jobs()[:4], 'r', NOW, DedupeParams()))\n"
+        "out, _ = asyncio.run(pool.extract(jobs()[:4], 'r', NOW, DedupeSettings().params()))\n"
         "pool.close()\n"
         "print('extracted', sum(a is not None for a, _ in out), flush=True)\n"
     )

@@ -18,6 +18,7 @@ from tests.zyte_metric import score
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.mark.slow
 def test_pipeline_extracts_at_least_as_well_as_plain_trafilatura(server, tmp_path, capsys):
     truth = json.loads((EXTRACTION / "ground-truth.json").read_text(encoding="utf-8"))
     pages = {key: gzip.decompress((EXTRACTION / "html" / f"{key}.html.gz").read_bytes()) for key in truth}

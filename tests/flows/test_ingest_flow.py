@@ -16,6 +16,7 @@ from tests.httpserver import Reply
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.mark.slow
 def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path):
     sources = write_sources(tmp_path / "sources.toml", serve_seeds(server))
     db = tmp_path / "wh.duckdb"
@@ -69,6 +70,7 @@ def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path):
     assert second_run[2] == 0 and second_run[4] == 0 and second_run[0] > 0
 
 
+@pytest.mark.slow
 def test_conditional_get_skips_unchanged_feed(server, tmp_path):
     feed = (b'<rss version="2.0"><channel><title>t</title><item><title>One</title>'
             b'<link>/pages/one.html</link><description>' + b"Feed text of the one story. " * 10 + b'</description></item></channel></rss>')
@@ -89,6 +91,7 @@ def test_conditional_get_skips_unchanged_feed(server, tmp_path):
     assert query(db, "SELECT etag, last_status FROM sources") == [('"v1"', 304)]
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
     good_page = "<html><body><article><p>" + "A complete article body sentence. " * 40 + "</p></article></body></html>"
     calls = {"flaky": 0}

@@ -14,6 +14,8 @@ from tests.flows.helpers import query, run_ingest
 runner = CliRunner()
 
 
+# One flow run on the seeds, shared by the module's tests: they are marked slow
+# because the first of them pays for it and for the Prefect test harness.
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory, prefect_harness):
     db = tmp_path_factory.mktemp("seeded") / "wh.duckdb"
@@ -27,6 +29,7 @@ def search(db, *args):
     return json.loads(result.output[:result.output.rindex("]") + 1])
 
 
+@pytest.mark.slow
 def test_search_ranks_the_article_about_the_query_first(seeded):
     hits = search(seeded, "Putin Kremlin")
     assert hits[0]["title"] == "Kim Jong-Un travels to Russia to meet Putin"
@@ -37,6 +40,7 @@ def test_search_ranks_the_article_about_the_query_first(seeded):
     assert search(seeded, "zzzyx") == []
 
 
+@pytest.mark.slow
 def test_search_filters(seeded):
     spanish = search(seeded, "de", "--language", "es")
     assert spanish and all(h["url"] for h in spanish)
@@ -50,6 +54,7 @@ def test_search_filters(seeded):
     assert bad.exit_code == 2 and "not a date" in bad.output
 
 
+@pytest.mark.slow
 def test_search_shows_one_row_per_story(seeded, tmp_path):
     # Make the Spanish article a near-duplicate member of the seed article's story.
     db = tmp_path / "copy.duckdb"
@@ -70,11 +75,13 @@ def test_search_shows_one_row_per_story(seeded, tmp_path):
     assert max(h["story_matches"] for h in hits) == 2
 
 
+@pytest.mark.slow
 def test_search_is_usable_from_sql(seeded):
     rows = query(seeded, "SELECT title FROM search_articles('Putin') LIMIT 1")
     assert rows == [("Kim Jong-Un travels to Russia to meet Putin",)]
 
 
+@pytest.mark.slow
 def test_text_export_of_the_seed_article_equals_the_seed_document(seeded, tmp_path):
     result = runner.invoke(app, ["export", "--format", "text", "--out", str(tmp_path / "txt"), "--db", str(seeded)])
     assert result.exit_code == 0 and "exported 15 articles" in result.output
@@ -85,6 +92,7 @@ def test_text_export_of_the_seed_article_equals_the_seed_document(seeded, tmp_pa
     assert len(list((tmp_path / "txt").rglob("*.txt"))) == 15
 
 
+@pytest.mark.slow
 def test_parquet_export_is_partitioned_by_day_and_incremental(seeded, tmp_path):
     out = tmp_path / "pq"
     assert runner.invoke(app, ["export", "-f", "parquet", "-o", str(out), "--db", str(seeded)]).exit_code == 0
@@ -108,6 +116,7 @@ def test_parquet_export_is_partitioned_by_day_and_incremental(seeded, tmp_path):
     assert total == 15
 
 
+@pytest.mark.slow
 def test_jsonl_export(seeded, tmp_path):
     result = runner.invoke(app, ["export", "-f", "jsonl", "-o", str(tmp_path), "--since", "2023-09-10",
                                  "--db", str(seeded)])

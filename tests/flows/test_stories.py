@@ -14,6 +14,7 @@ from tests.flows.helpers import assert_accounting, query, run_ingest, write_sour
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
+@pytest.mark.slow
 def test_labelled_near_duplicates_cluster_into_stories(server, tmp_path, capsys):
     truth = neardup_set.load_truth(EXTRACTION)
     pages = neardup_set.build(truth)

@@ -24,7 +24,7 @@ def test_plan_groups_same_link_across_feeds_and_skips_seen():
     )
     plan = plan_entries([a1, b1, a2, a2_again, old, by_guid, elsewhere], known)
     assert plan.to_fetch == ((a1, b1), (a2,))
-    assert plan.known == ((elsewhere, "id-old"),)
+    assert plan.of_stored_articles == ((elsewhere, "id-old"),)
     assert plan.already_seen == (a2_again, old, by_guid)
 
 
@@ -92,5 +92,5 @@ def test_global_guids_match_across_feeds_plain_ones_do_not():
     assert plan.to_fetch == ((a, b), (c,), (d,))
     stored = KnownKeys(by_guid={"tag:x.example,2023:s": "id-s", "1234": "id-1234"})
     plan = plan_entries([b, d], stored)
-    assert plan.known == ((b, "id-s"),)
+    assert plan.of_stored_articles == ((b, "id-s"),)
     assert plan.to_fetch == ((d,),)

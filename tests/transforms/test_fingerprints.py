@@ -1,12 +1,14 @@
+from dataclasses import replace
 import random
 import subprocess
 import sys
 
 import pytest
 
+from flows.settings import DedupeSettings
 from transforms.fingerprints import DedupeParams, fingerprint, shingles, similarity
 
-P = DedupeParams()
+P = DedupeSettings().params()
 WORDS = [f"w{i}" for i in range(5000)]
 
 
@@ -37,8 +39,8 @@ def test_identical_text_gives_identical_fingerprint_and_similarity_one():
 
 def test_fingerprints_are_the_same_in_another_process():
     # No salted hash(): a signature stored by one run must match the next run's.
-    code = ("from transforms.fingerprints import DedupeParams, fingerprint; "
-            "f = fingerprint('the quick brown fox jumps over the lazy dog again and again', DedupeParams()); "
+    code = ("from flows.settings import DedupeSettings; from transforms.fingerprints import fingerprint; "
+            "f = fingerprint('the quick brown fox jumps over the lazy dog again and again', DedupeSettings().params()); "
             "print(f.signature.hex(), f.band_keys)")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}, cwd=".").stdout for seed in (1, 2)}
@@ -73,12 +75,12 @@ def test_empty_body_gets_an_empty_fingerprint():
 
 
 def test_scheme_names_every_parameter_and_mismatches_are_refused():
-    other = DedupeParams(shingle_size=5)
+    other = replace(P, shingle_size=5)
     assert other.scheme != P.scheme
     with pytest.raises(ValueError, match="schemes"):
         similarity(fingerprint(text(1), P), fingerprint(text(1), other))
-    with pytest.raises(ValueError, match="exceeds"):
-        DedupeParams(bands=50, rows=3)
+    with pytest.raises(ValueError, match="exceeds num_perm"):
+        DedupeSettings(bands=50, rows=3)
 
 
 def test_default_banding_catches_truncated_copies_and_ignores_unrelated_text():

@@ -1,10 +1,11 @@
 import random
 
+from flows.settings import DedupeSettings
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import StoryRoot
 from transforms.stories import assign_stories
 
-P = DedupeParams()
+P = DedupeSettings().params()
 WORDS = [f"w{i}" for i in range(5000)]
 
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pyarrow as pa
 
+from flows.settings import DedupeSettings
 from flows.stories import cluster_backlog, cluster_new
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
@@ -16,7 +17,7 @@ from warehouse.connection import connect
 from warehouse.schema import MIGRATIONS
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-P = DedupeParams()
+P = DedupeSettings().params()
 WORDS = [f"w{i}" for i in range(5000)]
 
 
@@ -82,7 +83,7 @@ def test_backlog_clusters_a_warehouse_from_before_stories(tmp_path):
     assert cluster_backlog(db, P) == 0  # nothing left to do
 
     # New [dedupe] settings: every fingerprint is rebuilt, no story changes.
-    other = DedupeParams(shingle_size=5, bands=32, rows=4)
+    other = replace(P, shingle_size=5, bands=32, rows=4)
     assert cluster_backlog(db, other) == 3
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT article_id, story_id, duplicate_of FROM articles "

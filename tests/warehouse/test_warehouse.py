@@ -7,7 +7,7 @@ import pytest
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import Failure
+from transforms.records import Failure, FeedPoll
 from warehouse import load, queries
 from warehouse.connection import connect
 from warehouse.schema import SCHEMA_VERSION, migrate, schema_version
@@ -159,12 +159,12 @@ def test_views_exist_and_balance(db):
     with connect(db) as con:
         load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed"}])
         load.insert_feed_polls(con, [
-            {"run_id": "r1", "source": "a", "fetched_at": NOW, "status": 200, "ok": True, "not_modified": False,
-             "error": None, "entries": 4, "new_entries": 4},
-            {"run_id": "r2", "source": "a", "fetched_at": NOW, "status": 304, "ok": True, "not_modified": True,
-             "error": None, "entries": 0, "new_entries": 0},
-            {"run_id": "r3", "source": "a", "fetched_at": NOW, "status": 500, "ok": False, "not_modified": False,
-             "error": "boom", "entries": 0, "new_entries": 0},
+            FeedPoll(**{"run_id": "r1", "source": "a", "fetched_at": NOW, "status": 200, "ok": True, "not_modified": False,
+             "error": None, "entries": 4, "new_entries": 4}),
+            FeedPoll(**{"run_id": "r2", "source": "a", "fetched_at": NOW, "status": 304, "ok": True, "not_modified": True,
+             "error": None, "entries": 0, "new_entries": 0}),
+            FeedPoll(**{"run_id": "r3", "source": "a", "fetched_at": NOW, "status": 500, "ok": False, "not_modified": False,
+             "error": "boom", "entries": 0, "new_entries": 0}),
         ])
         health = con.execute("SELECT polls, success_rate, share_304, new_items_per_poll FROM feed_health").fetchone()
         assert health == (3, 0.667, 0.333, 2.0)

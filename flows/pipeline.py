@@ -1,0 +1,243 @@
+"""The page stages of a run: fetch, extract, load, in overlapping batches.
+
+Batches go to tasks wrapped in `quote`, so that Prefect does not walk every
+page body looking for futures (that walk cost ~2 s per 600 pages). One task
+per stage per batch of pages, never one per article: a Prefect task costs
+about as much as an extraction. The decisions about each page (article,
+fallback, failure, retry, upgrade) are pure functions in `transforms.pages`;
+this module fetches, calls them, and loads what they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
+
+from flows import progress
+from flows.archive import WarcArchive, WarcInput
+from flows.crashpoints import crash_point
+from flows.extraction import Extracted, ExtractJob, ExtractorPool, JobBatch, extract_many
+from flows.fetch import Fetcher, Response
+from flows.stories import cluster_new
+from flows.summary import BatchCounts, RunSummary
+from transforms.dedupe import resolve_duplicates
+from transforms.errors import FetchError, NewsdeskError
+from transforms.fingerprints import DedupeParams
+from transforms.pages import PageOutcome, plan_attempts, triage_pages
+from transforms.records import FeedEntry, PageAttempt
+from transforms.retries import RetryPolicy
+from warehouse import load, queries
+from warehouse.connection import Writer
+
+Job = tuple[tuple[FeedEntry, ...], PageAttempt | None]  # entries sharing one link; the retry it is, if one
+_FETCH_AHEAD = 2  # batches fetched ahead of extraction
+
+
+@dataclass(frozen=True, slots=True)
+class PageFetch:
+    entries: tuple[FeedEntry, ...]  # the entries that share this page's link
+    response: Response | None
+    error: NewsdeskError | None
+    retry: PageAttempt | None = None  # set when this is a retry from page_attempts
+    archived: tuple[str, int] | None = None  # (WARC file, offset) of the response
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+@task(cache_policy=NO_CACHE)
+async def fetch_pages(fetcher: Fetcher, jobs: Sequence[Job], file_sources: frozenset[str]) -> list[PageFetch]:
+    """Fetch the page of each group of entries; different hosts in parallel."""
+
+    async def one(group: tuple[FeedEntry, ...], retry: PageAttempt | None) -> PageFetch:
+        entry = group[0]
+        try:
+            resp = await fetcher.get_page(entry.link, allow_file=entry.source in file_sources)
+            return PageFetch(group, resp, None, retry)
+        except FetchError as exc:
+            return PageFetch(group, None, exc, retry)
+        except Exception as exc:  # whatever else one page raises is that page's failure
+            return PageFetch(group, None, FetchError(entry.link, "fetch_crash", f"{type(exc).__name__}: {exc}"), retry)
+
+    return list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
+
+
+def _job(page: PageFetch) -> ExtractJob:
+    resp = page.response
+    return ExtractJob(
+        entry=page.entries[0], body=resp.body if resp else None, content_type=resp.content_type if resp else "",
+        charset=resp.charset if resp else None, final_url=resp.final_url if resp else None, problem=page.error,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+async def extract_pages(pool: ExtractorPool, pages: Sequence[PageFetch], run_id: str, now: datetime,
+                        dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+    """HTML → fingerprinted articles, in the worker processes, so that
+    fetching and loading go on meanwhile. Also returns the workers' CPU seconds."""
+    return await pool.extract([_job(p) for p in pages], run_id, now, dedupe)
+
+
+@task(cache_policy=NO_CACHE)
+def extract_on_cluster(batch: JobBatch, run_id: str, now: datetime,
+                       dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+    """The same extraction, as a task the flow's task runner places (a Dask
+    worker with `task_runner = "dask"`); the page bytes travel with it."""
+    return extract_many(batch.jobs, run_id, now, dedupe)
+
+
+@task(cache_policy=NO_CACHE)
+async def load_pages(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str,
+                     now: datetime, policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
+    """DuckDB work in a thread: the event loop keeps fetching the next batch."""
+    return await asyncio.to_thread(load_batch, db, pages, extracted, run_id, now, policy, dedupe)
+
+
+def load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
+               policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
+    """Resolve exact duplicates against the warehouse, cluster the new
+    articles into stories, and load one batch: new articles, sightings,
+    failures, pending retries and upgrades, in one transaction."""
+    triage = triage_pages([PageOutcome(p.entries, article, problem, p.retry, p.archived)
+                           for p, (article, problem) in zip(pages, extracted)], run_id=run_id, now=now)
+    started = time.perf_counter()
+    with db.session() as con:
+        known = queries.select_known_articles(con, [a.url for _, a in triage.built],
+                                              [a.content_hash for _, a in triage.built])
+        resolved = resolve_duplicates(triage.built, known, run_id=run_id, now=now)
+        articles, near_duplicates = cluster_new(con, resolved.articles, dedupe)
+        article_of = {(s.source, s.canonical_link): s.article_id for s in resolved.sightings}
+        attempts = plan_attempts(triage.unfinished, article_of, now, policy)
+        loading = time.perf_counter()
+        # Every entry of a new page is settled by this batch (an article, a
+        # sighting, a failure or a pending retry): it leaves the outbox with it.
+        load.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
+                        attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
+                        dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None for e in p.entries],
+                        before_commit=lambda: crash_point("loading"))
+    return BatchCounts(
+        entries_failed=attempts.entries_failed, entries_pending=attempts.entries_pending, retries=triage.retries,
+        retries_loaded=triage.retries_loaded,
+        articles_new=sum(a.article_id not in triage.from_retry for a in resolved.articles),
+        articles_from_feed=sum(a.body_source == "feed" for a in resolved.articles),
+        duplicates=resolved.duplicates, near_duplicates=near_duplicates, dedupe_s=loading - started,
+        load_s=_since(loading), failure_rows=triage.failures,
+    )
+
+
+def _chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _archive_pages(archive: WarcArchive, pages: Sequence[PageFetch]) -> list[PageFetch]:
+    return [PageFetch(p.entries, p.response, p.error, p.retry, archive.write(p.response))
+            if p.response is not None and p.response.status == 200 else p for p in pages]
+
+
+def _read_archived(batch: Sequence[Job], warc: WarcInput) -> list[PageFetch]:
+    pages = []
+    for group, retry in batch:
+        try:
+            response, location = warc.response_for(group[0].canonical_link)
+        except Exception as exc:  # read fine while listing, not now (the file changed): this page only
+            error = FetchError(group[0].link, "bad_warc_record", f"{type(exc).__name__}: {exc}")
+            pages.append(PageFetch(group, None, error, retry))
+            continue
+        pages.append(PageFetch(group, response, None, retry, archived=location))
+    return pages
+
+
+async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPool, writer: Writer, run_id: str,
+                    summary: RunSummary, file_sources: frozenset[str], policy: RetryPolicy, dedupe: DedupeParams,
+                    batch_size: int, task_runner: str, archive: WarcArchive | None,
+                    warc: WarcInput | None = None, deadline: float | None = None, logger=None) -> None:
+    """Fetch, extract and load the pages in batches, three stages overlapping:
+    while batch N is extracted in the worker processes, batches N+1 and N+2
+    are fetched and batch N-1 is loaded. A fetched batch is ready when the
+    pool is done with the last, so the workers never wait on a fetch or a
+    load. At most five batches are in memory, whatever the number of pages.
+    With `warc`, the pages are read from WARC files instead of fetched.
+
+    Past `deadline` (a time.monotonic() value: [pipeline] max_run_s) no new
+    batch is started; the batches under way finish, and the entries of the
+    others stay in the outbox (retries in page_attempts) for the next run."""
+    batches = list(_chunks(jobs, batch_size))
+    if not batches:
+        return
+    if task_runner == "local":
+        pool.start()  # workers boot while the first batch is fetched
+    done = 0
+
+    async def fetch(batch):
+        started = time.perf_counter()
+        if warc is not None:
+            pages = await asyncio.to_thread(_read_archived, batch, warc)
+        else:
+            pages = await fetch_pages(fetcher, quote(batch), file_sources)
+            if archive is not None:
+                pages = await asyncio.to_thread(_archive_pages, archive, pages)
+        summary.fetch_s += _since(started)
+        return pages
+
+    async def extract(pages):
+        crash_point("extracting")
+        if task_runner == "dask":
+            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), run_id, _now(), dedupe)
+            extracted, cpu_s = await asyncio.to_thread(future.result)
+        else:
+            extracted, cpu_s = await extract_pages(pool, quote(pages), run_id, _now(), dedupe)
+        summary.extract_s += cpu_s
+        return pages, extracted
+
+    async def load(pages, extracted):
+        nonlocal done
+        counts = await load_pages(quote(writer), quote(pages), quote(extracted), run_id, _now(), policy, dedupe)
+        counts.add_to(summary)
+        done += len(pages)
+        progress.report("pages", done, len(jobs))
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    started = min(_FETCH_AHEAD, len(batches))
+    fetching = collections.deque(asyncio.ensure_future(fetch(b)) for b in batches[:started])
+    extracting: asyncio.Future | None = None
+    pending = set(fetching)
+    try:
+        while fetching:
+            pages = await fetching.popleft()
+            summary.pages_fetched += sum(p.response is not None for p in pages)
+            if started < len(batches) and not out_of_time():
+                fetching.append(asyncio.ensure_future(fetch(batches[started])))
+                pending.add(fetching[-1])
+                started += 1
+            current = asyncio.ensure_future(extract(pages))
+            pending.add(current)
+            if extracting is not None:
+                await load(*await extracting)
+            extracting = current
+        await load(*await extracting)
+    finally:
+        for future in pending:
+            if not future.done():
+                future.cancel()
+    if started < len(batches):
+        left = [job for batch in batches[started:] for job in batch]
+        summary.entries_pending += sum(len(group) for group, retry in left if retry is None)
+        summary.deferred_pages = len(left)
+        if logger is not None:
+            logger.warning("max_run_s reached: %d pages left for the next run (their entries stay queued)", len(left))

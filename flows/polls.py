@@ -1,0 +1,184 @@
+"""Feed polling: fetch the due feeds (conditional GET), parse them, and
+record what each poll taught us; then the outbox of new entries becomes the
+page jobs of the run.
+
+The decisions (which feeds are due, what a failed or 304 poll means, which
+entries are new) are pure functions in `transforms.polls` and
+`transforms.dedupe`; this module does the I/O around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
+
+from flows import progress
+from flows.archive import WarcArchive
+from flows.crashpoints import crash_point
+from flows.fetch import Fetcher, Response
+from flows.pipeline import Job
+from flows.settings import FeedSettings
+from flows.summary import RunSummary
+from transforms.dedupe import plan_entries, sighting
+from transforms.errors import FetchError, NewsdeskError, ParseError
+from transforms.feeds import parse_feed
+from transforms.polls import PolledFeed, due_feeds, readable_polls, triage_polls
+from transforms.records import FeedEntry, ParsedFeed, failure_of
+from transforms.retries import RetryPolicy
+from warehouse import load, queries
+from warehouse.connection import connect
+
+_FEED_ACCEPT = ("application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,"
+                "text/xml;q=0.9,*/*;q=0.5")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedFetch:
+    feed: FeedSettings
+    response: Response | None
+    error: FetchError | None
+    fetched_at: datetime
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@task(cache_policy=NO_CACHE)
+async def fetch_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], validators: dict[str, tuple]) -> list[FeedFetch]:
+    """Fetch every feed concurrently, with conditional GET."""
+
+    async def one(feed: FeedSettings) -> FeedFetch:
+        etag, last_modified = validators.get(feed.name, (None, None))
+        try:
+            resp = await fetcher.get(feed.url, etag=etag, last_modified=last_modified, allow_file=True,
+                                     accept=_FEED_ACCEPT)
+            return FeedFetch(feed, resp, None, _now())
+        except FetchError as exc:
+            return FeedFetch(feed, None, exc, _now())
+
+    return list(await asyncio.gather(*(one(f) for f in feeds)))
+
+
+def _parse_all(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
+    out = []
+    for item in fetched:
+        resp = item.response
+        parsed: ParsedFeed | None = None
+        error: NewsdeskError | None = item.error
+        if resp is not None and not resp.not_modified:
+            try:
+                parsed = parse_feed(resp.body, source=item.feed.name, url=resp.final_url, headers=resp.headers,
+                                    language=item.feed.language)
+            except NewsdeskError as exc:
+                error = exc
+            except Exception as exc:  # a parser bug fails this feed, not the run
+                error = ParseError(item.feed.url, "parser_crash", f"{type(exc).__name__}: {exc}")
+        out.append(PolledFeed(
+            name=item.feed.name, fetched_at=item.fetched_at, status=resp.status if resp else None,
+            not_modified=bool(resp and resp.not_modified), etag=resp.headers.get("etag") if resp else None,
+            last_modified=resp.headers.get("last-modified") if resp else None, parsed=parsed, error=error,
+        ))
+    return out
+
+
+@task(cache_policy=NO_CACHE)
+async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
+    """feedparser is CPU-bound (~100 ms per 200 items): keep it off the event loop."""
+    return await asyncio.to_thread(_parse_all, fetched)
+
+
+async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path,
+                     run_id: str, started: datetime, policy: RetryPolicy, summary: RunSummary,
+                     archive: WarcArchive | None, logger) -> None:
+    """Poll the due feeds and record, in one transaction, the polls, the
+    feeds' new state, the failures, the sightings of articles already held
+    and the new entries (queued in the outbox for `work_outbox`)."""
+    names = [f.name for f in feeds]
+    due_names, waiting = due_feeds(names, {n: s.next_attempt_at for n, s in feed_state.items()}, started)
+    for name, until in waiting:
+        logger.info("feed %s is backing off until %s", name, until)
+    due = [f for f in feeds if f.name in set(due_names)]
+    summary.feeds_skipped = len(waiting)
+
+    progress.report("feeds", 0, len(due))
+    validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
+    clock = time.perf_counter()
+    fetched = await fetch_feeds(fetcher, due, quote(validators))
+    if archive is not None:
+        await asyncio.to_thread(lambda: [archive.write(f.response) for f in fetched
+                                         if f.response is not None and f.response.status == 200])
+    summary.fetch_s += time.perf_counter() - clock
+    crash_point("feeds_fetched")
+    clock = time.perf_counter()
+    polled = await parse_feeds(quote(fetched))
+    summary.parse_s += time.perf_counter() - clock
+    progress.report("feeds", len(due), len(due))
+
+    triage = triage_polls(polled, {n: s.consecutive_failures for n, s in feed_state.items()}, run_id=run_id,
+                          policy=policy)
+    for poll in polled:
+        if poll.error is not None:
+            logger.warning("feed %s failed: %s", poll.name, str(poll.error))
+    for name, warning in triage.warnings:
+        logger.info("feed %s is ill-formed but readable: %s", name, warning)
+    summary.feeds_failed += triage.feeds_failed
+    summary.feeds_ok += triage.feeds_ok
+    summary.feeds_not_modified += triage.feeds_not_modified
+    entries = triage.entries
+    summary.entries_seen += len(entries) + triage.entries_rejected
+    summary.entries_failed += triage.entries_rejected
+    summary.add_failures(triage.failures)
+
+    crash_point("feeds_parsed")
+    now = _now()
+    clock = time.perf_counter()
+    with connect(db_path) as con:
+        plan = plan_entries(entries, queries.select_known_for_entries(con, entries))
+        summary.entries_known = len(plan.already_seen)
+        # Entries of articles we already hold need no fetch: only a sighting.
+        stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
+        summary.duplicates += len(stored)
+        polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
+        load.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
+                          queued=[e for group in plan.to_fetch for e in group], sightings=stored,
+                          failures=triage.failures)
+    summary.dedupe_s += time.perf_counter() - clock
+    crash_point("polls_recorded")
+
+
+def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
+                unreadable: Sequence[tuple[str, NewsdeskError]] = ()) -> list[Job]:
+    """The page jobs of the run: every entry in the outbox (this run's polls,
+    and what a run that died left), grouped by link, then the retries that
+    are due. Entries whose article was stored meanwhile become sightings.
+    `extra` entries (from WARC files) are planned alongside, never queued:
+    their pages are in the files, not on the network. `unreadable` (source,
+    error) pairs are WARC records that could not be read: a failure row each."""
+    now = _now()
+    clock = time.perf_counter()
+    with connect(db_path) as con:
+        queued = queries.select_outbox(con)
+        # Seen by this run from the outbox: left by a run that did not finish.
+        summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra) + len(unreadable)
+        summary.entries_failed += len(unreadable)
+        lost = [failure_of(error, run_id=run_id, source=name, at=now, outcome="not_loaded") for name, error in unreadable]
+        summary.add_failures(lost)
+        entries = [e for e, _ in queued] + list(extra)
+        plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
+        stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
+        summary.duplicates += len(stored)
+        summary.entries_known += len(plan.already_seen)
+        done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
+        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done], failures=lost)
+        retries = queries.select_due_attempts(con, now)
+    summary.dedupe_s += time.perf_counter() - clock
+    return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]
