@@ -291,6 +291,7 @@ def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path
 def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_path):
     from datetime import datetime, timezone
 
+    from transforms.records import FeedPoll
     from warehouse import load
     from warehouse.connection import connect
 
@@ -300,10 +301,10 @@ def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_p
         for run in ("dead", "done", "live"):
             load.start_run(con, run, now, None)
         load.finish_run(con, "done", finished_at=now, status="completed", counts={"articles_new": 3})
-        load.insert_feed_polls(con, [dict(run_id="dead", source="a", fetched_at=now, status=200, ok=True,
-                                          not_modified=False, error=None, entries=4, new_entries=4),
-                                     dict(run_id="dead", source="b", fetched_at=now, status=None, ok=False,
-                                          not_modified=False, error="timeout", entries=0, new_entries=0)])
+        load.insert_feed_polls(con, [FeedPoll(run_id="dead", source="a", fetched_at=now, status=200, ok=True,
+                                              not_modified=False, error=None, entries=4, new_entries=4),
+                                     FeedPoll(run_id="dead", source="b", fetched_at=now, status=None, ok=False,
+                                              not_modified=False, error="timeout", entries=0, new_entries=0)])
         assert load.abandon_dead_runs(con, "live", now) == ["dead"]
         assert load.abandon_dead_runs(con, "live", now) == []  # once
     assert query(db, "SELECT run_id, status, feeds_total, feeds_ok, feeds_failed, articles_new FROM runs "
