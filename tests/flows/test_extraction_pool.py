@@ -14,7 +14,6 @@ from flows.extraction import ExtractJob, ExtractorPool, extract_many
 from tests.conftest import EXTRACTION, REPO
 from tests.transforms.test_articles import entry
 from transforms.errors import FetchError
-from transforms.fingerprints import DedupeParams
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
@@ -89,17 +88,17 @@ def test_a_dead_worker_fails_only_its_page_and_the_pool_is_replaced():
                               feed_text="The feed's own words about the poison page."),
                         b"<html><body><p>never read</p></body></html>", "text/html", _KillsItsWorker(),
                         "https://x.example/poison", None)
-    local, _ = extract_many(work, "run", NOW, DedupeParams())
+    local, _ = extract_many(work, "run", NOW, DEFAULT_PARAMS)
     pool = ExtractorPool(2)
     try:
-        pooled, _ = asyncio.run(pool.extract(work[:3] + [poison] + work[3:], "run", NOW, DedupeParams()))
+        pooled, _ = asyncio.run(pool.extract(work[:3] + [poison] + work[3:], "run", NOW, DEFAULT_PARAMS))
         # Every other page is extracted as if nothing happened, in order.
         assert [a for a, _ in pooled[:3] + pooled[4:]] == [a for a, _ in local]
         article, problem = pooled[3]
         assert problem.reason == "worker_died" and problem.url == "https://x.example/poison"
         assert article.body_source == "feed" and article.body == "The feed's own words about the poison page."
         # The pool works on afterwards (a new one was started).
-        again, _ = asyncio.run(pool.extract(work[:2], "run", NOW, DedupeParams()))
+        again, _ = asyncio.run(pool.extract(work[:2], "run", NOW, DEFAULT_PARAMS))
         assert [a for a, _ in again] == [a for a, _ in local[:2]]
     finally:
         pool.close()
