@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -22,6 +22,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from flows.fetch import Response
+from transforms.errors import FetchError, NewsdeskError, ParseError
 from transforms.normalize import canonical_url
 from transforms.records import FeedEntry
 
@@ -95,13 +96,24 @@ def read_at(path: str, offset: int) -> ArchivedResponse:
         return _response(record, (path, offset))
 
 
-def iter_responses(path: str) -> Iterator[ArchivedResponse]:
-    """Every response (and resource) record of a WARC file, gzipped or not, with its offset."""
+def iter_responses(path: str) -> Iterator[ArchivedResponse | FetchError]:
+    """Every response (and resource) record of a WARC file, gzipped or not,
+    with its offset. A record that cannot be read (bad headers, broken
+    chunking, a truncated gzip member) ends the file: it comes out as one
+    FetchError (`bad_warc_record`) after the good records before it, since
+    nothing after it can be located reliably."""
+    uri = Path(path).resolve().as_uri()
     with open(path, "rb") as f:
         records = ArchiveIterator(f)
-        for record in records:
-            if record.rec_type == "resource" or (record.rec_type == "response" and record.http_headers is not None):
-                yield _response(record, (path, records.get_record_offset()))
+        offset = 0
+        try:
+            for record in records:
+                offset = records.get_record_offset()
+                if record.rec_type == "resource" or (record.rec_type == "response" and record.http_headers is not None):
+                    yield _response(record, (path, offset))
+        except Exception as exc:  # warcio raises ArchiveLoadFailed, ChunkedDataException, zlib and OSError alike
+            yield FetchError(uri, "bad_warc_record",
+                             f"unreadable record after offset {offset}: {type(exc).__name__}: {str(exc).strip()}")
 
 
 def _response(record, location: tuple[str, int]) -> ArchivedResponse:
@@ -133,6 +145,7 @@ class WarcInput:
     entries: list[FeedEntry]
     where: dict[str, tuple[str, int]]  # canonical link -> (file, offset)
     sources: list[dict]  # one pseudo-feed per file, for the sources table
+    failures: list[tuple[str, NewsdeskError]] = field(default_factory=list)  # (source, error): unreadable records
 
     def response_for(self, canonical_link: str) -> tuple[Response, tuple[str, int]]:
         path, offset = self.where[canonical_link]
@@ -142,19 +155,26 @@ class WarcInput:
 
 
 def warc_input(paths: Sequence[str]) -> WarcInput:
-    entries, where, sources = [], {}, []
+    entries, where, sources, failures = [], {}, [], []
     for path in paths:
         resolved = Path(path).expanduser().resolve()
         name = f"warc.{resolved.stem.split('.')[0]}"
         sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"]})
         for record in iter_responses(str(resolved)):
+            if isinstance(record, NewsdeskError):
+                failures.append((name, record))
+                continue
             kind = record.headers.get("content-type", "").split(";")[0].strip().lower()
             if record.status != 200 or not record.url or kind not in ("text/html", "application/xhtml+xml", ""):
                 continue
-            link = canonical_url(record.url)
+            try:
+                link = canonical_url(record.url)
+            except ParseError as exc:
+                failures.append((name, exc))
+                continue
             if link in where:
                 continue
             where[link] = (str(resolved), record.location[1])
             entries.append(FeedEntry(source=name, link=record.url, canonical_link=link, guid=None, title=None,
                                      author=None, published_at=None, feed_text="", language=None))
-    return WarcInput(entries, where, sources)
+    return WarcInput(entries, where, sources, failures)

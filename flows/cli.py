@@ -4,6 +4,7 @@ Library errors become CLI errors here, at the edge, in one place
 (`_reporting`): one or two plain lines on stderr, exit 2 when the user's
 input is wrong (arguments, sources file, a --db that is not a warehouse, SQL),
 1 when a run or a query failed. A traceback only with `newsdesk --debug`.
+Exit 3 when an ingest completed but some feeds or entries failed.
 Prefect is imported only by the commands that run a flow, so `newsdesk sql`
 starts fast.
 """
@@ -118,6 +119,9 @@ def ingest(
     ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
     if not _debug:
         _plain_console_logs()
+    from flows.reaper import reap_children_on_exit
+
+    reap_children_on_exit()  # our helper processes (Prefect's server, the forkserver) end with us, even on SIGKILL
 
     params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
                   from_warc=[str(p) for p in from_warc] if from_warc else None)
@@ -145,6 +149,12 @@ def ingest(
             summary = asyncio.run(ingest_flow(**params))
     if not quiet:
         _print_summary(summary)
+    from transforms.reports import run_outcome
+
+    code, verdict = run_outcome(summary)  # 0 ok, 3 partial, 1 every feed failed: see docs/reliability.md
+    if code:
+        err.print(verdict, markup=False, highlight=False)
+        raise typer.Exit(code)
 
 
 def _plain_console_logs() -> None:

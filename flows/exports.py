@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+import uuid
 from datetime import date, datetime
 from pathlib import Path
 
@@ -18,16 +20,44 @@ def export(db: Path, fmt: str, out: Path, since: date | None = None, until: date
     out.mkdir(parents=True, exist_ok=True)
     with connect(db, read_only=True) as con:
         if fmt == "parquet":
-            # A re-export of a day replaces that day only: clear its partition first.
-            for day in exports.export_days(con, since, until):
-                shutil.rmtree(out / f"published_date={day.isoformat()}", ignore_errors=True)
-            return exports.copy_parquet(con, out, since, until), out
+            return _parquet(con, out, since, until), out
         if fmt == "text":
             return _text(exports.article_batches(con, since, until), out), out
         if fmt == "jsonl":
             target = out / "articles.jsonl"
             return _jsonl(exports.article_batches(con, since, until), target), target
     raise ValueError(f"unknown export format {fmt!r}")
+
+
+def _parquet(con, out: Path, since: date | None, until: date | None) -> int:
+    """A re-export of a day replaces that day only, and only once the new
+    files are complete: COPY writes into a hidden folder beside the days,
+    then each day's folder is swapped in by rename. A COPY that fails (disk
+    full, killed) leaves the old files as they were and removes its own."""
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        count = exports.copy_parquet(con, staging, since, until)
+        for day in sorted(staging.glob("published_date=*")):
+            _swap_in(day, out / day.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return count
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put `new` where `target` is: two renames on one file system, so a
+    reader sees the old day or the new one, apart from the instant between."""
+    if not target.exists():
+        new.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    target.rename(old)
+    try:
+        new.rename(target)
+    except OSError:
+        old.rename(target)  # put the old day back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _text(batches, out: Path) -> int:

@@ -11,12 +11,17 @@ the workers start from a forkserver that preloads only it and `transforms`.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
+import select
+import signal
 import sys
+import threading
 import time
 import types
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Sequence
@@ -27,7 +32,7 @@ from transforms.articles import (
     extract_page,
     looks_like_html,
 )
-from transforms.errors import FetchError, NewsdeskError
+from transforms.errors import ExtractError, FetchError, NewsdeskError
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import Article, FeedEntry
 
@@ -57,9 +62,14 @@ class JobBatch:
         self.jobs = list(jobs)
 
 
+def _crash(job: ExtractJob, exc: Exception) -> ExtractError:
+    return ExtractError(job.entry.link, "extractor_crash", f"{type(exc).__name__}: {exc}")
+
+
 def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParams) -> Extracted:
     """Article for one page; falls back to the feed text when the page fails.
-    Returns the article and the problem met on the way (either may be None)."""
+    Returns the article and the problem met on the way (either may be None).
+    Never raises: whatever goes wrong with one page is that page's problem."""
     problem = job.problem
     extracted = None
     if job.body is not None:
@@ -68,14 +78,18 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParam
                 extracted = extract_page(decode_html(job.body, job.charset), job.final_url)
             except NewsdeskError as exc:
                 problem = exc
+            except Exception as exc:  # a bug or a corner of a library: this page's failure only
+                problem = _crash(job, exc)
         else:
             problem = FetchError(job.entry.link, "not_html", f"Content-Type {job.content_type or 'missing'}")
     try:
         article = build_article(job.entry, extracted, page_problem=problem.reason if problem else None,
                                 run_id=run_id, now=now)
+        return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
     except NewsdeskError as exc:
         return None, problem or exc
-    return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
+    except Exception as exc:
+        return None, problem or _crash(job, exc)
 
 
 def extract_many(jobs: Sequence[ExtractJob], run_id: str, now: datetime,
@@ -88,6 +102,42 @@ def extract_many(jobs: Sequence[ExtractJob], run_id: str, now: datetime,
 
 def _ready() -> None:
     """A no-op that makes the pool start its workers."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the run's process ends, even
+    by SIGKILL. A worker's parent is the forkserver, not the run, so the
+    kernel's parent-death signal (set too) covers only the forkserver dying;
+    a thread watches the run's own process. Once the workers are gone, the
+    forkserver and the resource tracker see their pipes close and exit."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_watch, args=(parent_pid,), name="parent-watch", daemon=True).start()
+
+
+def _watch(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)  # readable once the process has ended (Linux >= 5.3)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+    os._exit(70)  # no cleanup: nothing of a dead run is worth finishing
 
 
 def default_workers() -> int:
@@ -121,8 +171,15 @@ class ExtractorPool:
             # the HTTP client) whose locks a forked child could inherit held.
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["flows.extraction"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                             initializer=_die_with, initargs=(os.getpid(),))
         return self._pool
+
+    def _replace(self) -> None:
+        """Drop a broken pool (a worker died): the next submit starts a new one."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def start(self) -> None:
         """Boot the workers now, without waiting for them."""
@@ -139,11 +196,40 @@ class ExtractorPool:
         # A few contiguous slices per worker: few round trips, order kept, and
         # a slice of heavy pages does not leave the other workers idle.
         size = max(1, -(-len(jobs) // (self.workers * 4)))
+        slices = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         parts = await asyncio.gather(*(
-            asyncio.wrap_future(self._submit(extract_many, jobs[i:i + size], run_id, now, dedupe))
-            for i in range(0, len(jobs), size)
-        ))
+            asyncio.wrap_future(self._submit(extract_many, part, run_id, now, dedupe)) for part in slices
+        ), return_exceptions=True)
+        if any(isinstance(p, BrokenProcessPool) for p in parts):
+            # A worker died (killed, out of memory, a crash in C code): every
+            # slice still in that pool failed with it. Those slices run again,
+            # one page at a time in a fresh pool, so that only the page that
+            # kills a worker is marked, and the run goes on.
+            self._replace()
+            for n, (part, result) in enumerate(zip(slices, parts)):
+                if isinstance(result, BrokenProcessPool):
+                    parts[n] = await self._one_by_one(part, run_id, now, dedupe)
+        for result in parts:
+            if isinstance(result, BaseException):
+                raise result
         return [item for part, _ in parts for item in part], sum(cpu for _, cpu in parts)
+
+    async def _one_by_one(self, jobs: Sequence[ExtractJob], run_id: str, now: datetime,
+                          dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+        out: list[Extracted] = []
+        cpu_s = 0.0
+        for job in jobs:
+            try:
+                (result,), cpu = await asyncio.wrap_future(self._submit(extract_many, [job], run_id, now, dedupe))
+                cpu_s += cpu
+            except BrokenProcessPool:
+                self._replace()
+                # The page killed its worker twice: it is not extracted; the
+                # entry still gets its feed text, built here (no page to parse).
+                died = ExtractError(job.entry.link, "worker_died", "the extraction worker process died on this page")
+                result = extract_one(replace(job, body=None, problem=died), run_id, now, dedupe)
+            out.append(result)
+        return out, cpu_s
 
     def close(self) -> None:
         if self._pool is not None:

@@ -256,6 +256,10 @@ class Fetcher:
         while True:
             try:
                 return await self._follow(url, headers, max_redirects)
+            except (ValueError, httpx.InvalidURL) as exc:
+                # A URL no request can be built for (port out of range, a host
+                # IDNA cannot encode ...): a permanent failure of this URL only.
+                raise FetchError(url, "bad_url", f"{type(exc).__name__}: {exc}") from None
             except FetchError as exc:
                 if not exc.transient or attempt >= self.settings.retries:
                     raise

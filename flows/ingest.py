@@ -31,6 +31,7 @@ from flows.fetch import Fetcher
 from flows.locks import ingest_lock
 from flows.pipeline import run_pages
 from flows.polls import poll_feeds, work_outbox
+from flows.runstate import abandon_dead_runs, recorded_run
 from flows.settings import Settings, default_db_path, load_settings, select_feeds
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
@@ -93,9 +94,10 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
 
     with connect(db_path) as con:
         load.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
+        abandon_dead_runs(con, run_id, started, logger)  # we hold the ingest lock: other 'running' rows are dead
         load.start_run(con, run_id, started, flow_run.id)
         feed_state = queries.select_feed_state(con)
-    try:
+    with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
         # Articles loaded before stories existed, or before [dedupe] changed.
         clock = time.perf_counter()
         backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.dedupe.params())
@@ -103,20 +105,15 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
         if backlog:
             logger.info("fingerprinted %d stored articles for the current [dedupe] settings", backlog)
         await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
-    except Exception as exc:
         with connect(db_path) as con:
-            load.finish_run(con, run_id, finished_at=_now(), status="failed", counts=asdict(summary), error=repr(exc))
-        raise
-    with connect(db_path) as con:
-        # Search sees this run's articles: the BM25 index is rebuilt when they changed.
-        if summary.articles_new or summary.retries_loaded or not search.has_index(con):
-            search.refresh_index(con)
-        crash_point("indexing")
-        load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
-        per_feed = queries.select_run_feeds(con, run_id)
-    if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
-        await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
-                                        description=f"newsdesk ingest into {db_path}")
+            # Search sees this run's articles: the BM25 index is rebuilt when they changed.
+            if summary.articles_new or summary.retries_loaded or not search.has_index(con):
+                search.refresh_index(con)
+            crash_point("indexing")
+            per_feed = queries.select_run_feeds(con, run_id)
+        if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
+            await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
+                                            description=f"newsdesk ingest into {db_path}")
     logger.info(
         "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "
         "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
@@ -137,7 +134,8 @@ async def _stages(settings: Settings, db_path: Path, run_id: str, started: datet
     async with Fetcher(settings.fetch) as fetcher:
         await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id, started=started,
                          policy=policy, summary=summary, archive=archive, logger=logger)
-        jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else ())
+        jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else (),
+                           unreadable=warc.failures if warc else ())
         pool = ExtractorPool(settings.pipeline.workers or default_workers())
         writer = Writer(db_path, hold_s=settings.pipeline.hold_db_s)
         try:

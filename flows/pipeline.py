@@ -71,6 +71,8 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[Job], file_sources: froze
             return PageFetch(group, resp, None, retry)
         except FetchError as exc:
             return PageFetch(group, None, exc, retry)
+        except Exception as exc:  # whatever else one page raises is that page's failure
+            return PageFetch(group, None, FetchError(entry.link, "fetch_crash", f"{type(exc).__name__}: {exc}"), retry)
 
     return list(await asyncio.gather(*(one(g, r) for g, r in jobs)))
 
@@ -151,7 +153,12 @@ def _archive_pages(archive: WarcArchive, pages: Sequence[PageFetch]) -> list[Pag
 def _read_archived(batch: Sequence[Job], warc: WarcInput) -> list[PageFetch]:
     pages = []
     for group, retry in batch:
-        response, location = warc.response_for(group[0].canonical_link)
+        try:
+            response, location = warc.response_for(group[0].canonical_link)
+        except Exception as exc:  # read fine while listing, not now (the file changed): this page only
+            error = FetchError(group[0].link, "bad_warc_record", f"{type(exc).__name__}: {exc}")
+            pages.append(PageFetch(group, None, error, retry))
+            continue
         pages.append(PageFetch(group, response, None, retry, archived=location))
     return pages
 

@@ -28,10 +28,10 @@ from flows.pipeline import Job
 from flows.settings import FeedSettings
 from flows.summary import RunSummary
 from transforms.dedupe import plan_entries, sighting
-from transforms.errors import FetchError, NewsdeskError
+from transforms.errors import FetchError, NewsdeskError, ParseError
 from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, due_feeds, readable_polls, triage_polls
-from transforms.records import FeedEntry, ParsedFeed
+from transforms.records import FeedEntry, ParsedFeed, failure_of
 from transforms.retries import RetryPolicy
 from warehouse import load, queries
 from warehouse.connection import connect
@@ -80,6 +80,8 @@ def _parse_all(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
                                     language=item.feed.language)
             except NewsdeskError as exc:
                 error = exc
+            except Exception as exc:  # a parser bug fails this feed, not the run
+                error = ParseError(item.feed.url, "parser_crash", f"{type(exc).__name__}: {exc}")
         out.append(PolledFeed(
             name=item.feed.name, fetched_at=item.fetched_at, status=resp.status if resp else None,
             not_modified=bool(resp and resp.not_modified), etag=resp.headers.get("etag") if resp else None,
@@ -153,25 +155,30 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     crash_point("polls_recorded")
 
 
-def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = ()) -> list[Job]:
+def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
+                unreadable: Sequence[tuple[str, NewsdeskError]] = ()) -> list[Job]:
     """The page jobs of the run: every entry in the outbox (this run's polls,
     and what a run that died left), grouped by link, then the retries that
     are due. Entries whose article was stored meanwhile become sightings.
     `extra` entries (from WARC files) are planned alongside, never queued:
-    their pages are in the files, not on the network."""
+    their pages are in the files, not on the network. `unreadable` (source,
+    error) pairs are WARC records that could not be read: a failure row each."""
     now = _now()
     clock = time.perf_counter()
     with connect(db_path) as con:
         queued = queries.select_outbox(con)
         # Seen by this run from the outbox: left by a run that did not finish.
-        summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra)
+        summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra) + len(unreadable)
+        summary.entries_failed += len(unreadable)
+        lost = [failure_of(error, run_id=run_id, source=name, at=now, outcome="not_loaded") for name, error in unreadable]
+        summary.add_failures(lost)
         entries = [e for e, _ in queued] + list(extra)
         plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
         stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
         summary.duplicates += len(stored)
         summary.entries_known += len(plan.already_seen)
         done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
-        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done])
+        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done], failures=lost)
         retries = queries.select_due_attempts(con, now)
     summary.dedupe_s += time.perf_counter() - clock
     return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]

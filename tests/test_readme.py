@@ -105,7 +105,7 @@ def test_commands_shown_in_the_docs_exist_with_their_options():
     for page in [README, *sorted(DOCS.glob("*.md"))]:
         for code in _code(page.read_text(encoding="utf-8")):
             # One shell command at a time; quoted arguments (SQL, queries) are not options.
-            for part in re.split(r"&&|;|\n| \| ", re.sub(r"\"[^\"]*\"|'[^']*'", "''", code)):
+            for part in re.split(r"&&|\|\||;|\n| \| ", re.sub(r"\"[^\"]*\"|'[^']*'", "''", code)):
                 m = re.search(r"\bnewsdesk ([a-z][\w-]*)(.*)", part)
                 if not m:
                     continue

@@ -92,19 +92,27 @@ def resolve_duplicates(
 ) -> Resolution:
     """Keep the first article per canonical URL and per content hash, across
     the warehouse and this batch; every entry becomes a sighting of the
-    article it carried."""
+    article it carried.
+
+    Only page bodies are matched by content hash (`known.by_hash` must hold
+    page bodies only). A feed-text fallback is matched by its URL alone:
+    feeds give many different items the same teaser ("Read more…"), so equal
+    feed text says nothing about being the same article, and merging them
+    would later upgrade one row with another entry's page."""
     by_url = dict(known.by_url)
     by_hash = dict(known.by_hash)
     out = Resolution()
     for group, article in built:
-        existing = by_url.get(article.url) or by_hash.get(article.content_hash)
+        by_page = article.body_source == "page"
+        existing = by_url.get(article.url) or (by_hash.get(article.content_hash) if by_page else None)
         if existing:
             article_id = existing
             out.duplicates += len(group)
         else:
             article_id = article.article_id
             by_url[article.url] = article_id
-            by_hash[article.content_hash] = article_id
+            if by_page:
+                by_hash[article.content_hash] = article_id
             out.articles.append(article)
             out.duplicates += len(group) - 1
         out.sightings.extend(sighting(e, article_id, run_id=run_id, now=now) for e in group)

@@ -226,6 +226,7 @@ def parse_feed(
     feed_language = language or feed_meta.get("language")
     entries: list[FeedEntry] = []
     rejected: list[tuple[str | None, str]] = []
+    failed: list[ParseError] = []
     for item in parsed.entries:
         guid = (item.get("id") or "").strip() or None
         link = (item.get("link") or "").strip()
@@ -239,8 +240,15 @@ def parse_feed(
         date_raw = (dict.get(item, "published") or dict.get(item, "updated") or "").strip() or None
         published_at = _utc(date_parsed)
         if link:
-            link = urljoin(url, link)
-            key = canonical_url(link)
+            try:
+                link = urljoin(url, link)
+                key = canonical_url(link)
+            except ValueError as exc:  # urljoin on an unclosed IPv6 bracket
+                failed.append(ParseError(link, "bad_url", str(exc)))
+                continue
+            except ParseError as exc:  # one malformed link is one failed entry, not a failed feed
+                failed.append(exc)
+                continue
         elif normalize_text(text, title):
             # No page to fetch, but the whole item is here: an article from the feed's text.
             link, key = None, entry_key(source, guid, title, date_raw)
@@ -270,6 +278,7 @@ def parse_feed(
         warning="; ".join(warnings) or None,
         rejected=tuple(rejected),
         encoding=decoded.encoding,
+        failed=tuple(failed),
     )
 
 

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import courlan
 
+from transforms.errors import ParseError
+
 # Ids and hashes must agree across processes, runs and machines: hashlib only,
 # never Python's salted hash().
 
@@ -22,17 +24,53 @@ def canonical_url(url: str) -> str:
     """The URL we key articles on: lower-case host, default port, sorted query
     without tracking parameters (utm_*, fbclid, gclid ... as courlan knows
     them), no fragment. A URL courlan cannot parse is kept as given, minus its
-    fragment, rather than dropped."""
+    fragment, rather than dropped. A URL that is no URL at all (an unclosed
+    IPv6 bracket, a port out of range, a host that cannot be encoded) raises
+    ParseError with reason `bad_url`: one such link is one failed entry."""
     url = url.strip()
+    check_url(url)
     try:
         cleaned = courlan.normalize_url(url)
     except (ValueError, AttributeError):
         cleaned = url
-    parts = urlsplit(cleaned)
+    try:
+        parts = urlsplit(cleaned)
+    except ValueError:  # courlan made it worse: keep the URL as given
+        parts = urlsplit(url)
     if parts.scheme == "file":
         # A file has no query or fragment; keep only its path.
         return urlunsplit(("file", "", parts.path, "", ""))
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+_BAD_HOST_CHARS = set('<>"{}|\\^`')
+
+
+def _bad_host_char(ch: str) -> bool:
+    return ch.isspace() or ch in _BAD_HOST_CHARS or unicodedata.category(ch)[0] == "C"
+
+
+def check_url(url: str) -> None:
+    """Raise ParseError (`bad_url`) unless `url` can be split into parts
+    with a valid port and, for http(s), a host that IDNA can encode."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise ParseError(url, "bad_url", f"{exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        return
+    host = parts.hostname or ""
+    if not host:
+        raise ParseError(url, "bad_url", "no host")
+    if host.startswith("[") or ":" in host:  # an IPv6 literal: urlsplit checked it
+        return
+    if any(map(_bad_host_char, host)):
+        raise ParseError(url, "bad_url", f"host {host!r} has characters a host cannot have")
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ParseError(url, "bad_url", f"host {host!r} cannot be encoded (IDNA): {exc}") from None
 
 
 def site_of(url: str) -> str:
@@ -50,7 +88,10 @@ def choose_article_url(fetched_url: str, declared_url: str | None) -> str:
     fetched = canonical_url(fetched_url)
     if not declared_url:
         return fetched
-    declared = canonical_url(declared_url)
+    try:
+        declared = canonical_url(declared_url)
+    except ParseError:  # a malformed og:url is no identity
+        return fetched
     if urlsplit(declared).scheme not in ("http", "https"):
         return fetched
     if urlsplit(fetched).scheme == "file" or site_of(declared) == site_of(fetched):

@@ -98,6 +98,10 @@ def triage_polls(polled: Sequence[PolledFeed], failures_so_far: Mapping[str, int
                 out.failures.append(failure_of(ParseError(link, "no_link", why), run_id=run_id, source=poll.name,
                                                at=poll.fetched_at, outcome="not_loaded"))
                 out.entries_rejected += 1
+            for error in poll.parsed.failed:  # unreadable entries (a malformed link): one failure row each
+                out.failures.append(failure_of(error, run_id=run_id, source=poll.name, at=poll.fetched_at,
+                                               outcome="not_loaded"))
+                out.entries_rejected += 1
         out.states.append(SourceState(poll.name, poll.fetched_at, poll.status, ok=True, etag=poll.etag,
                                       last_modified=poll.last_modified,
                                       title=poll.parsed.title if poll.parsed is not None else None,

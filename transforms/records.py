@@ -12,6 +12,8 @@ from datetime import date, datetime
 
 import numpy as np
 
+from transforms.errors import ParseError
+
 
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
@@ -50,6 +52,8 @@ class ParsedFeed:
     # Entries dropped while parsing (no link and no text), as (URL or None, why).
     rejected: tuple[tuple[str | None, str], ...] = ()
     encoding: str | None = None  # the codec the document was read with
+    # Entries that could not be read (a malformed link ...), one error each.
+    failed: tuple[ParseError, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,3 +33,27 @@ def run_report(summary: Mapping[str, Any], feeds: Sequence[Mapping[str, Any]]) -
     lines += ["", "The run's row in the warehouse:", "",
               f"```\nnewsdesk sql \"select * from runs where run_id = '{summary['run_id']}'\" --db {summary['db']}\n```"]
     return "\n".join(lines)
+
+
+# Exit codes of `newsdesk ingest`, for cron and scripts (docs/reliability.md).
+EXIT_OK = 0  # the run did its work: every feed polled was read, every entry ended as a row or a pending retry
+EXIT_FAILED = 1  # the run could not do its work: every feed polled failed, or the run itself failed
+EXIT_PARTIAL = 3  # the run completed, but some feeds failed or some entries could not be loaded
+
+
+def run_outcome(summary: Mapping[str, Any]) -> tuple[int, str]:
+    """The exit code of a completed run and a one-line verdict. A run that
+    raised (warehouse failure, lock not obtained) exits EXIT_FAILED at the
+    CLI without coming here; 2 is kept for bad input (settings, arguments)."""
+    polled = summary["feeds_ok"] + summary["feeds_failed"]
+    failed_feeds, lost = summary["feeds_failed"], summary["entries_failed"]
+    if failed_feeds and failed_feeds == polled:
+        return EXIT_FAILED, f"run failed: every feed polled failed ({failed_feeds} of {polled})"
+    problems = []
+    if failed_feeds:
+        problems.append(f"{failed_feeds} of {polled} feeds failed")
+    if lost:
+        problems.append(f"{lost} entr{'y' if lost == 1 else 'ies'} could not be loaded")
+    if problems:
+        return EXIT_PARTIAL, "run partial: " + ", ".join(problems) + " (see the failures table)"
+    return EXIT_OK, "run ok"

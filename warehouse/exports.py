@@ -16,16 +16,10 @@ EXPORT_COLUMNS = ("article_id, url, source, title, author, published_at, publish
 _RANGE = "($since IS NULL OR published_date >= $since) AND ($until IS NULL OR published_date <= $until)"
 
 
-def export_days(con: duckdb.DuckDBPyConnection, since: date | None, until: date | None) -> list[date]:
-    rows = con.execute(f"SELECT DISTINCT published_date FROM articles WHERE {_RANGE} ORDER BY 1",
-                       {"since": since, "until": until}).fetchall()
-    return [r[0] for r in rows]
-
-
 def copy_parquet(con: duckdb.DuckDBPyConnection, out_dir: Path, since: date | None, until: date | None) -> int:
     """Write hive-style partitions out_dir/published_date=YYYY-MM-DD/*.parquet.
-    Existing files of other days are left alone; the caller clears the days
-    being written first, so that a re-export of a day replaces it."""
+    Existing files are left alone: the caller writes into an empty staging
+    folder and swaps the days in, so that a re-export of a day replaces it."""
     count = con.execute(f"SELECT count(*) FROM articles WHERE {_RANGE}", {"since": since, "until": until}).fetchone()[0]
     if count:
         con.execute(f"""

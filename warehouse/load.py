@@ -380,3 +380,36 @@ def finish_run(
         f"UPDATE runs SET finished_at = ?, status = ?, error = ?, {sets} WHERE run_id = ?",
         [finished_at, status, error, *(counts.get(name, 0) for name in RUN_COUNTS), run_id],
     )
+
+
+def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: datetime) -> list[str]:
+    """Mark every other run still 'running' as 'abandoned'. Called by a run
+    that holds the warehouse's ingest lock: no other run can be alive, so one
+    still 'running' died without finishing (killed, out of power). Counts it
+    had recorded stay; those it had not are taken from the rows it left
+    (articles, sightings, failures, feed polls); the entry counts stay NULL,
+    so run_accounting shows its balance as unknown, not as true."""
+    dead = [r[0] for r in con.execute(
+        "SELECT run_id FROM runs WHERE status = 'running' AND run_id <> ?", [live_run_id]).fetchall()]
+    if not dead:
+        return []
+    with transaction(con):
+        con.execute("""
+            UPDATE runs SET
+                status = 'abandoned',
+                finished_at = coalesce(runs.finished_at, ?),
+                error = coalesce(runs.error, 'abandoned: its process ended before the run finished'),
+                feeds_total = coalesce(runs.feeds_total, (SELECT count(*) FROM feed_polls p WHERE p.run_id = runs.run_id)),
+                feeds_ok = coalesce(runs.feeds_ok, (SELECT count(*) FILTER (WHERE p.ok) FROM feed_polls p
+                                                    WHERE p.run_id = runs.run_id)),
+                feeds_not_modified = coalesce(runs.feeds_not_modified, (
+                    SELECT count(*) FILTER (WHERE p.not_modified) FROM feed_polls p WHERE p.run_id = runs.run_id)),
+                feeds_failed = coalesce(runs.feeds_failed, (SELECT count(*) FILTER (WHERE NOT p.ok) FROM feed_polls p
+                                                            WHERE p.run_id = runs.run_id)),
+                articles_new = coalesce(runs.articles_new, (SELECT count(*) FROM articles a WHERE a.run_id = runs.run_id)),
+                articles_from_feed = coalesce(runs.articles_from_feed, (
+                    SELECT count(*) FILTER (WHERE a.body_source = 'feed') FROM articles a WHERE a.run_id = runs.run_id)),
+                failures = coalesce(runs.failures, (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id))
+            WHERE status = 'running' AND run_id <> ?
+        """, [at, live_run_id])
+    return dead

@@ -59,7 +59,9 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
 def select_known_articles(
     con: duckdb.DuckDBPyConnection, urls: Sequence[str], hashes: Sequence[str]
 ) -> KnownKeys:
-    """Articles already stored under one of these canonical URLs or hashes."""
+    """Articles already stored under one of these canonical URLs, or whose
+    page body has one of these hashes (feed-text bodies are never matched by
+    hash: see `transforms.dedupe.resolve_duplicates`)."""
     if not urls and not hashes:
         return KnownKeys()
     url_table = pa.table({"url": list(urls)}, schema=pa.schema([("url", pa.string())]))
@@ -71,7 +73,8 @@ def select_known_articles(
             SELECT canonical_link, article_id FROM article_sightings WHERE canonical_link IN (SELECT url FROM _urls)
         """).fetchall())
         by_hash = dict(con.execute(
-            "SELECT content_hash, min(article_id) FROM articles WHERE content_hash IN (SELECT h FROM _hashes) GROUP BY 1"
+            "SELECT content_hash, min(article_id) FROM articles WHERE body_source = 'page' "
+            "AND content_hash IN (SELECT h FROM _hashes) GROUP BY 1"
         ).fetchall())
     return KnownKeys(by_url=by_url, by_hash=by_hash)
 

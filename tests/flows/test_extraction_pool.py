@@ -14,7 +14,6 @@ from flows.extraction import ExtractJob, ExtractorPool, extract_many
 from tests.conftest import EXTRACTION, REPO
 from tests.transforms.test_articles import entry
 from transforms.errors import FetchError
-from transforms.fingerprints import DedupeParams
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
@@ -71,3 +70,35 @@ def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("script body ran") == 1
     assert "extracted 4" in result.stdout
+
+
+class _KillsItsWorker:
+    """Unpickled in a worker, ends that process at once (as a segfault or
+    the OOM killer would): a real death, seen by the pool as BrokenProcessPool."""
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (9,))
+
+
+def test_a_dead_worker_fails_only_its_page_and_the_pool_is_replaced():
+    work = jobs()[:6]
+    poison = ExtractJob(entry(link="https://x.example/poison", canonical_link="https://x.example/poison",
+                              feed_text="The feed's own words about the poison page."),
+                        b"<html><body><p>never read</p></body></html>", "text/html", _KillsItsWorker(),
+                        "https://x.example/poison", None)
+    local, _ = extract_many(work, "run", NOW, DEFAULT_PARAMS)
+    pool = ExtractorPool(2)
+    try:
+        pooled, _ = asyncio.run(pool.extract(work[:3] + [poison] + work[3:], "run", NOW, DEFAULT_PARAMS))
+        # Every other page is extracted as if nothing happened, in order.
+        assert [a for a, _ in pooled[:3] + pooled[4:]] == [a for a, _ in local]
+        article, problem = pooled[3]
+        assert problem.reason == "worker_died" and problem.url == "https://x.example/poison"
+        assert article.body_source == "feed" and article.body == "The feed's own words about the poison page."
+        # The pool works on afterwards (a new one was started).
+        again, _ = asyncio.run(pool.extract(work[:2], "run", NOW, DEFAULT_PARAMS))
+        assert [a for a, _ in again] == [a for a, _ in local[:2]]
+    finally:
+        pool.close()

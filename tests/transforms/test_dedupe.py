@@ -28,9 +28,9 @@ def test_plan_groups_same_link_across_feeds_and_skips_seen():
     assert plan.already_seen == (a2_again, old, by_guid)
 
 
-def _article(e, text, url=None):
+def _article(e, text, url=None, body_source="page"):
     art = build_article(e, None, page_problem="test", run_id="r", now=NOW)
-    art = replace(art, body=text, content_hash=text)
+    art = replace(art, body=text, content_hash=text, body_source=body_source)
     return replace(art, url=url, article_id=url) if url else art
 
 
@@ -52,6 +52,27 @@ def test_resolve_duplicates_by_url_and_hash_in_batch_and_warehouse():
     assert [(s.source, s.article_id) for s in res.sightings] == [
         ("a", "https://x.example/1"), ("b", "https://x.example/1"), ("c", "id-stored"), ("d", "https://x.example/4"),
     ]
+
+
+def test_feed_text_fallbacks_of_different_links_are_never_merged_by_hash():
+    teaser = "Read more…"
+    entries = [entry(source="a", canonical_link=f"https://x.example/{i}", link=f"https://x.example/{i}", guid=str(i))
+               for i in range(4)]
+    built = [((e,), _article(e, teaser, e.canonical_link, body_source="feed")) for e in entries]
+    # The same teaser stored already (as feed text of another entry, and as a page body elsewhere) matches neither.
+    known = KnownKeys(by_hash={})
+    res = resolve_duplicates(built, known, run_id="r", now=NOW)
+    assert [a.url for a in res.articles] == [e.canonical_link for e in entries]
+    assert res.duplicates == 0
+    assert [s.article_id for s in res.sightings] == [e.canonical_link for e in entries]
+    # A page body equal to a feed fallback's text is not merged into it either.
+    page = entry(source="b", canonical_link="https://y.example/p", link="https://y.example/p")
+    res = resolve_duplicates(built[:1] + [((page,), _article(page, teaser, "https://y.example/p"))], KnownKeys(),
+                             run_id="r", now=NOW)
+    assert len(res.articles) == 2
+    # The same URL is still the same article, feed text or not.
+    again = resolve_duplicates(built[:1], KnownKeys(by_url={"https://x.example/0": "id-0"}), run_id="r", now=NOW)
+    assert again.articles == [] and again.sightings[0].article_id == "id-0"
 
 
 def test_group_of_entries_counts_one_article_and_the_rest_as_duplicates():

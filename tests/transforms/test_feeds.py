@@ -403,3 +403,18 @@ def test_corpus_portuguese_feed_without_declaration():
     assert all(e.published_at is not None and e.published_raw is None for e in feed.entries)
     assert feed.title == "UOL Noticias"
     assert any("ç" in (e.title or "") + e.feed_text or "ã" in (e.title or "") + e.feed_text for e in feed.entries)
+
+
+def test_malformed_links_fail_their_entry_not_the_feed():
+    links = ["http://[::1/a", "http://example.com:99999/a", "http://exa mple.com/x", "https://good.example/1",
+             "http://a..example/", "https://good.example/2"]
+    items = "".join(f"<item><title>t{i}</title><link>{link}</link><description>d{i}</description></item>"
+                    for i, link in enumerate(links))
+    raw = f'<?xml version="1.0"?><rss version="2.0"><channel><title>f</title>{items}</channel></rss>'.encode()
+    parsed = parse_feed(raw, source="f", url="https://good.example/feed")
+    assert [e.link for e in parsed.entries] == ["https://good.example/1", "https://good.example/2"]
+    assert [(e.url, e.reason) for e in parsed.failed] == [
+        ("http://[::1/a", "bad_url"), ("http://example.com:99999/a", "bad_url"), ("http://exa mple.com/x", "bad_url"),
+        ("http://a..example/", "bad_url"),
+    ]
+    assert all(isinstance(e, ParseError) for e in parsed.failed)

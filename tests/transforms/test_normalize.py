@@ -102,3 +102,31 @@ def test_detect_language():
     # Too short to tell: the feed's declared language, reduced to its code.
     assert detect_language("Breaking news", fallback="de-AT") == "de"
     assert detect_language("Breaking news") is None
+
+
+@pytest.mark.parametrize("bad", [
+    "http://[::1/a",  # unclosed IPv6 bracket
+    "http://example.com:99999/a",  # port out of range
+    "http://example.com:http/a",  # port not a number
+    "http://exa mple.com/a",  # space in the host
+    "http://\u2000.example/a",  # a Unicode space
+    "http://a..example/a",  # empty label
+    "http://" + "a" * 70 + ".example/a",  # label longer than 63
+    "https:///nohost",
+])
+def test_canonical_url_raises_a_typed_error_for_what_is_no_url(bad):
+    from transforms.errors import ParseError
+
+    with pytest.raises(ParseError) as caught:
+        canonical_url(bad)
+    assert caught.value.reason == "bad_url" and caught.value.url == bad
+
+
+@pytest.mark.parametrize("good", ["http://[::1]:8080/a", "https://bücher.example/x", "http://xn--bcher-kva.example/",
+                                  "file:///tmp/a b.html", "http://127.0.0.1:65535/"])
+def test_canonical_url_accepts_unusual_but_valid_urls(good):
+    assert canonical_url(good)
+
+
+def test_a_malformed_declared_url_is_no_identity():
+    assert choose_article_url("https://x.example/a", "https://x.example:99999/b") == "https://x.example/a"

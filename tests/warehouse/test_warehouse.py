@@ -81,8 +81,14 @@ def test_known_keys_queries(db):
         assert known.by_url == {"https://x.example/1": art.article_id}
         assert known.sighted_links == {("a", "https://x.example/1")}
         assert known.sighted_guids == {("a", "g1")}
-        by_hash = queries.select_known_articles(con, [], [art.content_hash, "nope"])
-        assert by_hash.by_hash == {art.content_hash: art.article_id}
+        # Only page bodies are matched by hash: this one is feed text.
+        assert art.body_source == "feed"
+        assert queries.select_known_articles(con, [], [art.content_hash]).by_hash == {}
+        page = replace(art, article_id="p1", url="https://x.example/p", body="A page body.", content_hash="h-page",
+                       body_source="page")
+        load.load_batch(con, articles=[page])
+        by_hash = queries.select_known_articles(con, [], [art.content_hash, "h-page", "nope"])
+        assert by_hash.by_hash == {"h-page": "p1"}
         assert queries.select_known_articles(con, [], []).by_hash == {}
 
 
