@@ -111,6 +111,9 @@ def test_a_killed_run_loses_nothing_and_the_rerun_doubles_nothing(setup, clean, 
         assert articles == clean[0], point
         assert sightings == clean[1], point
         assert query(db, "SELECT count(*) FROM entry_outbox") == [(0,)], point
+        # The killed run is marked abandoned by the rerun: no run stays 'running'.
+        statuses = [s for (s,) in query(db, "SELECT status FROM runs ORDER BY started_at")]
+        assert statuses == ["abandoned", "completed"], (point, statuses)
         # The rerun's counts balance, the entries it resumed included.
         assert query(db, "SELECT bool_and(balanced) FROM run_accounting WHERE status = 'completed'") == [(True,)]
         if point == "loading:2":  # a third run finds nothing new and changes nothing
