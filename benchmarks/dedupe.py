@@ -33,14 +33,14 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.settings import DedupeSettings  # noqa: E402
+from flows.settings import StorySettings  # noqa: E402
 from transforms.fingerprints import fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
 from warehouse import queries  # noqa: E402
 from warehouse.connection import connect  # noqa: E402
 
 EXTRACTION = ROOT / "tests" / "data" / "extraction"
-P = DedupeSettings().params()
+P = StorySettings().params()
 
 
 def articles_of_800_words(n: int) -> list[str]:

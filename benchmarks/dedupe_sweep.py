@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import neardup_set  # noqa: E402
-from flows.settings import DedupeSettings  # noqa: E402
+from flows.settings import StorySettings  # noqa: E402
 from transforms.fingerprints import DedupeParams, fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
 
@@ -63,7 +63,7 @@ def main() -> None:
     layouts = [(128, 32, 4), (128, 42, 3), (128, 64, 2), (256, 85, 3), (256, 64, 4), (112, 14, 8)]
     for k, (perm, bands, rows), thr, cont in product((3, 5), layouts, (0.5,), (0.7, 0.8)):
         params = DedupeParams(shingle_size=k, num_perm=perm, bands=bands, rows=rows, threshold=thr, containment=cont,
-                              min_shingles=DedupeSettings().min_shingles)
+                              min_shingles=StorySettings().min_shingles)
         r = evaluate(pages, truth, params)
         print(f"{k:>2} {perm:>4} {bands:>4}×{rows:<4} {thr:>4} {cont:>4} | {r['P']:.3f} {r['R']:.3f} "
               f"{r['truncated']:>7.3f} {r['false_candidates']:>10} {r['ms']:>10.2f}")

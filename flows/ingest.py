@@ -98,12 +98,12 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
         load.start_run(con, run_id, started, flow_run.id)
         feed_state = queries.select_feed_state(con)
     with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
-        # Articles loaded before stories existed, or before [dedupe] changed.
+        # Articles loaded before stories existed, or before [stories] changed.
         clock = time.perf_counter()
-        backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.dedupe.params())
+        backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.stories.params())
         summary.dedupe_s += time.perf_counter() - clock
         if backlog:
-            logger.info("fingerprinted %d stored articles for the current [dedupe] settings", backlog)
+            logger.info("fingerprinted %d stored articles for the current [stories] settings", backlog)
         await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
         with connect(db_path) as con:
             # Search sees this run's articles: the BM25 index is rebuilt when they changed.
@@ -141,7 +141,7 @@ async def _stages(settings: Settings, db_path: Path, run_id: str, started: datet
         try:
             await run_pages(jobs, fetcher=fetcher, pool=pool, writer=writer, run_id=run_id, summary=summary,
                             file_sources=_file_sources(settings.feeds), policy=policy,
-                            dedupe=settings.dedupe.params(), batch_size=settings.pipeline.batch_size,
+                            dedupe=settings.stories.params(), batch_size=settings.pipeline.batch_size,
                             task_runner=settings.pipeline.task_runner, archive=None if warc else archive, warc=warc,
                             deadline=deadline, logger=logger)
         finally:

@@ -31,7 +31,7 @@ class ReextractReport:
 
 def reextract(db: Path, settings: Settings, since: date | None = None, source: str | None = None) -> ReextractReport:
     root = Path(db).resolve().parent
-    dedupe = settings.dedupe.params()
+    dedupe = settings.stories.params()
     report = ReextractReport()
     with connect(db, read_only=True) as con:
         archived = queries.select_archived_articles(con, since, source)

@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Sequence
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -126,7 +127,7 @@ class RetrySettings(_Strict):
         return RetryPolicy(**self.model_dump())
 
 
-class DedupeSettings(_Strict):
+class StorySettings(_Strict):
     """Near-duplicate detection; README explains how the defaults were chosen."""
 
     shingle_size: Annotated[int, Field(ge=1, le=20)] = 3  # words per shingle
@@ -138,7 +139,7 @@ class DedupeSettings(_Strict):
     min_shingles: Annotated[int, Field(ge=1)] = 10  # shorter bodies match only exactly
 
     @model_validator(mode="after")
-    def _fits(self) -> "DedupeSettings":
+    def _fits(self) -> "StorySettings":
         # Every band takes `rows` values of the signature: they must all exist.
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
@@ -221,7 +222,10 @@ class Settings(_Strict):
     fetch: FetchSettings = FetchSettings()
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
-    dedupe: DedupeSettings = DedupeSettings()
+    # Named [stories]: it sets the near-duplicate rule (transforms/stories.py,
+    # fingerprints.py); exact duplicates (transforms/dedupe.py) take no settings.
+    # [dedupe], its old name, is still read.
+    stories: StorySettings = Field(StorySettings(), validation_alias=AliasChoices("stories", "dedupe"))
     archive: ArchiveSettings = ArchiveSettings()
     schedule: ScheduleSettings = ScheduleSettings()
 

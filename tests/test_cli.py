@@ -76,10 +76,10 @@ def test_bad_sources_file_names_the_key(tmp_path):
 
 def test_bad_dedupe_settings_are_refused_with_the_key(tmp_path):
     bad = tmp_path / "s.toml"
-    bad.write_text('[dedupe]\nbands = 64\nshingles = 3\n\n[[feeds]]\nname = "x"\nurl = "https://x.example/f"\n')
+    bad.write_text('[stories]\nbands = 64\nshingles = 3\n\n[[feeds]]\nname = "x"\nurl = "https://x.example/f"\n')
     result = runner.invoke(app, ["ingest", "--sources", str(bad), "--db", str(tmp_path / "x.duckdb")])
     assert result.exit_code == 2
-    assert "dedupe.shingles: unknown key" in result.output
+    assert "stories.shingles: unknown key" in result.output
     bad.write_text('[dedupe]\nbands = 64\n\n[[feeds]]\nname = "x"\nurl = "https://x.example/f"\n')
     result = runner.invoke(app, ["ingest", "--sources", str(bad), "--db", str(tmp_path / "x.duckdb")])
     assert result.exit_code == 2

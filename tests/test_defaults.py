@@ -6,7 +6,7 @@ import dataclasses
 
 import yaml
 
-from flows.settings import DedupeSettings, RetrySettings, ScheduleSettings
+from flows.settings import StorySettings, RetrySettings, ScheduleSettings
 from tests.conftest import REPO
 from transforms.fingerprints import DedupeParams
 from transforms.retries import RetryPolicy
@@ -20,7 +20,7 @@ def test_pure_parameter_records_carry_no_defaults_of_their_own():
 
 def test_settings_build_the_records_with_every_field():
     assert dataclasses.asdict(RetrySettings().policy()) == RetrySettings().model_dump()
-    assert dataclasses.asdict(DedupeSettings().params()) == DedupeSettings().model_dump()
+    assert dataclasses.asdict(StorySettings().params()) == StorySettings().model_dump()
 
 
 def test_prefect_yaml_schedules_like_the_settings():

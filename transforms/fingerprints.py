@@ -46,7 +46,7 @@ def _permutations(num_perm: int) -> np.ndarray:
 @dataclass(frozen=True, slots=True)
 class DedupeParams:
     """The story rule's parameters. Defaults and validation live in one place,
-    `flows.settings.DedupeSettings`, which builds this."""
+    `flows.settings.StorySettings`, which builds this."""
 
     shingle_size: int
     num_perm: int

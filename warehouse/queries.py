@@ -155,7 +155,7 @@ class BacklogArticle(NamedTuple):
 
 def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limit: int) -> list[BacklogArticle]:
     """Articles with no fingerprint under the current scheme (loaded before
-    stories existed, or before the [dedupe] settings changed), first seen first."""
+    stories existed, or before the [stories] settings changed), first seen first."""
     rows = con.execute("""
         SELECT a.article_id, a.body, a.story_id FROM articles a
         WHERE NOT EXISTS (SELECT 1 FROM article_fingerprints f WHERE f.article_id = a.article_id AND f.scheme = ?)

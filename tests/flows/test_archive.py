@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 import transforms.articles as articles_module
-from flows.settings import DedupeSettings
+from flows.settings import StorySettings
 from flows.archive import iter_responses, read_at, resolve
 from flows.ingest import ingest
 from flows.reextract import reextract
@@ -19,7 +19,7 @@ from transforms.fingerprints import DedupeParams, fingerprint
 
 ROWS = "SELECT * EXCLUDE (run_id) FROM articles ORDER BY article_id"
 
-DEFAULT_PARAMS = DedupeSettings().params()
+DEFAULT_PARAMS = StorySettings().params()
 
 
 @pytest.fixture

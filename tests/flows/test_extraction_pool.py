@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from flows.settings import DedupeSettings
+from flows.settings import StorySettings
 from flows.extraction import ExtractJob, ExtractorPool, extract_many
 from tests.conftest import EXTRACTION, REPO
 from tests.transforms.test_articles import entry
@@ -17,7 +17,7 @@ from transforms.errors import FetchError
 
 NOW = datetime(2026, 1, 2, tzinfo=timezone.utc)
 
-DEFAULT_PARAMS = DedupeSettings().params()
+DEFAULT_PARAMS = StorySettings().params()
 
 
 def jobs() -> list[ExtractJob]:
@@ -60,9 +60,9 @@ def test_workers_do_not_rerun_an_unguarded_script(tmp_path):
         "print('script body ran', flush=True)\n"
         "from flows.extraction import ExtractorPool\n"
         "from tests.flows.test_extraction_pool import jobs, NOW\n"
-        "from flows.settings import DedupeSettings\n"
+        "from flows.settings import StorySettings\n"
         "pool = ExtractorPool(2)\n"
-        "out, _ = asyncio.run(pool.extract(jobs()[:4], 'r', NOW, DedupeSettings().params()))\n"
+        "out, _ = asyncio.run(pool.extract(jobs()[:4], 'r', NOW, StorySettings().params()))\n"
         "pool.close()\n"
         "print('extracted', sum(a is not None for a, _ in out), flush=True)\n"
     )

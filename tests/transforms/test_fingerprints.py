@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from flows.settings import DedupeSettings
+from flows.settings import StorySettings
 from transforms.fingerprints import DedupeParams, fingerprint, shingles, similarity
 
-P = DedupeSettings().params()
+P = StorySettings().params()
 WORDS = [f"w{i}" for i in range(5000)]
 
 
@@ -39,8 +39,8 @@ def test_identical_text_gives_identical_fingerprint_and_similarity_one():
 
 def test_fingerprints_are_the_same_in_another_process():
     # No salted hash(): a signature stored by one run must match the next run's.
-    code = ("from flows.settings import DedupeSettings; from transforms.fingerprints import fingerprint; "
-            "f = fingerprint('the quick brown fox jumps over the lazy dog again and again', DedupeSettings().params()); "
+    code = ("from flows.settings import StorySettings; from transforms.fingerprints import fingerprint; "
+            "f = fingerprint('the quick brown fox jumps over the lazy dog again and again', StorySettings().params()); "
             "print(f.signature.hex(), f.band_keys)")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}, cwd=".").stdout for seed in (1, 2)}
@@ -80,7 +80,7 @@ def test_scheme_names_every_parameter_and_mismatches_are_refused():
     with pytest.raises(ValueError, match="schemes"):
         similarity(fingerprint(text(1), P), fingerprint(text(1), other))
     with pytest.raises(ValueError, match="exceeds num_perm"):
-        DedupeSettings(bands=50, rows=3)
+        StorySettings(bands=50, rows=3)
 
 
 def test_default_banding_catches_truncated_copies_and_ignores_unrelated_text():

@@ -1,11 +1,11 @@
 import random
 
-from flows.settings import DedupeSettings
+from flows.settings import StorySettings
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import StoryRoot
 from transforms.stories import assign_stories
 
-P = DedupeSettings().params()
+P = StorySettings().params()
 WORDS = [f"w{i}" for i in range(5000)]
 
 

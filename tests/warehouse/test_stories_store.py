@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pyarrow as pa
 
-from flows.settings import DedupeSettings
+from flows.settings import StorySettings
 from flows.stories import cluster_backlog, cluster_new
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
@@ -17,7 +17,7 @@ from warehouse.connection import connect
 from warehouse.schema import MIGRATIONS
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-P = DedupeSettings().params()
+P = StorySettings().params()
 WORDS = [f"w{i}" for i in range(5000)]
 
 
