@@ -122,6 +122,9 @@ def sql(
     query: Annotated[str, typer.Argument(help="One SQL statement, run read-only.")],
     db: DbOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    search_words: Annotated[Optional[str], typer.Option(
+        "--search", help="Full-text search these words and make the hits a table search_hits(article_id, score, "
+                         "rank) for the statement to join, e.g. JOIN articles USING (article_id).")] = None,
 ) -> None:
     """Run read-only SQL against the warehouse and print the result."""
     from flows.settings import default_db_path
@@ -129,9 +132,14 @@ def sql(
     from warehouse.queries import QueryError, run_sql
 
     try:
+        tables = None
+        if search_words is not None:
+            from flows.search_index import hits_table
+
+            tables = {"search_hits": hits_table(default_db_path(db), search_words)}
         # During an ingest the file is locked only while a batch loads: wait for the gap.
         with connect(default_db_path(db), read_only=True, wait_s=30) as con:
-            columns, rows = run_sql(con, query)
+            columns, rows = run_sql(con, query, tables=tables)
     except (FileNotFoundError, WarehouseBusy) as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
@@ -166,26 +174,56 @@ def search(
     db: DbOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ) -> None:
-    """Full-text search of the archive: best matches first, one row per story."""
+    """Full-text search of the archive: best matches first, one row per story.
+
+    Words are stemmed in each article's own language; --language searches
+    one language only (its stemmer and stop words), else all of them."""
+    from flows import search_index
     from flows.settings import default_db_path
     from transforms.snippets import snippet
-    from warehouse import search as fts
     from warehouse.connection import connect
 
     start, end = _day(since, "--since"), _day(until, "--until")
+    db_path = default_db_path(db)
     try:
-        with connect(default_db_path(db), read_only=True) as con:
-            if not fts.has_index(con):
-                err.print("[red]error:[/red] no search index yet: run `newsdesk ingest` first", markup=True)
-                raise typer.Exit(2)
-            hits = fts.search(con, query, since=start, until=end, source=source, language=language, limit=limit)
-    except FileNotFoundError as exc:
+        with connect(db_path, read_only=True) as con:
+            hits = search_index.search(con, db_path, query, since=start, until=end, source=source,
+                                       language=language, limit=limit)
+    except FileNotFoundError as exc:  # no warehouse, or no index beside it yet
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2)
     columns = ["score", "published_date", "source", "title", "url", "snippet", "story_matches"]
     rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
              snippet(h["body"], query), h["story_matches"]) for h in hits]
     _print_rows(columns, rows, format, {"source": 18, "title": 40, "url": 40, "snippet": 60})
+
+
+@app.command()
+def reindex(
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Rebuild the search index from every article (runs update it incrementally).
+
+    Needed only when the index was lost or analysis settings changed; it waits
+    for a running ingest to finish, and searches use the old index meanwhile."""
+    from flows import search_index
+    from flows.locks import IngestBusy, ingest_lock
+    from flows.settings import SettingsError, default_db_path, load_settings
+    from warehouse.connection import WarehouseBusy, connect
+
+    db_path = default_db_path(db)
+    try:
+        settings = load_settings(sources)
+        if not db_path.exists():
+            raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
+        with ingest_lock(db_path, settings.pipeline.lock_wait_s), connect(db_path) as con:
+            done = search_index.rebuild(con, db_path)
+    except (FileNotFoundError, SettingsError, IngestBusy, WarehouseBusy) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    Console().print(f"indexed {done.articles} articles in {done.seconds:.1f} s into {search_index.index_dir(db_path)}",
+                    highlight=False)
 
 
 @app.command()

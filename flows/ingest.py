@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from flows import progress
+from flows import progress, search_index
 from flows.archive import WarcArchive, iter_responses, read_at
 from flows.extraction import (
     Extracted,
@@ -49,7 +49,7 @@ from transforms.normalize import canonical_url
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, ParsedFeed
 from transforms.reports import run_report
 from transforms.retries import RetryPolicy, next_feed_attempt, next_page_attempt
-from warehouse import load, queries, search
+from warehouse import load, queries
 from warehouse.connection import Writer, connect
 
 _FEED_ACCEPT = "application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,text/xml;q=0.9,*/*;q=0.5"
@@ -362,9 +362,8 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
             load.finish_run(con, run_id, finished_at=_now(), status="failed", counts=asdict(summary), error=repr(exc))
         raise
     with connect(db_path) as con:
-        # Search sees this run's articles: the BM25 index is rebuilt when they changed.
-        if summary.articles_new or summary.retries_loaded or not search.has_index(con):
-            search.refresh_index(con)
+        # Search sees this run's articles: the index takes only what the run's loads queued.
+        search_index.update(con, db_path)
         load.finish_run(con, run_id, finished_at=_now(), status="completed", counts=asdict(summary))
         per_feed = queries.select_run_feeds(con, run_id)
     if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run

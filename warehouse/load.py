@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Article, Failure, Fingerprint, PageAttempt, Sighting
+from warehouse.search import queue_articles
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -52,6 +53,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict
     con.register("_batch", rows)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch {conflict}")
+        if table == "articles":  # the search index picks them up after the run
+            queue_articles(con, "_batch")
     finally:
         con.unregister("_batch")
 
@@ -221,6 +224,12 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
             -- only a feed-text body is replaced: a page body already stored stays
             WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
         """)
+        if upgraded:
+            con.register("_upgraded", pa.table({"article_id": sorted(upgraded)}))
+            try:
+                queue_articles(con, "_upgraded")
+            finally:
+                con.unregister("_upgraded")
     finally:
         con.unregister("_up")
     _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
@@ -257,6 +266,7 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
                     word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
                 FROM _re r WHERE articles.article_id = r.article_id
             """)
+            queue_articles(con, "_re")
         finally:
             con.unregister("_re")
         _refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])

@@ -155,15 +155,22 @@ class QueryError(Exception):
     """A user's SQL failed (syntax, unknown column, write on a read-only file)."""
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one statement; returns column names and rows."""
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
+            tables: dict[str, dict[str, list]] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one statement; returns column names and rows. `tables` are
+    columns made visible to the statement under their names (search hits)."""
+    for name, columns in (tables or {}).items():
+        con.register(name, pa.table(columns))
     try:
         cur = con.execute(sql, params or [])
+        if cur.description is None:
+            return [], []
+        return [d[0] for d in cur.description], cur.fetchall()
     except duckdb.Error as exc:
         raise QueryError(str(exc)) from exc
-    if cur.description is None:
-        return [], []
-    return [d[0] for d in cur.description], cur.fetchall()
+    finally:
+        for name in tables or {}:
+            con.unregister(name)
 
 
 def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:

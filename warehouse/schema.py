@@ -265,12 +265,37 @@ CREATE TABLE article_revisions (
 CREATE INDEX revisions_article ON article_revisions (article_id);
 """
 
+_V6 = """
+-- Full-text search moved out of DuckDB's fts extension (rebuilt whole after
+-- every run) into an incremental tantivy index beside the warehouse.
+DROP MACRO TABLE IF EXISTS search_articles;
+DROP SCHEMA IF EXISTS fts_main_articles CASCADE;
+
+-- Articles added or changed since the search index last committed: every
+-- load that writes an article body queues its id in the same transaction.
+-- The index clears the queue up to the seq it read once it has committed.
+CREATE SEQUENCE search_queue_seq;
+CREATE TABLE search_queue (
+    seq        BIGINT NOT NULL DEFAULT nextval('search_queue_seq'),
+    article_id VARCHAR NOT NULL
+);
+
+-- The index build this warehouse is synced with (one row); an index
+-- directory with another id (or none) is rebuilt whole.
+CREATE TABLE search_index (
+    index_id VARCHAR NOT NULL,
+    built_at TIMESTAMPTZ NOT NULL,
+    articles BIGINT NOT NULL          -- articles in the warehouse at the build
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
     (3, "near-duplicate stories: story_id, duplicate_of, fingerprints, band keys, stories view", _V3),
     (4, "per-stage timings in runs", _V4),
     (5, "raw archive locations and article revisions", _V5),
+    (6, "search index queue (tantivy index beside the warehouse) instead of the fts extension", _V6),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
