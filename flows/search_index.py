@@ -28,14 +28,27 @@ from typing import Any
 
 import tantivy
 
-from transforms.languages import OTHER, STEMMERS, STOPWORDS, analyzer_key, analyzer_keys, plain_query
+from transforms.languages import (
+    OTHER,
+    STEMMERS,
+    STOPWORDS,
+    analyzer_key,
+    analyzer_keys,
+    plain_query,
+)
+from transforms.ranking import Hit, best_of_each_story
 from warehouse import search as store
 from warehouse.connection import Connection
 
 log = logging.getLogger("newsdesk.search")
 
 ID_FILE = "newsdesk-index-id"  # which build this directory is; the warehouse keeps the same id
-HITS = 1_000  # hits taken from the index before ranking stories and filtering in the warehouse
+# Bump when the fields or analyzers change: a build of another format is rebuilt.
+INDEX_FORMAT = "v1"
+HITS = 1_000  # hits for SQL (`newsdesk sql --search`)
+# Hits a search ranks into stories, per result asked for: fewer hits let the
+# index skip more of the long posting lists (block-max WAND).
+HITS_PER_RESULT, MIN_HITS = 5, 100
 _EPOCH = date(1970, 1, 1)
 
 
@@ -52,7 +65,10 @@ def _schema() -> tantivy.Schema:
     b.add_text_field("article_id", stored=True, tokenizer_name="raw")
     b.add_text_field("language", tokenizer_name="raw")
     b.add_text_field("source", tokenizer_name="raw")
-    b.add_integer_field("day", indexed=True, fast=True)  # published_date, days since 1970-01-01
+    b.add_integer_field("day", stored=True, indexed=True, fast=True)  # published_date, days since 1970-01-01
+    # Stored for ranking one row per story without a join in the warehouse.
+    b.add_text_field("story_id", stored=True, tokenizer_name="raw")
+    b.add_integer_field("first_seen", stored=True)  # microseconds since the epoch
     for key in analyzer_keys():
         b.add_text_field(f"title_{key}", tokenizer_name=f"news_{key}")
         b.add_text_field(f"body_{key}", tokenizer_name=f"news_{key}")
@@ -88,6 +104,8 @@ def _document(row: dict[str, Any]) -> tantivy.Document:
     doc.add_text("language", row["language"] or "")
     doc.add_text("source", row["source"])
     doc.add_integer("day", (row["published_date"] - _EPOCH).days)
+    doc.add_text("story_id", row["story_id"] or row["article_id"])
+    doc.add_integer("first_seen", int(row["first_seen_at"].timestamp() * 1_000_000))
     if row["title"]:
         doc.add_text(f"title_{key}", row["title"])
     doc.add_text(f"body_{key}", row["body"])
@@ -104,7 +122,7 @@ def _build_id(path: Path) -> str | None:
 def in_sync(con: Connection, db: str | os.PathLike) -> bool:
     """Whether the index directory is the build this warehouse was synced with."""
     built = _build_id(index_dir(db))
-    return built is not None and built == store.select_index_id(con)
+    return built is not None and built.startswith(INDEX_FORMAT + "-") and built == store.select_index_id(con)
 
 
 @dataclass(frozen=True)
@@ -142,7 +160,7 @@ def update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
     return IndexUpdate(len(queued.articles), False, time.perf_counter() - started)
 
 
-def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2) -> IndexUpdate:
+def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: int = 400) -> IndexUpdate:
     """Index every article into a fresh directory, then swap it in. Searches
     keep using the old index until the swap."""
     started = time.perf_counter()
@@ -150,7 +168,8 @@ def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2) -> IndexUp
     building = path.with_name(path.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    writer = _open(building).writer(heap_size=100_000_000 * threads, num_threads=threads)
+    # A large heap per thread: fewer, bigger segments, so less merging afterwards.
+    writer = _open(building).writer(heap_size=heap_mb * 1_000_000 * threads, num_threads=threads)
     upto, batches = store.begin_rebuild(con)
     count = 0
     try:
@@ -162,7 +181,7 @@ def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2) -> IndexUp
         store.end_rebuild(con)
     writer.commit()
     writer.wait_merging_threads()
-    index_id = uuid.uuid4().hex
+    index_id = f"{INDEX_FORMAT}-{uuid.uuid4().hex}"
     (building / ID_FILE).write_text(index_id, encoding="utf-8")
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -199,24 +218,29 @@ def _query(index: tantivy.Index, text: str, language: str | None, source: str | 
 
 
 def hits(db: str | os.PathLike, text: str, *, language: str | None = None, source: str | None = None,
-         since: date | None = None, until: date | None = None, limit: int = HITS) -> list[tuple[str, float]]:
-    """(article_id, BM25 score) of the best matches, best first."""
+         since: date | None = None, until: date | None = None, limit: int = HITS) -> list[Hit]:
+    """The best matches, best first, with what ranking needs of each."""
     path = index_dir(db)
-    if _build_id(path) is None:
-        raise IndexMissing(f"no search index at {path}: run `newsdesk ingest` (or `newsdesk reindex`) first")
+    built = _build_id(path)
+    if built is None or not built.startswith(INDEX_FORMAT + "-"):
+        raise IndexMissing(f"no search index of this newsdesk at {path}: run `newsdesk ingest` "
+                           "(or `newsdesk reindex`) first")
     index = _open(path)
     query = _query(index, text, language, source, since, until)
     if query is None:
         return []
     searcher = index.searcher()
-    found = searcher.search(query, limit=limit, count=False).hits
-    return [(searcher.doc(address)["article_id"][0], score) for score, address in found]
+    out = []
+    for score, address in searcher.search(query, limit=limit, count=False).hits:
+        doc = searcher.doc(address)
+        out.append(Hit(doc["article_id"][0], score, doc["story_id"][0], doc["day"][0], doc["first_seen"][0]))
+    return out
 
 
 def hits_table(db: str | os.PathLike, text: str, **filters) -> dict[str, list]:
     """The hits as columns (article_id, score, rank), for joining into SQL."""
     found = hits(db, text, **filters)
-    return {"article_id": [a for a, _ in found], "score": [s for _, s in found],
+    return {"article_id": [h.article_id for h in found], "score": [h.score for h in found],
             "rank": list(range(1, len(found) + 1))}
 
 
@@ -225,8 +249,12 @@ def search(con: Connection, db: str | os.PathLike, text: str, *, since: date | N
            limit: int = 20) -> list[dict[str, Any]]:
     """BM25-ranked matches, the best-ranked article of each story only, with
     how many of the story's articles matched. `con` may be read-only."""
-    found = hits(db, text, language=language, source=source, since=since, until=until)
-    return store.rank_hits(con, found, since=since, until=until, source=source, language=language, limit=limit)
+    found = hits(db, text, language=language, source=source, since=since, until=until,
+                 limit=max(MIN_HITS, HITS_PER_RESULT * limit))
+    ranked = best_of_each_story(found, limit)
+    rows = store.select_hit_rows(con, [hit.article_id for hit, _ in ranked])
+    return [{**rows[hit.article_id], "score": hit.score, "story_id": hit.story_id, "story_matches": matches}
+            for hit, matches in ranked if hit.article_id in rows]
 
 
 def indexed_ids(db: str | os.PathLike) -> list[str]:

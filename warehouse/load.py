@@ -186,6 +186,7 @@ def save_stories(
                     UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
                                         story_similarity = s.similarity
                     FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
+                queue_articles(con, "_stories")  # the index keeps each article's story
             finally:
                 con.unregister("_stories")
         _refingerprint(con, fingerprints)  # after the stories: new roots get their band keys

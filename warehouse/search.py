@@ -12,14 +12,14 @@ means those articles are indexed again (replacing themselves) by the next run.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
 
 # What the index needs of an article.
-INDEX_COLUMNS = "article_id, title, body, language, source, published_date"
+INDEX_COLUMNS = "article_id, title, body, language, source, published_date, story_id, first_seen_at"
 
 
 def queue_articles(con: duckdb.DuckDBPyConnection, ids_table: str) -> None:
@@ -100,48 +100,15 @@ def finish_rebuild(con: duckdb.DuckDBPyConnection, index_id: str, upto: int, art
         raise
 
 
-def rank_hits(
-    con: duckdb.DuckDBPyConnection,
-    hits: Sequence[tuple[str, float]],
-    *,
-    since: date | None = None,
-    until: date | None = None,
-    source: str | None = None,
-    language: str | None = None,
-    limit: int = 20,
-) -> list[dict[str, Any]]:
-    """The index's hits (article_id, BM25 score), best-ranked article of each
-    story only, with how many of the story's articles are among the hits."""
-    if not hits:
-        return []
-    con.register("_hits", pa.table({"article_id": [h[0] for h in hits], "score": [float(h[1]) for h in hits]}))
-    try:
-        # Narrow columns only: the join reads them for every article.
-        ranked = con.execute("""
-            WITH matched AS (
-                SELECT a.article_id, a.published_date, a.source, coalesce(a.story_id, a.article_id) AS story_id,
-                       h.score,
-                       row_number() OVER (PARTITION BY coalesce(a.story_id, a.article_id)
-                                          ORDER BY h.score DESC, a.first_seen_at, a.article_id) AS rank_in_story,
-                       count(*) OVER (PARTITION BY coalesce(a.story_id, a.article_id)) AS story_matches
-                FROM _hits h JOIN articles a USING (article_id)
-                WHERE ($since IS NULL OR a.published_date >= $since)
-                  AND ($until IS NULL OR a.published_date <= $until)
-                  AND ($source IS NULL OR a.source = $source)
-                  AND ($language IS NULL OR a.language = $language)
-            )
-            SELECT score, published_date, source, article_id, story_id, story_matches
-            FROM matched WHERE rank_in_story = 1
-            ORDER BY score DESC, published_date DESC, article_id
-            LIMIT $limit
-        """, {"since": since, "until": until, "source": source, "language": language, "limit": limit}).fetchall()
-    finally:
-        con.unregister("_hits")
-    out = []
-    for score, published_date, source_, article_id, story_id, story_matches in ranked:
-        # One primary-key lookup per result for the wide columns.
-        title, url, body = con.execute("SELECT title, url, body FROM articles WHERE article_id = ?",
-                                       [article_id]).fetchone()
-        out.append(dict(score=score, published_date=published_date, source=source_, title=title, url=url, body=body,
-                        article_id=article_id, story_id=story_id, story_matches=story_matches))
+def select_hit_rows(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What a search result shows of these articles, by id. One primary-key
+    lookup each (a join would read the id column of every article)."""
+    out: dict[str, dict[str, Any]] = {}
+    names = ("article_id", "published_date", "source", "title", "url", "body")
+    for start in range(0, len(article_ids), 100):
+        chunk = list(article_ids[start:start + 100])
+        sql = " UNION ALL ".join(["SELECT article_id, published_date, source, title, url, body "
+                                  "FROM articles WHERE article_id = ?"] * len(chunk))
+        for row in con.execute(sql, chunk).fetchall():
+            out[row[0]] = dict(zip(names, row))
     return out

@@ -108,7 +108,7 @@ class Site:
 
 
 def _top(db, queries=QUERIES, k=10) -> dict[str, list[str]]:
-    return {q: [a for a, _ in search_index.hits(db, q)][:k] for q in queries}
+    return {q: [h.article_id for h in search_index.hits(db, q)][:k] for q in queries}
 
 
 def _assert_index_holds_each_article_once(db) -> None:
@@ -138,7 +138,7 @@ def test_incremental_index_equals_a_full_rebuild(tmp_path, monkeypatch):
         assert first["articles_new"] == 10 and first["articles_from_feed"] == 1
         with connect(db, read_only=True) as con:
             assert search_index.in_sync(con, db)
-        assert [a for a, _ in search_index.hits(db, "zeppelinfield")]  # the feed text is searchable
+        assert [h.article_id for h in search_index.hits(db, "zeppelinfield")]  # the feed text is searchable
 
         # Run 2: new articles, a page upgrade, and a near-duplicate joining a story.
         down["busy"] = False
@@ -150,7 +150,7 @@ def test_incremental_index_equals_a_full_rebuild(tmp_path, monkeypatch):
         assert second["articles_new"] == 7 and second["retries_loaded"] == 1 and second["near_duplicates"] >= 1
     # The replaced feed text is gone from the index, the page's words are in.
     assert search_index.hits(db, "zeppelinfield") == []
-    assert [a for a, _ in search_index.hits(db, "quayside moorings")] == [
+    assert [h.article_id for h in search_index.hits(db, "quayside moorings")] == [
         r[0] for r in query(db, "SELECT article_id FROM articles WHERE title = 'Harbour works'")]
 
     # Re-extraction with a changed extractor (offline) changes stored bodies.
@@ -204,7 +204,7 @@ def test_a_crash_between_the_warehouse_commit_and_the_index_is_healed(tmp_path, 
         if code in ("en", "de", "fr"):
             found = search_index.hits(db, words)
             assert len(found) == 1
-            assert query(db, "SELECT title FROM articles WHERE article_id = ?", [found[0][0]]) == [(title,)]
+            assert query(db, "SELECT title FROM articles WHERE article_id = ?", [found[0].article_id]) == [(title,)]
 
 
 def test_queries_match_inflections_in_the_articles_language(tmp_path):
