@@ -167,7 +167,7 @@ def main() -> None:
 
     server = LocalServer()
     server.__enter__()
-    prefect, _api, env = start_prefect(tmp / "prefect-home")
+    prefect, _api, env = start_prefect(tmp / "prefect-home", wait_s=600)
     batch_no = 0
 
     def pages_for_run() -> Path:
