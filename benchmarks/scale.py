@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--runs", type=int, default=2, help="40-article runs measured at each size")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a new temp dir)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="measure runs against this already grown warehouse (its index in sync) beside a fresh "
+                             "empty one, in the same minutes, instead of growing one")
     args = parser.parse_args()
     tmp = args.dir or Path(tempfile.mkdtemp(prefix="newsdesk-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -207,21 +210,26 @@ def main() -> None:
         subprocess.run([*cli, "ingest", "--quiet", "--sources", str(pages_for_run()), "--db", str(tmp / "warm.duckdb")],
                        env=env, check=True, capture_output=True, cwd=ROOT)
         empty = tmp / "empty.duckdb"
-        measure("empty", empty, reindex=False)
+        if args.reuse:
+            measure("empty", empty, reindex=False)
+            measure(args.reuse.name, args.reuse, reindex=False)
+            rows[-1]["reindex_s"] = float("nan")
+        else:
+            measure("empty", empty, reindex=False)
         reindex_empty, _, _ = run_measured([*cli, "reindex", "--db", str(empty)], env)
-        rows[-1]["reindex_s"] = reindex_empty
-
-        template = tmp / "template.duckdb"
-        sources = write_sources(tmp / "template.toml", serve(server, build_corpus(originals), "tpl"), 2)
-        subprocess.run([*cli, "ingest", "--quiet", "--sources", str(sources), "--db", str(template)], env=env,
-                       check=True, capture_output=True, cwd=ROOT)
-        template_run = count(template, "SELECT run_id FROM runs")[0][0]
-        db = tmp / "scale.duckdb"
-        shutil.copy(template, db)
-        for size in args.sizes:
-            seconds = grow(db, size, template_run)
-            print(f"grew to {count(db, 'SELECT count(*) FROM articles')[0][0]} articles in {seconds:.0f} s", flush=True)
-            measure(f"{size // 1000}k", db, reindex=True)
+        rows[0]["reindex_s"] = reindex_empty
+        if not args.reuse:
+            template = tmp / "template.duckdb"
+            sources = write_sources(tmp / "template.toml", serve(server, build_corpus(originals), "tpl"), 2)
+            subprocess.run([*cli, "ingest", "--quiet", "--sources", str(sources), "--db", str(template)], env=env,
+                           check=True, capture_output=True, cwd=ROOT)
+            template_run = count(template, "SELECT run_id FROM runs")[0][0]
+            db = tmp / "scale.duckdb"
+            shutil.copy(template, db)
+            for size in args.sizes:
+                seconds = grow(db, size, template_run)
+                print(f"grew to {count(db, 'SELECT count(*) FROM articles')[0][0]} articles in {seconds:.0f} s", flush=True)
+                measure(f"{size // 1000}k", db, reindex=True)
     finally:
         prefect.terminate()
         prefect.wait(timeout=30)
