@@ -160,6 +160,9 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="measure runs against this already grown warehouse (its index in sync) beside a fresh "
                              "empty one, in the same minutes, instead of growing one")
+    parser.add_argument("--first-variant", type=int, default=1,
+                        help="variant of the real pages the first run gets; with --reuse, pick one above those "
+                             "the warehouse holds, or its runs find only exact duplicates")
     args = parser.parse_args()
     tmp = args.dir or Path(tempfile.mkdtemp(prefix="newsdesk-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,7 @@ def main() -> None:
     server = LocalServer()
     server.__enter__()
     prefect, _api, env = start_prefect(tmp / "prefect-home", wait_s=600)
-    batch_no = 0
+    batch_no = args.first_variant - 1
 
     def pages_for_run() -> Path:
         nonlocal batch_no
