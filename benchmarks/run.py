@@ -168,7 +168,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_prefect(home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
+def start_prefect(home: Path, wait_s: float = 120) -> tuple[subprocess.Popen, str, dict[str, str]]:
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_HOST": "127.0.0.1",
@@ -179,7 +179,7 @@ def start_prefect(home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
     api = f"http://127.0.0.1:{port}/api"
     import httpx
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{api}/health", timeout=2).status_code == 200:
@@ -188,7 +188,7 @@ def start_prefect(home: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
             pass
         time.sleep(0.5)
     proc.kill()
-    raise SystemExit("prefect server did not become healthy in 120 s")
+    raise SystemExit(f"prefect server did not become healthy in {wait_s:g} s")
 
 
 # -- plain trafilatura ceiling -----------------------------------------------------------------------

@@ -200,20 +200,29 @@ def sql(
         "--allow-read", exists=True, file_okay=False, dir_okay=True, metavar="DIR",
         help="Let the query read files (read_csv, read_parquet ...) under this directory; repeatable. "
              "Without it the query reads the warehouse only.")] = None,
+    search_words: Annotated[Optional[str], typer.Option(
+        "--search", help="Full-text search these words and make the hits a table search_hits(article_id, score, "
+                         "rank) for the statement to join, e.g. JOIN articles USING (article_id).")] = None,
 ) -> None:
     """Run one read-only SQL statement against the warehouse and print the result.
 
     The query cannot write anything anywhere (no COPY ... TO, EXPORT, ATTACH,
     INSTALL/LOAD, SET) and reads no file but the warehouse unless --allow-read
-    names a directory."""
+    names a directory. With --search, the hits of a full-text search are the
+    table search_hits(article_id, score, rank)."""
     from flows.settings import default_db_path
     from warehouse.connection import connect_sandboxed
     from warehouse.queries import run_user_sql
 
     with _reporting():
+        tables = None
+        if search_words is not None:
+            from flows.search_index import hits_table
+
+            tables = {"search_hits": hits_table(default_db_path(db), search_words)}
         # During an ingest the file is locked only while a batch loads: wait for the gap.
         with connect_sandboxed(default_db_path(db), allow_read=allow_read or (), wait_s=30) as con:
-            columns, rows = run_user_sql(con, query)
+            columns, rows = run_user_sql(con, query, tables=tables)
         _print_rows(columns, rows, format)
 
 
@@ -241,22 +250,50 @@ def search(
     db: DbOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ) -> None:
-    """Full-text search of the archive: best matches first, one row per story."""
+    """Full-text search of the archive: best matches first, one row per story.
+
+    Words are stemmed in each article's own language; --language searches
+    one language only (its stemmer and stop words), else all of them."""
+    from flows import search_index
     from flows.settings import default_db_path
     from transforms.snippets import snippet
-    from warehouse import search as fts
     from warehouse.connection import connect
 
     with _reporting():
         start, end = _day(since, "--since"), _day(until, "--until")
-        with connect(default_db_path(db), read_only=True) as con:
-            if not fts.has_index(con):
-                raise BadInput("no search index yet: run `newsdesk ingest` first")
-            hits = fts.search(con, query, since=start, until=end, source=source, language=language, limit=limit)
+        db_path = default_db_path(db)
+        with connect(db_path, read_only=True) as con:  # no warehouse, or no index beside it: FileNotFoundError
+            hits = search_index.search(con, db_path, query, since=start, until=end, source=source,
+                                       language=language, limit=limit)
     columns = ["score", "published_date", "source", "title", "url", "snippet", "story_matches"]
     rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
              snippet(h["body"], query), h["story_matches"]) for h in hits]
     _print_rows(columns, rows, format, {"source": 18, "title": 40, "url": 40, "snippet": 60})
+
+
+@app.command()
+def reindex(
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Rebuild the search index from every article (runs update it incrementally).
+
+    Needed only when the index was lost or analysis settings changed; it waits
+    for a running ingest to finish, and searches use the old index meanwhile."""
+    from flows import search_index
+    from flows.locks import ingest_lock
+    from flows.settings import default_db_path, load_settings
+    from warehouse.connection import connect
+
+    db_path = default_db_path(db)
+    with _reporting():
+        settings = load_settings(sources)
+        if not db_path.exists():
+            raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
+        # Busy (another ingest past lock_wait_s, the file held) is not bad input: exit 1.
+        with ingest_lock(db_path, settings.pipeline.lock_wait_s), connect(db_path) as con:
+            done = search_index.rebuild(con, db_path)
+        print(f"indexed {done.articles} articles in {done.seconds:.1f} s into {search_index.index_dir(db_path)}")
 
 
 @app.command()

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows import search_index
 from flows.archive import WarcInput, archive_for, warc_input
 from flows.confine import check_run_paths
 from flows.crashpoints import crash_point
@@ -36,7 +37,7 @@ from flows.settings import Settings, default_db_path, load_settings, select_feed
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
-from warehouse import load, queries, search
+from warehouse import load, queries
 from warehouse.connection import Writer, connect
 
 
@@ -106,9 +107,8 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
             logger.info("fingerprinted %d stored articles for the current [stories] settings", backlog)
         await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
         with connect(db_path) as con:
-            # Search sees this run's articles: the BM25 index is rebuilt when they changed.
-            if summary.articles_new or summary.retries_loaded or not search.has_index(con):
-                search.refresh_index(con)
+            # Search sees this run's articles: the index takes only what the run's loads queued.
+            search_index.update(con, db_path)
             crash_point("indexing")
             per_feed = queries.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run

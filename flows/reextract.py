@@ -8,12 +8,13 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
+from flows import search_index
 from flows.archive import read_at, resolve
 from flows.extraction import ExtractJob, extract_one
 from flows.fetch import Response
 from flows.settings import Settings
 from transforms.records import Article, FeedEntry
-from warehouse import load, queries, search
+from warehouse import load, queries
 from warehouse.connection import connect
 
 # What extraction decides; identity, feed, first sighting and story are kept.
@@ -66,5 +67,5 @@ def reextract(db: Path, settings: Settings, since: date | None = None, source: s
     if updates:
         with connect(db) as con:
             load.apply_reextraction(con, updates)
-            search.refresh_index(con)
+            search_index.update(con, db)
     return report

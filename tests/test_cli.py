@@ -56,7 +56,7 @@ def test_newsdesk_ingest_on_the_seeds_then_sql(tmp_path):
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["ingest"], ["sql"], ["search"], ["export"], ["reextract"], ["serve"], ["runs"]])
+@pytest.mark.parametrize("command", [[], ["ingest"], ["sql"], ["search"], ["export"], ["reextract"], ["reindex"], ["serve"], ["runs"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0

@@ -200,13 +200,13 @@ def test_sql_reads_files_only_under_allow_read(sandbox):
 
 def test_sql_still_searches_and_describes(sandbox):
     tmp_path, db = sandbox
-    from warehouse import search
+    from flows import search_index
     from warehouse.connection import connect
 
     with connect(db) as con:
-        search.refresh_index(con)
-    result = runner.invoke(app, ["sql", "select count(*) as n from search_articles('anything')", "--db", str(db),
-                                 "-f", "csv"])
+        search_index.update(con, db)
+    result = runner.invoke(app, ["sql", "select count(*) as n from search_hits", "--search", "anything",
+                                 "--db", str(db), "-f", "csv"])
     assert result.exit_code == 0 and result.output.splitlines() == ["n", "0"], result.output
     assert runner.invoke(app, ["sql", "describe articles", "--db", str(db)]).exit_code == 0
     assert runner.invoke(app, ["sql", "explain select * from articles", "--db", str(db)]).exit_code == 0

@@ -16,10 +16,14 @@ from typing import Iterator, Sequence
 import duckdb
 
 from warehouse.schema import migrate
-from warehouse.search import load_fts
 
 # For type hints outside the warehouse, which never imports duckdb itself.
 Connection = duckdb.DuckDBPyConnection
+
+# DuckDB's own default is 80% of the machine's memory. A run touches a batch,
+# not the history, so a bound keeps a big warehouse from growing the process;
+# larger sorts and joins (a full export) spill to a temp directory instead.
+MEMORY_LIMIT = "1GB"
 
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
@@ -28,7 +32,8 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     # Extensions come from pinned wheels, never from the internet.
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
-    load_fts(con)
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute("SET enable_progress_bar = false")
 
 
 class WarehouseBusy(RuntimeError):

@@ -25,6 +25,7 @@ from transforms.records import (
     SourceState,
 )
 from warehouse.scopes import registered, transaction
+from warehouse.search import queue_articles
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -62,6 +63,8 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict
     columns = ", ".join(f'"{name}"' for name in rows.schema.names)
     with registered(con, "_batch", rows):
         con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
+        if table == "articles":  # the search index picks them up after the run
+            queue_articles(con, "_batch")
 
 
 ATTEMPT_SCHEMA = pa.schema([
@@ -227,6 +230,7 @@ def save_stories(
                     UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
                                         story_similarity = s.similarity
                     FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
+                queue_articles(con, "_stories")  # the index keeps each article's story
         _refingerprint(con, fingerprints)  # after the stories: new roots get their band keys
 
 
@@ -258,6 +262,9 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
             -- only a feed-text body is replaced: a page body already stored stays
             WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
         """)
+        if upgraded:
+            with registered(con, "_upgraded", pa.table({"article_id": sorted(upgraded)})):
+                queue_articles(con, "_upgraded")
     _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
 
 
@@ -291,6 +298,7 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
                     word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
                 FROM _re r WHERE articles.article_id = r.article_id
             """)
+            queue_articles(con, "_re")
         _refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
 
 

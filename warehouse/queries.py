@@ -156,6 +156,13 @@ class BacklogArticle(NamedTuple):
 def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limit: int) -> list[BacklogArticle]:
     """Articles with no fingerprint under the current scheme (loaded before
     stories existed, or before the [stories] settings changed), first seen first."""
+    # Every run asks; almost always there is none. Fingerprints are one per
+    # article (article_id is their key) and articles are never deleted, so
+    # equal counts mean no backlog, without an anti-join over the history.
+    missing = con.execute("SELECT (SELECT count(*) FROM articles) "
+                          "- (SELECT count(*) FROM article_fingerprints WHERE scheme = ?)", [scheme]).fetchone()[0]
+    if missing <= 0:
+        return []
     rows = con.execute("""
         SELECT a.article_id, a.body, a.story_id FROM articles a
         WHERE NOT EXISTS (SELECT 1 FROM article_fingerprints f WHERE f.article_id = a.article_id AND f.scheme = ?)
@@ -168,15 +175,22 @@ class QueryError(Exception):
     """A user's SQL failed (syntax, unknown column, write on a read-only file)."""
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one statement; returns column names and rows."""
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
+            tables: dict[str, dict[str, list]] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one statement; returns column names and rows. `tables` are
+    columns made visible to the statement under their names (search hits)."""
+    for name, columns in (tables or {}).items():
+        con.register(name, pa.table(columns))
     try:
         cur = con.execute(sql, params or [])
+        if cur.description is None:
+            return [], []
+        return [d[0] for d in cur.description], cur.fetchall()
     except duckdb.Error as exc:
         raise QueryError(str(exc)) from exc
-    if cur.description is None:
-        return [], []
-    return [d[0] for d in cur.description], cur.fetchall()
+    finally:
+        for name in tables or {}:
+            con.unregister(name)
 
 
 # What a user's ad hoc query may be: a query, or the plan of one. DESCRIBE,
@@ -184,10 +198,11 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
 _READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
-def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str,
+                 tables: dict[str, dict[str, list]] | None = None) -> tuple[list[str], list[tuple]]:
     """A user's ad hoc SQL: exactly one statement, and one that only reads.
     (The connection is sandboxed too; this refuses the rest with a clear
-    message before DuckDB gets to it.)"""
+    message before DuckDB gets to it.) `tables` as for `run_sql`."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
@@ -199,7 +214,7 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], l
     kind = statements[0].type
     if kind not in _READ_STATEMENTS:
         raise QueryError(f"only read-only queries (SELECT, EXPLAIN ...) are allowed, not {kind.name}")
-    return run_sql(con, sql)
+    return run_sql(con, sql, tables=tables)
 
 
 def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:

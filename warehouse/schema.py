@@ -312,6 +312,30 @@ ALTER TABLE feed_polls ADD COLUMN warning VARCHAR;
 ALTER TABLE sources ADD COLUMN last_warning VARCHAR;     -- of the last successful poll, NULL when clean
 """
 
+_V8 = """
+-- Full-text search moved out of DuckDB's fts extension (rebuilt whole after
+-- every run) into an incremental tantivy index beside the warehouse.
+DROP MACRO TABLE IF EXISTS search_articles;
+DROP SCHEMA IF EXISTS fts_main_articles CASCADE;
+
+-- Articles added or changed since the search index last committed: every
+-- load that writes an article body queues its id in the same transaction.
+-- The index clears the queue up to the seq it read once it has committed.
+CREATE SEQUENCE search_queue_seq;
+CREATE TABLE search_queue (
+    seq        BIGINT NOT NULL DEFAULT nextval('search_queue_seq'),
+    article_id VARCHAR NOT NULL
+);
+
+-- The index build this warehouse is synced with (one row); an index
+-- directory with another id (or none) is rebuilt whole.
+CREATE TABLE search_index (
+    index_id VARCHAR NOT NULL,
+    built_at TIMESTAMPTZ NOT NULL,
+    articles BIGINT NOT NULL          -- articles in the warehouse at the build
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
@@ -320,6 +344,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (5, "raw archive locations and article revisions", _V5),
     (6, "entry outbox: new entries are durable before their feed's validators", _V6),
     (7, "items without links, unread feed dates, feed warnings", _V7),
+    (8, "search index queue (tantivy index beside the warehouse) instead of the fts extension", _V8),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

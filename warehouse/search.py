@@ -1,99 +1,114 @@
-"""Full-text search: DuckDB's `fts` extension over article titles and bodies.
+"""The warehouse side of full-text search: which articles the search index
+must (re)index, their text, and ranking the index's hits into stories.
 
-The extension is loaded from the `duckdb-extension-fts` wheel pinned beside
-duckdb, never downloaded: these machines may have no internet, and DuckDB's
-autoloading is switched off in `connection.connect`. The index is a BM25
-index (Porter stemmer, English stop words) rebuilt after a run that changed
-articles; `search_articles(q)` is a table macro for plain SQL.
+The index itself is a tantivy index beside the DuckDB file
+(`flows.search_index`); it never talks to DuckDB. Every load that adds or
+changes an article queues its id in `search_queue`, in the same transaction
+as the change, so the queue is the index's watermark: what the index has not
+committed yet is exactly what is still queued. After the index commits, the
+queue is cleared up to the sequence number it read; a crash in between only
+means those articles are indexed again (replacing themselves) by the next run.
 """
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
-from typing import Any
+from datetime import datetime
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import duckdb
+import pyarrow as pa
+
+# What the index needs of an article.
+INDEX_COLUMNS = "article_id, title, body, language, source, published_date, story_id, first_seen_at"
 
 
-class ExtensionError(RuntimeError):
-    """The fts extension that ships with the installed wheel does not fit this duckdb."""
+def queue_articles(con: duckdb.DuckDBPyConnection, ids_table: str) -> None:
+    """Queue the article_ids of the registered table `ids_table` for the
+    search index (inside the caller's transaction)."""
+    con.execute(f"INSERT INTO search_queue (article_id) SELECT DISTINCT article_id FROM {ids_table}")
 
 
-def fts_extension_path() -> Path:
-    import duckdb_extension_fts
-
-    base = Path(duckdb_extension_fts.__file__).parent / "extensions"
-    wanted = base / f"v{duckdb.__version__}" / "fts.duckdb_extension"
-    if not wanted.exists():
-        found = sorted(p.name for p in base.iterdir()) if base.exists() else []
-        raise ExtensionError(
-            f"duckdb {duckdb.__version__} needs the fts extension built for v{duckdb.__version__}, but the installed "
-            f"duckdb-extension-fts has {', '.join(found) or 'none'}: pin duckdb and duckdb-extension-fts to the "
-            "same version in pyproject.toml"
-        )
-    return wanted
+class Queued(NamedTuple):
+    upto: int  # highest seq read: clear up to here once the index has committed
+    articles: list[dict[str, Any]]
 
 
-def load_fts(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"LOAD '{fts_extension_path()}'")
+def select_queued(con: duckdb.DuckDBPyConnection) -> Queued:
+    """The current version of every queued article (one read transaction)."""
+    con.begin()
+    try:
+        upto = con.execute("SELECT coalesce(max(seq), 0) FROM search_queue").fetchone()[0]
+        ids = [r[0] for r in con.execute("SELECT DISTINCT article_id FROM search_queue WHERE seq <= ?",
+                                         [upto]).fetchall()]
+        articles: list[dict[str, Any]] = []
+        if ids:
+            con.register("_queued", pa.table({"article_id": ids}))
+            try:
+                cur = con.execute(f"SELECT {INDEX_COLUMNS} FROM articles "
+                                  "WHERE article_id IN (SELECT article_id FROM _queued)")
+                names = [d[0] for d in cur.description]
+                articles = [dict(zip(names, r)) for r in cur.fetchall()]
+            finally:
+                con.unregister("_queued")
+    finally:
+        con.rollback()  # read only
+    return Queued(upto, articles)
 
 
-_MACRO = """
-CREATE OR REPLACE MACRO search_articles(q) AS TABLE
-SELECT a.article_id, a.story_id, a.published_date, a.source, a.title, a.url, a.language, s.score
-FROM (SELECT article_id, fts_main_articles.match_bm25(article_id, q) AS score FROM articles) s
-JOIN articles a USING (article_id)
-WHERE s.score IS NOT NULL
-ORDER BY s.score DESC
-"""
+def clear_queue(con: duckdb.DuckDBPyConnection, upto: int) -> None:
+    con.execute("DELETE FROM search_queue WHERE seq <= ?", [upto])
 
 
-def refresh_index(con: duckdb.DuckDBPyConnection) -> None:
-    """Rebuild the BM25 index over title and body (and the SQL macro that uses it)."""
-    con.execute("""PRAGMA create_fts_index('articles', 'article_id', 'title', 'body',
-                   stemmer = 'porter', stopwords = 'english', strip_accents = 1, lower = 1, overwrite = 1)""")
-    con.execute(_MACRO)
+def queue_length(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(*) FROM search_queue").fetchone()[0]
 
 
-def has_index(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'fts_main_articles'").fetchone()[0])
+def select_index_id(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The id of the index build the warehouse was last synced with."""
+    row = con.execute("SELECT index_id FROM search_index").fetchone()
+    return row[0] if row else None
 
 
-def search(
-    con: duckdb.DuckDBPyConnection,
-    query: str,
-    *,
-    since: date | None = None,
-    until: date | None = None,
-    source: str | None = None,
-    language: str | None = None,
-    limit: int = 20,
-) -> list[dict[str, Any]]:
-    """BM25-ranked matches, the best-ranked article of each story only, with
-    how many of the story's articles matched."""
-    rows = con.execute("""
-        WITH hits AS (
-            SELECT article_id, fts_main_articles.match_bm25(article_id, $q) AS score FROM articles
-        ), matched AS (
-            SELECT a.*, h.score,
-                   row_number() OVER (PARTITION BY coalesce(a.story_id, a.article_id)
-                                      ORDER BY h.score DESC, a.first_seen_at, a.article_id) AS rank_in_story,
-                   count(*) OVER (PARTITION BY coalesce(a.story_id, a.article_id)) AS story_matches
-            FROM hits h JOIN articles a USING (article_id)
-            WHERE h.score IS NOT NULL
-              AND ($since IS NULL OR a.published_date >= $since)
-              AND ($until IS NULL OR a.published_date <= $until)
-              AND ($source IS NULL OR a.source = $source)
-              AND ($language IS NULL OR a.language = $language)
-        )
-        SELECT score, published_date, source, title, url, body, article_id, coalesce(story_id, article_id),
-               story_matches
-        FROM matched WHERE rank_in_story = 1
-        ORDER BY score DESC, published_date DESC, article_id
-        LIMIT $limit
-    """, {"q": query, "since": since, "until": until, "source": source, "language": language,
-          "limit": limit}).fetchall()
-    names = ("score", "published_date", "source", "title", "url", "body", "article_id", "story_id", "story_matches")
-    return [dict(zip(names, r)) for r in rows]
+def article_count(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(*) FROM articles").fetchone()[0]
+
+
+def begin_rebuild(con: duckdb.DuckDBPyConnection, rows_per_batch: int = 2_000) -> tuple[int, Iterator[pa.RecordBatch]]:
+    """For a full rebuild: the queue position now, and every article as Arrow
+    record batches read in the same snapshot (streamed: memory stays bounded).
+    The caller ends the snapshot with `end_rebuild`."""
+    con.begin()
+    upto = con.execute("SELECT coalesce(max(seq), 0) FROM search_queue").fetchone()[0]
+    reader = con.execute(f"SELECT {INDEX_COLUMNS} FROM articles").to_arrow_reader(rows_per_batch)
+    return upto, iter(reader)
+
+
+def end_rebuild(con: duckdb.DuckDBPyConnection) -> None:
+    con.rollback()
+
+
+def finish_rebuild(con: duckdb.DuckDBPyConnection, index_id: str, upto: int, articles: int, at: datetime) -> None:
+    """Record the new index build and clear what it covered from the queue."""
+    con.begin()
+    try:
+        con.execute("DELETE FROM search_index")
+        con.execute("INSERT INTO search_index VALUES (?, ?, ?)", [index_id, at, articles])
+        clear_queue(con, upto)
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+
+
+def select_hit_rows(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """What a search result shows of these articles, by id. One primary-key
+    lookup each (a join would read the id column of every article)."""
+    out: dict[str, dict[str, Any]] = {}
+    names = ("article_id", "published_date", "source", "title", "url", "body")
+    for start in range(0, len(article_ids), 100):
+        chunk = list(article_ids[start:start + 100])
+        sql = " UNION ALL ".join(["SELECT article_id, published_date, source, title, url, body "
+                                  "FROM articles WHERE article_id = ?"] * len(chunk))
+        for row in con.execute(sql, chunk).fetchall():
+            out[row[0]] = dict(zip(names, row))
+    return out

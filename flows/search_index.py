@@ -1,0 +1,267 @@
+"""The full-text search index: tantivy (BM25) in a directory beside the
+DuckDB file, `<db>.search/`, keyed by article_id.
+
+It lives in flows because it is file I/O of its own: it never talks to
+DuckDB (the rows come from and go back through `warehouse.search`). A run
+indexes only what its loads queued (`update`), replacing earlier versions of
+the same articles; `rebuild` (the `newsdesk reindex` command) indexes every
+article into a fresh directory and swaps it in. Each language has its own
+fields and analyzer (Snowball stemmer and stop words of the detected
+`language`); a query is analysed by every language's analyzer, or by one.
+
+Readers never wait on DuckDB's lock for the index itself, and tantivy lets
+them read while a writer commits; only the story ranking and the article
+rows come from DuckDB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tantivy
+
+from transforms.languages import (
+    OTHER,
+    STEMMERS,
+    STOPWORDS,
+    analyzer_key,
+    analyzer_keys,
+    plain_query,
+)
+from transforms.ranking import Hit, best_of_each_story
+from warehouse import search as store
+from warehouse.connection import Connection
+
+log = logging.getLogger("newsdesk.search")
+
+ID_FILE = "newsdesk-index-id"  # which build this directory is; the warehouse keeps the same id
+# Bump when the fields or analyzers change: a build of another format is rebuilt.
+INDEX_FORMAT = "v1"
+HITS = 1_000  # hits for SQL (`newsdesk sql --search`)
+# Hits a search ranks into stories, per result asked for: fewer hits let the
+# index skip more of the long posting lists (block-max WAND).
+HITS_PER_RESULT, MIN_HITS = 5, 100
+_EPOCH = date(1970, 1, 1)
+
+
+class IndexMissing(FileNotFoundError):
+    """There is no search index beside this warehouse yet."""
+
+
+def index_dir(db: str | os.PathLike) -> Path:
+    return Path(str(db) + ".search")
+
+
+def _schema() -> tantivy.Schema:
+    b = tantivy.SchemaBuilder()
+    b.add_text_field("article_id", stored=True, tokenizer_name="raw")
+    b.add_text_field("language", tokenizer_name="raw")
+    b.add_text_field("source", tokenizer_name="raw")
+    b.add_integer_field("day", stored=True, indexed=True, fast=True)  # published_date, days since 1970-01-01
+    # Stored for ranking one row per story without a join in the warehouse.
+    b.add_text_field("story_id", stored=True, tokenizer_name="raw")
+    b.add_integer_field("first_seen", stored=True)  # microseconds since the epoch
+    for key in analyzer_keys():
+        b.add_text_field(f"title_{key}", tokenizer_name=f"news_{key}")
+        b.add_text_field(f"body_{key}", tokenizer_name=f"news_{key}")
+    return b.build()
+
+
+_SCHEMA = _schema()
+
+
+def _analyzer(key: str) -> tantivy.TextAnalyzer:
+    builder = (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+               .filter(tantivy.Filter.remove_long(40)).filter(tantivy.Filter.lowercase()))
+    if key != OTHER:
+        name = STEMMERS[key]
+        if name in STOPWORDS:
+            builder = builder.filter(tantivy.Filter.stopword(name))
+        builder = builder.filter(tantivy.Filter.stemmer(name))
+    # Folded after stemming: the stemmers know their accents; queries fold alike.
+    return builder.filter(tantivy.Filter.ascii_fold()).build()
+
+
+def _open(path: Path) -> tantivy.Index:
+    index = tantivy.Index(_SCHEMA, path=str(path), reuse=True)
+    for key in analyzer_keys():
+        index.register_tokenizer(f"news_{key}", _analyzer(key))
+    return index
+
+
+def _document(row: dict[str, Any]) -> tantivy.Document:
+    key = analyzer_key(row["language"])
+    doc = tantivy.Document()
+    doc.add_text("article_id", row["article_id"])
+    doc.add_text("language", row["language"] or "")
+    doc.add_text("source", row["source"])
+    doc.add_integer("day", (row["published_date"] - _EPOCH).days)
+    doc.add_text("story_id", row["story_id"] or row["article_id"])
+    doc.add_integer("first_seen", int(row["first_seen_at"].timestamp() * 1_000_000))
+    if row["title"]:
+        doc.add_text(f"title_{key}", row["title"])
+    doc.add_text(f"body_{key}", row["body"])
+    return doc
+
+
+def _build_id(path: Path) -> str | None:
+    try:
+        return (path / ID_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def in_sync(con: Connection, db: str | os.PathLike) -> bool:
+    """Whether the index directory is the build this warehouse was synced with."""
+    built = _build_id(index_dir(db))
+    return built is not None and built.startswith(INDEX_FORMAT + "-") and built == store.select_index_id(con)
+
+
+@dataclass(frozen=True)
+class IndexUpdate:
+    articles: int  # indexed (added or replaced)
+    rebuilt: bool
+    seconds: float
+
+
+def update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
+    """Index what the loads queued since the last commit; the whole warehouse
+    when the index is missing or from another build. Called with the writer's
+    connection at the end of a run (or of a re-extraction). An index that
+    cannot be written now (another process holds its writer lock) is logged
+    and left: the queue keeps the articles for the next run."""
+    started = time.perf_counter()
+    if not in_sync(con, db):
+        return rebuild(con, db)
+    queued = store.select_queued(con)
+    if queued.upto == 0:
+        return IndexUpdate(0, False, time.perf_counter() - started)
+    try:
+        writer = _open(index_dir(db)).writer(heap_size=50_000_000, num_threads=1)
+        for row in queued.articles:
+            # A replaced version goes: delete first, the add comes after it in the same commit.
+            writer.delete_documents_by_term("article_id", row["article_id"])
+            writer.add_document(_document(row))
+        writer.commit()
+        writer.wait_merging_threads()
+    except ValueError as exc:  # tantivy's errors, e.g. the writer lock held by another process
+        log.warning("search index not updated (%d articles stay queued for the next run): %s",
+                    len(queued.articles), exc)
+        return IndexUpdate(0, False, time.perf_counter() - started)
+    store.clear_queue(con, queued.upto)
+    return IndexUpdate(len(queued.articles), False, time.perf_counter() - started)
+
+
+def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: int = 400) -> IndexUpdate:
+    """Index every article into a fresh directory, then swap it in. Searches
+    keep using the old index until the swap."""
+    started = time.perf_counter()
+    path = index_dir(db)
+    building = path.with_name(path.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    # A large heap per thread: fewer, bigger segments, so less merging afterwards.
+    writer = _open(building).writer(heap_size=heap_mb * 1_000_000 * threads, num_threads=threads)
+    upto, batches = store.begin_rebuild(con)
+    count = 0
+    try:
+        for batch in batches:
+            for row in batch.to_pylist():
+                writer.add_document(_document(row))
+                count += 1
+    finally:
+        store.end_rebuild(con)
+    writer.commit()
+    writer.wait_merging_threads()
+    index_id = f"{INDEX_FORMAT}-{uuid.uuid4().hex}"
+    (building / ID_FILE).write_text(index_id, encoding="utf-8")
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    building.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    # A crash before this line leaves ids that differ: the next run rebuilds again.
+    store.finish_rebuild(con, index_id, upto, count, datetime.now(timezone.utc))
+    return IndexUpdate(count, True, time.perf_counter() - started)
+
+
+def _query(index: tantivy.Index, text: str, language: str | None, source: str | None,
+           since: date | None, until: date | None) -> tantivy.Query | None:
+    words = plain_query(text)
+    if not words:
+        return None
+    keys = [analyzer_key(language)] if language else analyzer_keys()
+    query = index.parse_query(words, [f"{part}_{key}" for key in keys for part in ("title", "body")])
+    filters = []
+    if language:
+        filters.append(tantivy.Query.term_query(_SCHEMA, "language", language))
+    if source:
+        filters.append(tantivy.Query.term_query(_SCHEMA, "source", source))
+    if since or until:
+        filters.append(tantivy.Query.range_query(
+            _SCHEMA, "day", tantivy.FieldType.Integer,
+            (since - _EPOCH).days if since else None, (until - _EPOCH).days if until else None))
+    if not filters:
+        return query
+    # Filters select, they do not score: BM25 of the words alone ranks.
+    return tantivy.Query.boolean_query([(tantivy.Occur.Must, query)] + [
+        (tantivy.Occur.Must, tantivy.Query.const_score_query(f, 0.0)) for f in filters])
+
+
+def hits(db: str | os.PathLike, text: str, *, language: str | None = None, source: str | None = None,
+         since: date | None = None, until: date | None = None, limit: int = HITS) -> list[Hit]:
+    """The best matches, best first, with what ranking needs of each."""
+    path = index_dir(db)
+    built = _build_id(path)
+    if built is None or not built.startswith(INDEX_FORMAT + "-"):
+        raise IndexMissing(f"no search index of this newsdesk at {path}: run `newsdesk ingest` "
+                           "(or `newsdesk reindex`) first")
+    index = _open(path)
+    query = _query(index, text, language, source, since, until)
+    if query is None:
+        return []
+    searcher = index.searcher()
+    out = []
+    for score, address in searcher.search(query, limit=limit, count=False).hits:
+        doc = searcher.doc(address)
+        out.append(Hit(doc["article_id"][0], score, doc["story_id"][0], doc["day"][0], doc["first_seen"][0]))
+    return out
+
+
+def hits_table(db: str | os.PathLike, text: str, **filters) -> dict[str, list]:
+    """The hits as columns (article_id, score, rank), for joining into SQL."""
+    found = hits(db, text, **filters)
+    return {"article_id": [h.article_id for h in found], "score": [h.score for h in found],
+            "rank": list(range(1, len(found) + 1))}
+
+
+def search(con: Connection, db: str | os.PathLike, text: str, *, since: date | None = None,
+           until: date | None = None, source: str | None = None, language: str | None = None,
+           limit: int = 20) -> list[dict[str, Any]]:
+    """BM25-ranked matches, the best-ranked article of each story only, with
+    how many of the story's articles matched. `con` may be read-only."""
+    found = hits(db, text, language=language, source=source, since=since, until=until,
+                 limit=max(MIN_HITS, HITS_PER_RESULT * limit))
+    ranked = best_of_each_story(found, limit)
+    rows = store.select_hit_rows(con, [hit.article_id for hit, _ in ranked])
+    return [{**rows[hit.article_id], "score": hit.score, "story_id": hit.story_id, "story_matches": matches}
+            for hit, matches in ranked if hit.article_id in rows]
+
+
+def indexed_ids(db: str | os.PathLike) -> list[str]:
+    """Every article_id in the index, once per live document (for checks)."""
+    index = _open(index_dir(db))
+    searcher = index.searcher()
+    found = searcher.search(tantivy.Query.all_query(), limit=max(searcher.num_docs, 1), count=False).hits
+    return [searcher.doc(address)["article_id"][0] for _, address in found]
+
+
