@@ -3,7 +3,7 @@ on the run's row in `runs`: the CLI prints it, the flow returns it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Sequence
 
 from transforms.records import Failure
@@ -62,7 +62,7 @@ class BatchCounts:
     failure_rows: list[Failure] = field(default_factory=list)
 
     def add_to(self, summary: RunSummary) -> None:
-        for name in ("entries_failed", "entries_pending", "retries", "retries_loaded", "articles_new",
-                     "articles_from_feed", "duplicates", "near_duplicates", "dedupe_s", "load_s"):
-            setattr(summary, name, getattr(summary, name) + getattr(self, name))
+        for f in fields(self):
+            if f.name != "failure_rows":  # every other field is a count of the same name in RunSummary
+                setattr(summary, f.name, getattr(summary, f.name) + getattr(self, f.name))
         summary.add_failures(self.failure_rows)

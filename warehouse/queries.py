@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from datetime import datetime
 from typing import Any, NamedTuple, Sequence
 
@@ -179,18 +181,19 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
             tables: dict[str, dict[str, list]] | None = None) -> tuple[list[str], list[tuple]]:
     """Run one statement; returns column names and rows. `tables` are
     columns made visible to the statement under their names (search hits)."""
-    for name, columns in (tables or {}).items():
-        con.register(name, pa.table(columns))
-    try:
-        cur = con.execute(sql, params or [])
+    with ExitStack() as scopes:
+        for name, columns in (tables or {}).items():
+            scopes.enter_context(registered(con, name, pa.table(columns)))
+        try:
+            cur = con.execute(sql, params or [])
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
         if cur.description is None:
             return [], []
-        return [d[0] for d in cur.description], cur.fetchall()
-    except duckdb.Error as exc:
-        raise QueryError(str(exc)) from exc
-    finally:
-        for name in tables or {}:
-            con.unregister(name)
+        try:
+            return [d[0] for d in cur.description], cur.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
 
 
 # What a user's ad hoc query may be: a query, or the plan of one. DESCRIBE,

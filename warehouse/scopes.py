@@ -1,5 +1,5 @@
-"""Two scopes every warehouse function needs: a transaction, and an Arrow
-table registered under a name for the length of a statement or two.
+"""The scopes warehouse functions need: a transaction, a read snapshot, and
+an Arrow table registered under a name for the length of a statement or two.
 
 Each was once a begin/commit/rollback or register/try/finally/unregister
 block written out by hand in every function. No SQL of its own here beyond
@@ -25,6 +25,16 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.rollback()
         raise
     con.commit()
+
+
+@contextmanager
+def snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Several reads that see one state of the database; nothing is written."""
+    con.begin()
+    try:
+        yield con
+    finally:
+        con.rollback()
 
 
 @contextmanager

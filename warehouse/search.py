@@ -18,6 +18,8 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import duckdb
 import pyarrow as pa
 
+from warehouse.scopes import registered, snapshot, transaction
+
 # What the index needs of an article.
 INDEX_COLUMNS = "article_id, title, body, language, source, published_date, story_id, first_seen_at"
 
@@ -35,23 +37,17 @@ class Queued(NamedTuple):
 
 def select_queued(con: duckdb.DuckDBPyConnection) -> Queued:
     """The current version of every queued article (one read transaction)."""
-    con.begin()
-    try:
+    with snapshot(con):
         upto = con.execute("SELECT coalesce(max(seq), 0) FROM search_queue").fetchone()[0]
         ids = [r[0] for r in con.execute("SELECT DISTINCT article_id FROM search_queue WHERE seq <= ?",
                                          [upto]).fetchall()]
         articles: list[dict[str, Any]] = []
         if ids:
-            con.register("_queued", pa.table({"article_id": ids}))
-            try:
+            with registered(con, "_queued", pa.table({"article_id": ids})):
                 cur = con.execute(f"SELECT {INDEX_COLUMNS} FROM articles "
                                   "WHERE article_id IN (SELECT article_id FROM _queued)")
                 names = [d[0] for d in cur.description]
                 articles = [dict(zip(names, r)) for r in cur.fetchall()]
-            finally:
-                con.unregister("_queued")
-    finally:
-        con.rollback()  # read only
     return Queued(upto, articles)
 
 
@@ -89,15 +85,11 @@ def end_rebuild(con: duckdb.DuckDBPyConnection) -> None:
 
 def finish_rebuild(con: duckdb.DuckDBPyConnection, index_id: str, upto: int, articles: int, at: datetime) -> None:
     """Record the new index build and clear what it covered from the queue."""
-    con.begin()
-    try:
+    with transaction(con):
         con.execute("DELETE FROM search_index")
-        con.execute("INSERT INTO search_index VALUES (?, ?, ?)", [index_id, at, articles])
+        con.execute("INSERT INTO search_index (index_id, built_at, articles) VALUES (?, ?, ?)",
+                    [index_id, at, articles])
         clear_queue(con, upto)
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
 
 
 def select_hit_rows(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
