@@ -101,7 +101,9 @@ def write_sources(path: Path, feeds: list[tuple[str, str]], workers: int, batch_
 # -- process-tree RSS -----------------------------------------------------------------------------
 
 
-def _tree_rss(root: int) -> int:
+def _tree_rss(root: int, per_process: dict[str, int] | None = None) -> int:
+    """RSS of `root` and its descendants; with `per_process`, also keeps each
+    process's own peak under a short label (CLI, forkserver, worker N)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -120,7 +122,28 @@ def _tree_rss(root: int) -> int:
         pid = stack.pop()
         total += rss.get(pid, 0)
         stack.extend(children.get(pid, ()))
+        if per_process is not None and pid in rss:
+            label = _process_label(pid, root)
+            per_process[label] = max(per_process.get(label, 0), rss[pid])
     return total
+
+
+def _process_label(pid: int, root: int) -> str:
+    if pid == root:
+        return "cli"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+    except OSError:
+        return f"pid {pid}"
+    text = b" ".join(words).decode(errors="replace")
+    if "forkserver" in text:
+        return "forkserver"
+    if "resource_tracker" in text:
+        return "resource tracker"
+    if "reaper" in text:
+        return "reaper"
+    return f"child {pid}"
 
 
 CPU: dict[str, tuple[float, float]] = {}  # label -> (CPU s of this process, i.e. the HTTP server; of the command)
@@ -131,8 +154,11 @@ def _cpu() -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
-def run_measured(cmd: list[str], env: dict[str, str], label: str = "") -> tuple[float, int, str]:
-    """Wall seconds, peak RSS of the process tree, and stdout of one command."""
+def run_measured(cmd: list[str], env: dict[str, str], label: str = "",
+                 per_process: dict[str, int] | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS of the process tree, and stdout of one command.
+    `per_process` receives each process's own peak RSS (they need not peak
+    at the same moment, so they may add up to more than the tree's peak)."""
     cpu_before = _cpu()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -142,7 +168,7 @@ def run_measured(cmd: list[str], env: dict[str, str], label: str = "") -> tuple[
     def sample():
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
+            peak = max(peak, _tree_rss(proc.pid, per_process))
             stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)

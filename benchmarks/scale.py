@@ -191,11 +191,13 @@ def main() -> None:
             print(f"  reindex {reindex_s:.1f} s, peak RSS {reindex_rss / 1e6:.0f} MB", flush=True)
         walls, peaks = [], []
         for _ in range(args.runs):
+            per_process: dict[str, int] = {}
             wall, peak, _ = run_measured([*cli, "ingest", "--quiet", "--sources", str(pages_for_run()), "--db", str(db)],
-                                         env)
+                                         env, per_process=per_process)
             walls.append(wall)
             peaks.append(peak)
-            print(f"  run: {wall:.1f} s, peak RSS {peak / 1e6:.0f} MB", flush=True)
+            own = ", ".join(f"{name} {rss / 1e6:.0f}" for name, rss in sorted(per_process.items(), key=lambda kv: -kv[1]))
+            print(f"  run: {wall:.1f} s, peak RSS {peak / 1e6:.0f} MB (each process's own peak, MB: {own})", flush=True)
         stages = count(db, f"""SELECT articles_new, round(epoch(finished_at - started_at), 2), round(fetch_s, 2),
                                       round(extract_s, 2), round(dedupe_s, 2), round(load_s, 2)
                                FROM runs WHERE run_id NOT LIKE 'replica-%' ORDER BY started_at DESC LIMIT {args.runs}""")
