@@ -117,33 +117,31 @@ def _tree_rss(root: int, per_process: dict[str, int] | None = None) -> int:
             rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
-    total, stack = 0, [root]
+    total, stack = 0, [(root, "cli")]
     while stack:
-        pid = stack.pop()
+        pid, label = stack.pop()
         total += rss.get(pid, 0)
-        stack.extend(children.get(pid, ()))
         if per_process is not None and pid in rss:
-            label = _process_label(pid, root)
             per_process[label] = max(per_process.get(label, 0), rss[pid])
+        kids = children.get(pid, ())
+        stack.extend((kid, _child_label(label, kid, n)) for n, kid in enumerate(sorted(kids), 1))
     return total
 
 
-def _process_label(pid: int, root: int) -> str:
-    if pid == root:
-        return "cli"
+def _child_label(parent: str, pid: int, n: int) -> str:
+    """Workers are forked from the forkserver and share its command line, so
+    a process is named by where it sits in the tree."""
+    if parent == "forkserver":
+        return f"worker {n}"
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            words = f.read().split(b"\0")
+            text = f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
-        return f"pid {pid}"
-    text = b" ".join(words).decode(errors="replace")
-    if "forkserver" in text:
-        return "forkserver"
-    if "resource_tracker" in text:
-        return "resource tracker"
-    if "reaper" in text:
-        return "reaper"
-    return f"child {pid}"
+        text = ""
+    for name in ("forkserver", "resource_tracker", "reaper"):
+        if name in text:
+            return name.replace("_", " ")
+    return f"{parent} child {n}"
 
 
 CPU: dict[str, tuple[float, float]] = {}  # label -> (CPU s of this process, i.e. the HTTP server; of the command)

@@ -61,8 +61,11 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def grow(db: Path, target: int, template_run: str, chunk_rows: int = 100_000) -> float:
-    """Replicate the template run's articles until the warehouse holds `target`."""
+def grow(db: Path, target: int, final: int, template_run: str, chunk_rows: int = 100_000) -> float:
+    """Replicate the template run's articles until the warehouse holds `target`.
+    History is appended in time order, as runs append it: copy k is first seen
+    (final copies - k) steps before now, the steps spreading `final` articles
+    over 100 days (10k a day at 1M)."""
     started = time.perf_counter()
     con = duckdb.connect(str(db))
     con.execute("SET memory_limit = '4GB'")
@@ -72,6 +75,8 @@ def grow(db: Path, target: int, template_run: str, chunk_rows: int = 100_000) ->
     have = con.execute("SELECT count(*) FROM articles").fetchone()[0]
     first_copy = con.execute("SELECT count(*) FROM articles WHERE url LIKE '%?copy=%'").fetchone()[0] // per_copy + 1
     copies = max(0, (target - have) // per_copy)
+    final_copy = final // per_copy
+    seconds_per_copy = 100 * 86400 / final_copy
     step = max(1, chunk_rows // per_copy)
     for lo in range(first_copy, first_copy + copies, step):
         hi = min(lo + step, first_copy + copies)
@@ -80,9 +85,9 @@ def grow(db: Path, target: int, template_run: str, chunk_rows: int = 100_000) ->
             CREATE OR REPLACE TEMP TABLE batch AS
             SELECT t.article_id AS template_id, r.k,
                    substr(md5(t.article_id || '/' || r.k), 1, 20) AS new_id,
-                   (r.k % 100) * INTERVAL 1 DAY + (r.k % 1440) * INTERVAL 1 MINUTE AS shift
+                   (? - r.k) * ? * INTERVAL 1 SECOND AS shift
             FROM tpl t CROSS JOIN range(?, ?) r(k)
-        """, [lo, hi])
+        """, [final_copy, seconds_per_copy, lo, hi])
         con.execute("""
             INSERT INTO articles BY NAME
             SELECT b.new_id AS article_id, t.url || '?copy=' || b.k AS url, t.source, t.title, t.author,
@@ -92,35 +97,40 @@ def grow(db: Path, target: int, template_run: str, chunk_rows: int = 100_000) ->
                    sha256(t.content_hash || b.k) AS content_hash, t.first_seen_at - b.shift AS first_seen_at,
                    'replica-' || (b.k // 2) AS run_id, t.extractor, b.new_id AS story_id
             FROM batch b JOIN tpl t ON t.article_id = b.template_id
+            ORDER BY first_seen_at
         """)
         con.execute("""
-            INSERT INTO article_sightings
-            SELECT t.source, t.url || '?copy=' || b.k, b.new_id, t.url || '?copy=' || b.k, NULL,
-                   t.first_seen_at - b.shift, 'replica-' || (b.k // 2)
+            INSERT INTO article_sightings BY NAME
+            SELECT t.source, t.url || '?copy=' || b.k AS canonical_link, b.new_id AS article_id,
+                   t.url || '?copy=' || b.k AS url, t.url || '?copy=' || b.k AS guid,
+                   t.first_seen_at - b.shift AS seen_at, 'replica-' || (b.k // 2) AS run_id
             FROM batch b JOIN tpl t ON t.article_id = b.template_id
+            ORDER BY seen_at
         """)
         con.execute("""
-            INSERT INTO article_fingerprints
-            SELECT b.new_id, f.scheme, f.shingles, f.signature
+            INSERT INTO article_fingerprints BY NAME
+            SELECT b.new_id AS article_id, f.scheme, f.shingles, f.signature
             FROM batch b JOIN article_fingerprints f ON f.article_id = b.template_id
         """)
         con.execute("""
-            INSERT INTO story_bands
-            SELECT (hash(s.band_key, b.k) >> 1)::BIGINT, b.new_id
-            FROM batch b JOIN story_bands s ON s.story_id = b.template_id
+            INSERT INTO story_bands BY NAME
+            SELECT (hash(s.band_key, b.k) >> 1)::BIGINT AS band_key, b.new_id AS story_id
+            FROM batch b JOIN tpl t ON t.article_id = b.template_id JOIN story_bands s ON s.story_id = b.template_id
+            ORDER BY t.first_seen_at - b.shift
         """)
         # One run per two copies (~240 articles), ten feed polls per run.
         con.execute("""
             INSERT INTO runs (run_id, started_at, finished_at, status, feeds_total, feeds_ok, articles_new)
-            SELECT 'replica-' || k, now() - (k % 100) * INTERVAL 1 DAY, now() - (k % 100) * INTERVAL 1 DAY,
-                   'completed', 10, 10, 240
+            SELECT 'replica-' || k // 2, now() - (? - k) * ? * INTERVAL 1 SECOND,
+                   now() - (? - k) * ? * INTERVAL 1 SECOND, 'completed', 10, 10, 240
             FROM range(?, ?) r(k) WHERE k % 2 = 0
-        """, [lo, hi])
+        """, [final_copy, seconds_per_copy, final_copy, seconds_per_copy, lo, hi])
         con.execute("""
-            INSERT INTO feed_polls
-            SELECT 'replica-' || k, 'feed-' || f, now() - (k % 100) * INTERVAL 1 DAY, 200, true, false, NULL, 24, 24
+            INSERT INTO feed_polls (run_id, source, fetched_at, status, ok, not_modified, error, entries, new_entries)
+            SELECT 'replica-' || k // 2, 'feed-' || f, now() - (? - k) * ? * INTERVAL 1 SECOND, 200, true, false, NULL,
+                   24, 24
             FROM range(?, ?) r(k), range(10) g(f) WHERE k % 2 = 0
-        """, [lo, hi])
+        """, [final_copy, seconds_per_copy, lo, hi])
         con.commit()
     con.execute("CHECKPOINT")
     con.close()
@@ -232,7 +242,7 @@ def main() -> None:
             db = tmp / "scale.duckdb"
             shutil.copy(template, db)
             for size in args.sizes:
-                seconds = grow(db, size, template_run)
+                seconds = grow(db, size, max(args.sizes), template_run)
                 print(f"grew to {count(db, 'SELECT count(*) FROM articles')[0][0]} articles in {seconds:.0f} s", flush=True)
                 measure(f"{size // 1000}k", db, reindex=True)
     finally:
