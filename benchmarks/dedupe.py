@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def build_history(db: Path, size: int, real_roots: list[tuple[str, object]]) -> 
                 "band_key": rng.integers(-2**63, 2**63 - 1, size=n * P.bands, dtype=np.int64),
                 "story_id": np.repeat(np.array(chunk, dtype=object), P.bands),
             }))
-            con.execute("INSERT INTO story_bands (band_key, story_id) SELECT band_key, story_id FROM _b")
+            con.execute("INSERT INTO story_bands (band_key, story_id, first_seen_at) SELECT band_key, story_id, now() FROM _b")
             con.unregister("_b")
         con.register("_f", pa.table({
             "article_id": [a for a, _ in real_roots], "scheme": [P.scheme] * len(real_roots),
@@ -95,7 +96,7 @@ def build_history(db: Path, size: int, real_roots: list[tuple[str, object]]) -> 
             "band_key": [k for _, f in real_roots for k in f.band_keys],
             "story_id": [a for a, f in real_roots for _ in f.band_keys],
         }))
-        con.execute("INSERT INTO story_bands (band_key, story_id) SELECT band_key, story_id FROM _b")
+        con.execute("INSERT INTO story_bands (band_key, story_id, first_seen_at) SELECT band_key, story_id, now() FROM _b")
         con.execute("CHECKPOINT")
 
 
@@ -114,8 +115,9 @@ def lookup(db: Path, batches: list[list[tuple[str, object]]]) -> tuple[list[floa
         for batch in batches:
             started = time.perf_counter()
             keys = [k for _, f in batch for k in f.band_keys]
-            stored = queries.select_story_roots(con, keys, P.scheme)
-            assignments = assign_stories(batch, stored, P)
+            stored = queries.select_story_roots(con, keys, P.scheme, None)
+            now = datetime.now(timezone.utc)
+            assignments = assign_stories([(a, f, now) for a, f in batch], stored, P)
             per_article_ms.append((time.perf_counter() - started) * 1000 / len(batch))
             matched += sum(not a.is_root for a in assignments)
     return per_article_ms, matched

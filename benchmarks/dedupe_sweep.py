@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import datetime, timezone
 from itertools import combinations, product
 from pathlib import Path
 
@@ -33,14 +34,15 @@ def evaluate(pages, truth, params: DedupeParams) -> dict:
     per_article_ms = (time.perf_counter() - started) * 1000 / len(pages)
     stored: dict[int, list] = {}
     predicted: dict[str, str] = {}
+    seen = datetime(2026, 1, 1, tzinfo=timezone.utc)  # one day: the window never decides here
     for run in (1, 2):
         batch = [p for p in pages if p.run == run]
-        for page, a in zip(batch, assign_stories([(p.path, prints[p.path]) for p in batch], stored, params)):
+        for page, a in zip(batch, assign_stories([(p.path, prints[p.path], seen) for p in batch], stored, params)):
             predicted[page.path] = a.story_id
             if a.is_root:
                 from transforms.records import StoryRoot
                 for key in prints[page.path].band_keys:
-                    stored.setdefault(key, []).append(StoryRoot(page.path, prints[page.path]))
+                    stored.setdefault(key, []).append(StoryRoot(page.path, prints[page.path], seen))
     precision, recall, *_ = neardup_set.pair_scores({p.path: p.cluster for p in pages}, predicted)
     originals = [p for p in pages if p.kind == "original"]
     false_candidates = sum(
@@ -63,7 +65,7 @@ def main() -> None:
     layouts = [(128, 32, 4), (128, 42, 3), (128, 64, 2), (256, 85, 3), (256, 64, 4), (112, 14, 8)]
     for k, (perm, bands, rows), thr, cont in product((3, 5), layouts, (0.5,), (0.7, 0.8)):
         params = DedupeParams(shingle_size=k, num_perm=perm, bands=bands, rows=rows, threshold=thr, containment=cont,
-                              min_shingles=StorySettings().min_shingles)
+                              min_shingles=StorySettings().min_shingles, window_days=StorySettings().window_days)
         r = evaluate(pages, truth, params)
         print(f"{k:>2} {perm:>4} {bands:>4}×{rows:<4} {thr:>4} {cont:>4} | {r['P']:.3f} {r['R']:.3f} "
               f"{r['truncated']:>7.3f} {r['false_candidates']:>10} {r['ms']:>10.2f}")

@@ -137,6 +137,7 @@ class StorySettings(_Strict):
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5  # estimated Jaccard for one story
     containment: Annotated[float, Field(gt=0, le=1)] = 0.8  # share of a shorter copy found in the root
     min_shingles: Annotated[int, Field(ge=1)] = 10  # shorter bodies match only exactly
+    window_days: Annotated[int, Field(ge=0, le=36_500)] = 30  # roots first seen this close to a copy; 0 = any
 
     @model_validator(mode="after")
     def _fits(self) -> "StorySettings":

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import Article
-from transforms.stories import StoryRoot, assign_stories
+from transforms.stories import StoryRoot, assign_stories, candidate_window
 from warehouse import load, queries
 from warehouse.connection import Connection, connect
 
@@ -19,8 +19,9 @@ def cluster_new(con: Connection, articles: Sequence[Article],
     """Give each new article (fingerprinted at extraction) its story. Returns
     the articles ready to load and how many joined an existing story."""
     keys = [k for a in articles if a.fingerprint for k in a.fingerprint.band_keys]
-    stored = queries.select_story_roots(con, keys, params.scheme)
-    assignments = assign_stories([(a.article_id, a.fingerprint) for a in articles], stored, params)
+    window = candidate_window([a.first_seen_at for a in articles], params)
+    stored = queries.select_story_roots(con, keys, params.scheme, window)
+    assignments = assign_stories([(a.article_id, a.fingerprint, a.first_seen_at) for a in articles], stored, params)
     out = [
         replace(a, story_id=s.story_id, duplicate_of=s.duplicate_of, story_similarity=s.similarity)
         for a, s in zip(articles, assignments)
@@ -40,13 +41,14 @@ def cluster_backlog(db: Path, params: DedupeParams, chunk: int = 2_000) -> int:
                 return done
             prints = [(b.article_id, fingerprint(b.body, params)) for b in backlog]
             keys = [k for _, f in prints for k in f.band_keys]
-            stored = queries.select_story_roots(con, keys, params.scheme)
+            window = candidate_window([b.first_seen_at for b in backlog], params)
+            stored = queries.select_story_roots(con, keys, params.scheme, window)
             # Roots of this chunk are re-fingerprinted here, not yet in story_bands.
             for b, (_, fp) in zip(backlog, prints):
                 if b.story_id == b.article_id:
                     for key in fp.band_keys:
-                        stored.setdefault(key, []).append(StoryRoot(b.article_id, fp))
-            unclustered = [(a, f) for (a, f), b in zip(prints, backlog) if b.story_id is None]
+                        stored.setdefault(key, []).append(StoryRoot(b.article_id, fp, b.first_seen_at))
+            unclustered = [(a, f, b.first_seen_at) for (a, f), b in zip(prints, backlog) if b.story_id is None]
             assignments = assign_stories(unclustered, stored, params)
             load.save_stories(con, prints, [(s.article_id, s.story_id, s.duplicate_of, s.similarity)
                                             for s in assignments])

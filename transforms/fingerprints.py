@@ -55,6 +55,7 @@ class DedupeParams:
     threshold: float  # estimated Jaccard at or above which two bodies are one story
     containment: float  # ... or the share of the shorter body found in the longer
     min_shingles: int  # bodies with fewer shingles only ever match exactly
+    window_days: int  # an article joins only roots first seen this close to it; 0 = any (not in the scheme)
 
     @property
     def scheme(self) -> str:

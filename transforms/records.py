@@ -86,6 +86,7 @@ class Fingerprint:
 class StoryRoot:
     story_id: str  # = the root article's article_id
     fingerprint: Fingerprint
+    first_seen_at: datetime  # the root's, for the story window
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,10 @@ The rule, chosen so that clusters cannot drift:
   highest Jaccard, then highest containment, then the smallest story_id.
 - Stories never merge and an article never changes story: a story_id once
   given stays valid across runs.
+- Copies of a story appear within days of each other, so an article is
+  matched only against roots first seen within `window_days` of it (0: any).
+  This is also what keeps a run's candidate lookup bounded by the window,
+  not by the whole history.
 
 Only roots are candidates, so only roots need band keys in the warehouse.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Mapping, Sequence
 
 from transforms.fingerprints import DedupeParams, similarity
@@ -44,12 +49,22 @@ def _matchable(fp: Fingerprint | None, params: DedupeParams) -> bool:
     return fp is not None and fp.scheme == params.scheme and fp.shingles >= params.min_shingles
 
 
+def candidate_window(first_seen: Sequence[datetime], params: DedupeParams) -> tuple[datetime, datetime] | None:
+    """First-seen times of the roots that articles seen at these times may
+    join (the warehouse reads only those); None when the window is off."""
+    if not params.window_days or not first_seen:
+        return None
+    window = timedelta(days=params.window_days)
+    return min(first_seen) - window, max(first_seen) + window
+
+
 def assign_stories(
-    new: Sequence[tuple[str, Fingerprint | None]],
+    new: Sequence[tuple[str, Fingerprint | None, datetime]],
     stored: Mapping[int, Sequence[StoryRoot]],
     params: DedupeParams,
 ) -> list[Assignment]:
-    """Assign each new article, in the given (first-seen) order, to a story.
+    """Assign each new article (id, fingerprint, first seen), in the given
+    (first-seen) order, to a story.
 
     `stored` maps band keys to the stored roots that have them (the warehouse
     returns only keys the new articles share). Articles that become roots are
@@ -57,8 +72,9 @@ def assign_stories(
     index: dict[int, list[StoryRoot]] = defaultdict(list)
     for key, roots in stored.items():
         index[key].extend(roots)
+    window = timedelta(days=params.window_days) if params.window_days else None
     out: list[Assignment] = []
-    for article_id, fp in new:
+    for article_id, fp, first_seen in new:
         if not _matchable(fp, params):
             out.append(Assignment(article_id, article_id, None))
             continue
@@ -71,13 +87,15 @@ def assign_stories(
                 seen.add(root.story_id)
                 if not _matchable(root.fingerprint, params):
                     continue
+                if window is not None and abs(root.first_seen_at - first_seen) > window:
+                    continue
                 sim = similarity(fp, root.fingerprint)
                 if not sim.matches(params):
                     continue
                 matches.append((-sim.jaccard, -sim.containment, root.story_id, root))
         if not matches:
             out.append(Assignment(article_id, article_id, None))
-            root = StoryRoot(article_id, fp)
+            root = StoryRoot(article_id, fp, first_seen)
             for key in fp.band_keys:
                 index[key].append(root)
         else:

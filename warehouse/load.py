@@ -57,14 +57,20 @@ def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str) -> None:
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str,
+            returning: str | None = None) -> set:
+    """Insert the rows; with `returning`, the values of that column in the rows
+    actually inserted (not those an ON CONFLICT DO NOTHING skipped)."""
     if rows.num_rows == 0:
-        return
+        return set()
     columns = ", ".join(f'"{name}"' for name in rows.schema.names)
     with registered(con, "_batch", rows):
-        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
+        result = con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}"
+                             + (f' RETURNING "{returning}"' if returning else ""))
+        inserted = {r[0] for r in result.fetchall()} if returning else set()
         if table == "articles":  # the search index picks them up after the run
             queue_articles(con, "_batch")
+    return inserted
 
 
 ATTEMPT_SCHEMA = pa.schema([
@@ -106,7 +112,7 @@ def load_batch(
     ones leave entry_outbox. `before_commit` runs last inside the transaction
     (the crash-injection tests kill the process there)."""
     with transaction(con):
-        _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING")
+        new = _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING", "article_id")
         _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
         _insert(con, "page_attempts", _attempts_arrow(attempts), """
@@ -116,8 +122,8 @@ def load_batch(
                 next_attempt_at = excluded.next_attempt_at,
                 article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
         _put_fingerprints(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
-        _put_bands(con, [(a.article_id, a.fingerprint) for a in articles
-                         if a.fingerprint and a.story_id == a.article_id])
+        _put_bands(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
+                         if a.fingerprint and a.story_id == a.article_id and a.article_id in new], replace=False)
         _upgrade(con, upgrades)
         if settled:
             pairs = pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]})
@@ -172,7 +178,7 @@ def record_polls(
 FINGERPRINT_SCHEMA = pa.schema([
     ("article_id", pa.string()), ("scheme", pa.string()), ("shingles", pa.int32()), ("signature", pa.binary()),
 ])
-BAND_SCHEMA = pa.schema([("band_key", pa.int64()), ("story_id", pa.string())])
+BAND_SCHEMA = pa.schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", _TS)])
 
 
 def _put_fingerprints(con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, Fingerprint]]) -> None:
@@ -184,16 +190,21 @@ def _put_fingerprints(con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str,
         scheme = excluded.scheme, shingles = excluded.shingles, signature = excluded.signature""")
 
 
-def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprint]]) -> None:
-    """(Re)place the band keys of these story roots."""
+def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprint, datetime]],
+               replace: bool) -> None:
+    """Add the band keys of these story roots (id, fingerprint, first seen);
+    with `replace`, drop the keys they had first. New roots have none, and
+    the DELETE would scan the whole table, so only re-fingerprints replace."""
     if not roots:
         return
     rows = pa.table({
-        "band_key": [k for _, f in roots for k in f.band_keys],
-        "story_id": [a for a, f in roots for _ in f.band_keys],
+        "band_key": [k for _, f, _ in roots for k in f.band_keys],
+        "story_id": [a for a, f, _ in roots for _ in f.band_keys],
+        "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
     }, schema=BAND_SCHEMA)
-    with registered(con, "_roots", pa.table({"story_id": [a for a, _ in roots]})):
-        con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
+    if replace:
+        with registered(con, "_roots", pa.table({"story_id": [a for a, _, _ in roots]})):
+            con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
     _insert(con, "story_bands", rows, "")
 
 
@@ -204,10 +215,10 @@ def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, F
         return
     _put_fingerprints(con, prints)
     with registered(con, "_ids", pa.table({"article_id": [a for a, _ in prints]})):
-        roots = {r[0] for r in con.execute(
-            "SELECT article_id FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
-            "AND story_id = article_id").fetchall()}
-    _put_bands(con, [(a, f) for a, f in prints if a in roots])
+        roots = dict(con.execute(
+            "SELECT article_id, first_seen_at FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
+            "AND story_id = article_id").fetchall())
+    _put_bands(con, [(a, f, roots[a]) for a, f in prints if a in roots], replace=True)
 
 
 def save_stories(

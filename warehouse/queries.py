@@ -126,25 +126,34 @@ def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: in
 
 
 def select_story_roots(
-    con: duckdb.DuckDBPyConnection, band_keys: Sequence[int], scheme: str
+    con: duckdb.DuckDBPyConnection, band_keys: Sequence[int], scheme: str,
+    first_seen: tuple[datetime, datetime] | None,
 ) -> dict[int, list[StoryRoot]]:
-    """Stored story roots sharing any of these band keys, by key. One hash
-    join against story_bands; nothing of the history is held in memory."""
+    """Stored story roots sharing any of these band keys, by key, first seen
+    within `first_seen` (from, to) when given. One hash join against
+    story_bands; nothing of the history is held in memory.
+
+    Runs append band keys in first-seen order, so the window's filter skips
+    every older row group of story_bands on its min/max alone: the join
+    reads the window's rows, not the history's."""
     if not band_keys:
         return {}
+    window = "AND b.first_seen_at BETWEEN ? AND ?" if first_seen else ""
     with registered(con, "_bands", pa.table({"band_key": pa.array(sorted(set(band_keys)), pa.int64())})):
-        rows = con.execute("""
-            SELECT b.band_key, b.story_id, f.shingles, f.signature
+        rows = con.execute(f"""
+            SELECT b.band_key, b.story_id, b.first_seen_at, f.shingles, f.signature
             FROM story_bands b
             JOIN _bands k ON k.band_key = b.band_key
             JOIN article_fingerprints f ON f.article_id = b.story_id AND f.scheme = ?
-        """, [scheme]).fetchall()
+            WHERE true {window}
+        """, [scheme, *(first_seen or ())]).fetchall()
     roots: dict[str, StoryRoot] = {}
     out: dict[int, list[StoryRoot]] = {}
-    for key, story_id, shingles, signature in rows:
+    for key, story_id, first_seen_at, shingles, signature in rows:
         root = roots.get(story_id)
         if root is None:
-            root = roots[story_id] = StoryRoot(story_id, Fingerprint(scheme, shingles, bytes(signature), ()))
+            root = roots[story_id] = StoryRoot(story_id, Fingerprint(scheme, shingles, bytes(signature), ()),
+                                               first_seen_at)
         out.setdefault(key, []).append(root)
     return out
 
@@ -153,6 +162,7 @@ class BacklogArticle(NamedTuple):
     article_id: str
     body: str
     story_id: str | None
+    first_seen_at: datetime
 
 
 def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limit: int) -> list[BacklogArticle]:
@@ -166,7 +176,7 @@ def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limi
     if missing <= 0:
         return []
     rows = con.execute("""
-        SELECT a.article_id, a.body, a.story_id FROM articles a
+        SELECT a.article_id, a.body, a.story_id, a.first_seen_at FROM articles a
         WHERE NOT EXISTS (SELECT 1 FROM article_fingerprints f WHERE f.article_id = a.article_id AND f.scheme = ?)
         ORDER BY a.first_seen_at, a.article_id LIMIT ?
     """, [scheme, limit]).fetchall()

@@ -336,6 +336,25 @@ CREATE TABLE search_index (
 );
 """
 
+_V9 = """
+-- Story candidates are roots first seen within [stories] window_days of the
+-- new article. Band keys carry their root's first sighting; runs append them
+-- in that order, so a filter on it skips older row groups by their min/max
+-- alone and the candidate join reads the window, not the history. The table
+-- is rewritten once, in that order.
+CREATE TABLE story_bands_by_time (
+    band_key      BIGINT NOT NULL,
+    story_id      VARCHAR NOT NULL,
+    first_seen_at TIMESTAMPTZ NOT NULL   -- the root's
+);
+INSERT INTO story_bands_by_time (band_key, story_id, first_seen_at)
+SELECT b.band_key, b.story_id, a.first_seen_at
+FROM story_bands b JOIN articles a ON a.article_id = b.story_id
+ORDER BY a.first_seen_at, b.story_id;
+DROP TABLE story_bands;
+ALTER TABLE story_bands_by_time RENAME TO story_bands;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
@@ -345,6 +364,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "entry outbox: new entries are durable before their feed's validators", _V6),
     (7, "items without links, unread feed dates, feed warnings", _V7),
     (8, "search index queue (tantivy index beside the warehouse) instead of the fts extension", _V8),
+    (9, "story band keys carry their root's first sighting, stored in that order (the story window)", _V9),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -50,12 +50,40 @@ def test_candidates_come_from_a_band_key_join_and_only_roots_are_indexed(tmp_pat
         # Two roots with 42 band keys each; the member adds a fingerprint, no keys.
         assert con.execute("SELECT count(*), count(DISTINCT story_id) FROM story_bands").fetchone() == (2 * P.bands, 2)
         assert con.execute("SELECT count(*) FROM article_fingerprints").fetchone()[0] == 3
-        roots = queries.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme)
+        roots = queries.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme, None)
         assert {r.story_id for rs in roots.values() for r in rs} == {first[0].article_id}
+        assert {r.first_seen_at for rs in roots.values() for r in rs} == {first[0].first_seen_at}
         # Signatures of another scheme are never candidates.
-        assert queries.select_story_roots(con, list(copy.fingerprint.band_keys), "other") == {}
+        assert queries.select_story_roots(con, list(copy.fingerprint.band_keys), "other", None) == {}
+        # Nor are roots first seen outside the window asked for.
+        later = (NOW + timedelta(days=31), NOW + timedelta(days=40))
+        assert queries.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme, later) == {}
         row = con.execute("SELECT story_id, articles, sources FROM stories WHERE articles = 2").fetchone()
         assert row == (first[0].article_id, 2, 2)
+
+
+def test_a_copy_joins_only_a_story_first_seen_within_the_window(tmp_path):
+    base = body(1)
+    day = 24 * 60
+    with connect(tmp_path / "wh.duckdb") as con:
+        [root], _ = load_clustered(con, [article(1, base)])
+        [near], joined = load_clustered(con, [article(2, " ".join(base.split()[:280]), minutes=29 * day)])
+        assert joined == 1 and near.story_id == root.article_id
+        # 31 days on, the same text starts a story of its own, and later
+        # copies join that one.
+        [late], joined = load_clustered(con, [article(3, base, minutes=31 * day)])
+        assert joined == 0 and late.story_id == late.article_id
+        [later], joined = load_clustered(con, [article(4, " ".join(base.split()[:290]), minutes=45 * day)])
+        assert joined == 1 and later.story_id == late.article_id
+        # The band keys carry each root's first sighting.
+        assert sorted(set(con.execute("SELECT story_id, first_seen_at FROM story_bands").fetchall())) == sorted(
+            [(root.article_id, root.first_seen_at), (late.article_id, late.first_seen_at)])
+    # window_days = 0: no window, the old story is found however old.
+    unlimited = StorySettings(window_days=0).params()
+    with connect(tmp_path / "wh2.duckdb") as con:
+        [root], _ = load_clustered(con, [article(1, base)], unlimited)
+        [copy], joined = load_clustered(con, [article(3, base, minutes=400 * day)], unlimited)
+        assert joined == 1 and copy.story_id == root.article_id
 
 
 def test_backlog_clusters_a_warehouse_from_before_stories(tmp_path):

@@ -1,0 +1,108 @@
+"""The story window in a real DuckDB file: band keys stored in first-seen
+order, and a candidate lookup that reads the window's row groups only."""
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pyarrow as pa
+
+from flows.settings import StorySettings
+from transforms.stories import candidate_window
+from warehouse import queries
+from warehouse.connection import connect
+from warehouse.schema import MIGRATIONS, migrate
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+P = StorySettings().params()
+ROW_GROUP = 122_880  # DuckDB's rows per row group
+
+
+def test_migration_9_gives_band_keys_their_roots_first_sighting_in_time_order(tmp_path):
+    db = tmp_path / "v8.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL,"
+                " applied_at TIMESTAMPTZ NOT NULL)")
+    for version, description, ddl in MIGRATIONS[:8]:
+        con.execute(ddl)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, description])
+    seen = {f"root{i}": NOW - timedelta(days=i) for i in range(5)}  # root0 is the newest
+    for article_id, at in seen.items():
+        con.execute("INSERT INTO articles (article_id, url, source, published_at, published_date, date_source, body,"
+                    " body_source, word_count, content_hash, first_seen_at, run_id, extractor, story_id)"
+                    " VALUES (?, ?, 'f', ?, ?, 'feed', 'text', 'page', 1, ?, ?, 'r', 'x', ?)",
+                    [article_id, f"https://x.example/{article_id}", at, at.date(), article_id, at, article_id])
+    # Inserted newest first: the migration must put them in time order.
+    con.execute("INSERT INTO story_bands SELECT k * 10 + i, 'root' || i FROM range(5) a(i), range(3) b(k)")
+    con.close()
+
+    with connect(db) as con:  # connect() migrates
+        rows = con.execute("SELECT band_key, story_id, first_seen_at FROM story_bands ORDER BY rowid").fetchall()
+        assert con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] >= 9
+        assert migrate(con) >= 9  # and again is a no-op
+    assert len(rows) == 15
+    assert all(first_seen == seen[story] for _, story, first_seen in rows)
+    assert [first_seen for _, _, first_seen in rows] == sorted(first_seen for _, _, first_seen in rows)
+    assert rows[0][1] == "root4" and rows[-1][1] == "root0"
+
+
+def _rows_scanned(con, run) -> dict[str, int]:
+    """Rows each table scan read while `run` ran (DuckDB's profiler)."""
+    out = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+    path = f"{out}/profile.json"
+    con.execute("PRAGMA enable_profiling = 'json'")
+    con.execute("PRAGMA custom_profiling_settings = '{\"OPERATOR_ROWS_SCANNED\": \"true\", "
+                "\"EXTRA_INFO\": \"true\"}'")
+    con.execute(f"SET profiling_output = '{path}'")
+    try:
+        run()
+    finally:
+        con.execute("PRAGMA disable_profiling")
+    scanned: dict[str, int] = {}
+
+    def walk(node):
+        table = (node.get("extra_info") or {}).get("Table", "").rpartition(".")[2]  # db.main.table
+        if table:
+            scanned[table] = scanned.get(table, 0) + node.get("operator_rows_scanned", 0)
+        for child in node.get("children", []):
+            walk(child)
+
+    with open(path) as f:
+        walk(json.load(f))
+    return scanned
+
+
+def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
+    # 100 days of roots, appended in first-seen order as runs append them:
+    # 10,000 roots × 42 band keys, 3-4 row groups... of which the last 30 days
+    # (+ the window's 30 days ahead, empty) are about a third.
+    rng = random.Random(7)
+    roots = 10_000
+    start = NOW - timedelta(days=100)
+    first_seen = [start + timedelta(days=100 * i / roots) for i in range(roots)]
+    bands = pa.table({
+        "band_key": pa.array([rng.randrange(-2**62, 2**62) for _ in range(roots * P.bands)], pa.int64()),
+        "story_id": [f"root{i}" for i in range(roots) for _ in range(P.bands)],
+        "first_seen_at": pa.array([t for t in first_seen for _ in range(P.bands)], pa.timestamp("us", tz="UTC")),
+    })
+    db = tmp_path / "wh.duckdb"
+    with connect(db) as con:
+        con.register("_b", bands)
+        con.execute("INSERT INTO story_bands SELECT * FROM _b")
+        con.unregister("_b")
+        con.execute("CHECKPOINT")
+    # A batch's keys: 40 new articles' worth, one of them shared with a recent root.
+    keys = [rng.randrange(-2**62, 2**62) for _ in range(40 * P.bands - 1)] + [bands["band_key"][-5].as_py()]
+    window = candidate_window([NOW], P)
+    with connect(db) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        everything = _rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, None))
+        recent = _rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, window))
+    total = roots * P.bands
+    # Without a window every row group is read (the join's own min/max
+    # filter on band_key skips a few vectors at the edges).
+    assert everything["story_bands"] >= 0.9 * total, (everything, total)
+    # The last 30 of 100 days, plus at most one row group the window starts in.
+    assert recent["story_bands"] <= 0.3 * total + ROW_GROUP, (recent, total)
