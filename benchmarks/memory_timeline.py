@@ -15,7 +15,6 @@ the stage the flow is in, so set PREFECT_LOGGING_LEVEL=INFO to see them.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.run import _child_label  # noqa: E402
+from benchmarks.run import _child_label, _children  # noqa: E402
 
 
 def _status(pid: int) -> tuple[int, int]:
@@ -40,16 +39,6 @@ def _status(pid: int) -> tuple[int, int]:
 
 
 def _tree(root: int) -> dict[str, tuple[int, int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
     out: dict[str, tuple[int, int]] = {}
     stack = [(root, "cli")]
     while stack:
@@ -58,7 +47,7 @@ def _tree(root: int) -> dict[str, tuple[int, int]]:
             out[label] = _status(pid)
         except OSError:
             continue
-        stack.extend((kid, _child_label(label, kid, n)) for n, kid in enumerate(sorted(children.get(pid, ())), 1))
+        stack.extend((kid, _child_label(label, kid, n)) for n, kid in enumerate(_children(pid), 1))
     return out
 
 

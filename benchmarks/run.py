@@ -101,30 +101,42 @@ def write_sources(path: Path, feeds: list[tuple[str, str]], workers: int, batch_
 # -- process-tree RSS -----------------------------------------------------------------------------
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_LABELS: dict[int, str] = {}  # pid -> its name in the tree, read once
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task.name}/children") as f:
+                kids.extend(int(k) for k in f.read().split())
+    except OSError:
+        pass
+    return sorted(kids)
+
+
 def _tree_rss(root: int, per_process: dict[str, int] | None = None) -> int:
     """RSS of `root` and its descendants; with `per_process`, also keeps each
-    process's own peak under a short label (CLI, forkserver, worker N)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            pid = int(entry.name)
-            children.setdefault(int(fields[1]), []).append(pid)
-            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
+    process's own peak under a short label (cli, forkserver, worker N). Walks
+    the tree from `root` through /proc/PID/task/TID/children rather than
+    reading every process on the machine: the sampler runs every 20 ms and
+    must not take the CPU it measures."""
     total, stack = 0, [(root, "cli")]
     while stack:
         pid, label = stack.pop()
-        total += rss.get(pid, 0)
-        if per_process is not None and pid in rss:
-            per_process[label] = max(per_process.get(label, 0), rss[pid])
-        kids = children.get(pid, ())
-        stack.extend((kid, _child_label(label, kid, n)) for n, kid in enumerate(sorted(kids), 1))
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                rss = int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+        total += rss
+        if per_process is not None:
+            per_process[label] = max(per_process.get(label, 0), rss)
+        for n, kid in enumerate(_children(pid), 1):
+            if kid not in _LABELS:
+                _LABELS[kid] = _child_label(label, kid, n)
+            stack.append((kid, _LABELS[kid]))
     return total
 
 
