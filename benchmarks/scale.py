@@ -114,7 +114,8 @@ def grow(db: Path, target: int, final: int, template_run: str, chunk_rows: int =
         """)
         con.execute("""
             INSERT INTO story_bands BY NAME
-            SELECT (hash(s.band_key, b.k) >> 1)::BIGINT AS band_key, b.new_id AS story_id
+            SELECT (hash(s.band_key, b.k) >> 1)::BIGINT AS band_key, b.new_id AS story_id,
+                   t.first_seen_at - b.shift AS first_seen_at
             FROM batch b JOIN tpl t ON t.article_id = b.template_id JOIN story_bands s ON s.story_id = b.template_id
             ORDER BY t.first_seen_at - b.shift
         """)

@@ -24,6 +24,7 @@ from transforms.records import (
     Sighting,
     SourceState,
 )
+from warehouse.queries import lookup
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
 
@@ -214,10 +215,9 @@ def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, F
     if not prints:
         return
     _put_fingerprints(con, prints)
-    with registered(con, "_ids", pa.table({"article_id": [a for a, _ in prints]})):
-        roots = dict(con.execute(
-            "SELECT article_id, first_seen_at FROM articles WHERE article_id IN (SELECT article_id FROM _ids) "
-            "AND story_id = article_id").fetchall())
+    roots = {article_id: first_seen_at for article_id, first_seen_at, story_id in lookup(
+        con, "SELECT article_id, first_seen_at, story_id FROM articles", "article_id", [a for a, _ in prints])
+        if story_id == article_id}
     _put_bands(con, [(a, f, roots[a]) for a, f in prints if a in roots], replace=True)
 
 
@@ -252,9 +252,9 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
     if not upgrades:
         return
     with registered(con, "_up", to_arrow(upgrades, ARTICLE_SCHEMA)):
-        upgraded = {r[0] for r in con.execute(
-            "SELECT a.article_id FROM articles a JOIN _up u USING (article_id) WHERE a.body_source = 'feed'"
-        ).fetchall()}
+        upgraded = {article_id for article_id, body_source in lookup(
+            con, "SELECT article_id, body_source FROM articles", "article_id", [a.article_id for a in upgrades])
+            if body_source == "feed"}
         _keep_revisions(con, "_up", "upgrade", "a.body_source = 'feed'")
         con.execute("""
             UPDATE articles SET

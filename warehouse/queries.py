@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from datetime import datetime
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -14,48 +14,67 @@ from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, S
 from warehouse.scopes import registered
 
 
+def lookup(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Iterable[Any],
+           chunk: int = 1000) -> list[tuple]:
+    """Rows of `select ... WHERE column IN (values)`, the values bound as
+    constants, `chunk` at a time.
+
+    DuckDB answers a list of constants on an indexed column from its ART
+    index (an Index Scan: a few nodes per value, O(log n) each). The same
+    question as a join, or as `IN (SELECT ...)` over a registered table, is
+    a hash join over a scan of the whole column: O(n) in the history
+    whatever the batch, and what it reads stays in the buffer pool.
+    tests/warehouse/test_lookups.py holds both to DuckDB's profiler."""
+    distinct = list(dict.fromkeys(v for v in values if v is not None))
+    rows: list[tuple] = []
+    for start in range(0, len(distinct), chunk):
+        part = distinct[start:start + chunk]
+        rows += con.execute(f"{select} WHERE {column} IN ({', '.join('?' * len(part))})", part).fetchall()
+    return rows
+
+
 def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[FeedEntry],
                              outbox: bool = True) -> KnownKeys:
-    """Which of these entries' links and GUIDs the warehouse has seen, joined
-    in DuckDB rather than by loading the history into Python. With `outbox`,
+    """Which of these entries' links and GUIDs the warehouse has seen. Stored
+    articles and sightings are looked up key by key through their indexes
+    (the cost grows with the entries, not with the history). With `outbox`,
     an entry queued in entry_outbox counts as seen: it is worked from there."""
     if not entries:
         return KnownKeys()
-    keys = pa.table({
-        "source": [e.source for e in entries],
-        "link": [e.canonical_link for e in entries],
-        "guid": [e.guid for e in entries],
-    })
+    links = [e.canonical_link for e in entries]
+    pairs = {(e.source, e.canonical_link) for e in entries}
+    by_url = dict(lookup(con, "SELECT url, article_id FROM articles", "url", links))
+    sighted_links: set[tuple[str, str]] = set()
+    for source, link, article_id in lookup(
+            con, "SELECT source, canonical_link, article_id FROM article_sightings", "canonical_link", links):
+        by_url[link] = article_id
+        if (source, link) in pairs:
+            sighted_links.add((source, link))
+    guid_pairs = {(e.source, e.guid) for e in entries if e.guid}
+    sighted_guids: set[tuple[str, str]] = set()
+    by_guid: dict[str, str] = {}
+    # Whether a GUID is global is decided in transforms; here any match.
+    for source, guid, article_id in lookup(
+            con, "SELECT source, guid, article_id FROM article_sightings", "guid", (g for _, g in guid_pairs)):
+        by_guid[guid] = min(by_guid.get(guid, article_id), article_id)
+        if (source, guid) in guid_pairs:
+            sighted_guids.add((source, guid))
+    # An entry waiting in page_attempts is known too: its retries come from
+    # there, not from the feed showing it again. These two tables hold work
+    # in progress and failures, not the history of articles: joined whole.
+    keys = pa.table({"source": [s for s, _ in pairs], "link": [c for _, c in pairs]},
+                    schema=pa.schema([("source", pa.string()), ("link", pa.string())]))
     with registered(con, "_keys", keys):
-        by_url = dict(con.execute("""
-            SELECT a.url, a.article_id FROM articles a WHERE a.url IN (SELECT link FROM _keys)
-            UNION ALL
-            SELECT s.canonical_link, s.article_id FROM article_sightings s
-            WHERE s.canonical_link IN (SELECT link FROM _keys)
-        """).fetchall())
-        # An entry waiting in page_attempts is known too: its retries come
-        # from there, not from the feed showing it again.
-        links = con.execute("""
-            SELECT DISTINCT s.source, s.canonical_link FROM article_sightings s
-            JOIN _keys k ON k.source = s.source AND k.link = s.canonical_link
-            UNION
+        sighted_links.update(con.execute("""
             SELECT p.source, p.canonical_link FROM page_attempts p
             JOIN _keys k ON k.source = p.source AND k.link = p.canonical_link
         """ + ("""
             UNION
             SELECT o.source, o.canonical_link FROM entry_outbox o
             JOIN _keys k ON k.source = o.source AND k.link = o.canonical_link
-        """ if outbox else "")).fetchall()
-        guids = con.execute("""
-            SELECT DISTINCT s.source, s.guid FROM article_sightings s
-            JOIN _keys k ON k.source = s.source AND k.guid = s.guid
-        """).fetchall()
-        # Whether a GUID is global is decided in transforms; here any match.
-        by_guid = dict(con.execute("""
-            SELECT s.guid, min(s.article_id) FROM article_sightings s
-            WHERE s.guid IN (SELECT guid FROM _keys) GROUP BY s.guid
-        """).fetchall())
-    return KnownKeys(by_url=by_url, by_guid=by_guid, sighted_links=frozenset(links), sighted_guids=frozenset(guids))
+        """ if outbox else "")).fetchall())
+    return KnownKeys(by_url=by_url, by_guid=by_guid, sighted_links=frozenset(sighted_links),
+                     sighted_guids=frozenset(sighted_guids))
 
 
 def select_known_articles(
@@ -63,21 +82,20 @@ def select_known_articles(
 ) -> KnownKeys:
     """Articles already stored under one of these canonical URLs, or whose
     page body has one of these hashes (feed-text bodies are never matched by
-    hash: see `transforms.dedupe.resolve_duplicates`)."""
+    hash: see `transforms.dedupe.resolve_duplicates`). Key by key, through
+    the indexes on articles.url, article_sightings.canonical_link and
+    articles.content_hash."""
     if not urls and not hashes:
         return KnownKeys()
-    url_table = pa.table({"url": list(urls)}, schema=pa.schema([("url", pa.string())]))
-    hash_table = pa.table({"h": list(hashes)}, schema=pa.schema([("h", pa.string())]))
-    with registered(con, "_urls", url_table), registered(con, "_hashes", hash_table):
-        by_url = dict(con.execute("""
-            SELECT url, article_id FROM articles WHERE url IN (SELECT url FROM _urls)
-            UNION ALL
-            SELECT canonical_link, article_id FROM article_sightings WHERE canonical_link IN (SELECT url FROM _urls)
-        """).fetchall())
-        by_hash = dict(con.execute(
-            "SELECT content_hash, min(article_id) FROM articles WHERE body_source = 'page' "
-            "AND content_hash IN (SELECT h FROM _hashes) GROUP BY 1"
-        ).fetchall())
+    by_url = dict(lookup(con, "SELECT url, article_id FROM articles", "url", urls))
+    by_url.update(lookup(con, "SELECT canonical_link, article_id FROM article_sightings", "canonical_link", urls))
+    by_hash: dict[str, str] = {}
+    # body_source is tested here, not in SQL: another condition beside the
+    # `= ?` could keep DuckDB from answering it with the index.
+    for content_hash, article_id, body_source in lookup(
+            con, "SELECT content_hash, article_id, body_source FROM articles", "content_hash", hashes):
+        if body_source == "page":
+            by_hash[content_hash] = min(by_hash.get(content_hash, article_id), article_id)
     return KnownKeys(by_url=by_url, by_hash=by_hash)
 
 
@@ -266,10 +284,9 @@ def select_archived_articles(con: duckdb.DuckDBPyConnection, since=None, source:
 def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     if not article_ids:
         return {}
-    with registered(con, "_ids", pa.table({"article_id": list(article_ids)})):
-        cur = con.execute("SELECT * FROM articles WHERE article_id IN (SELECT article_id FROM _ids)")
-        names = [d[0] for d in cur.description]
-        return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
+    names = [r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE articles)").fetchall()]
+    rows = lookup(con, "SELECT * FROM articles", "article_id", article_ids)
+    return {r[0]: dict(zip(names, r)) for r in rows}
 
 
 def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:

@@ -353,6 +353,11 @@ FROM story_bands b JOIN articles a ON a.article_id = b.story_id
 ORDER BY a.first_seen_at, b.story_id;
 DROP TABLE story_bands;
 ALTER TABLE story_bands_by_time RENAME TO story_bands;
+
+-- Known-entry checks look sightings up by link and by GUID, one key at a
+-- time through these (an IN list or a join would scan the whole column).
+CREATE INDEX sightings_link ON article_sightings (canonical_link);
+CREATE INDEX sightings_guid ON article_sightings (guid);
 """
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -364,7 +369,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "entry outbox: new entries are durable before their feed's validators", _V6),
     (7, "items without links, unread feed dates, feed warnings", _V7),
     (8, "search index queue (tantivy index beside the warehouse) instead of the fts extension", _V8),
-    (9, "story band keys carry their root's first sighting, stored in that order (the story window)", _V9),
+    (9, "story band keys carry their root's first sighting, stored in that order (the story window); "
+        "sightings indexed by link and GUID", _V9),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

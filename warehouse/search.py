@@ -18,6 +18,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import duckdb
 import pyarrow as pa
 
+from warehouse.queries import lookup
 from warehouse.scopes import registered, snapshot, transaction
 
 # What the index needs of an article.
@@ -41,14 +42,9 @@ def select_queued(con: duckdb.DuckDBPyConnection) -> Queued:
         upto = con.execute("SELECT coalesce(max(seq), 0) FROM search_queue").fetchone()[0]
         ids = [r[0] for r in con.execute("SELECT DISTINCT article_id FROM search_queue WHERE seq <= ?",
                                          [upto]).fetchall()]
-        articles: list[dict[str, Any]] = []
-        if ids:
-            with registered(con, "_queued", pa.table({"article_id": ids})):
-                cur = con.execute(f"SELECT {INDEX_COLUMNS} FROM articles "
-                                  "WHERE article_id IN (SELECT article_id FROM _queued)")
-                names = [d[0] for d in cur.description]
-                articles = [dict(zip(names, r)) for r in cur.fetchall()]
-    return Queued(upto, articles)
+        names = [name.strip() for name in INDEX_COLUMNS.split(",")]
+        rows = lookup(con, f"SELECT {INDEX_COLUMNS} FROM articles", "article_id", ids)
+    return Queued(upto, [dict(zip(names, r)) for r in rows])
 
 
 def clear_queue(con: duckdb.DuckDBPyConnection, upto: int) -> None:
@@ -95,12 +91,6 @@ def finish_rebuild(con: duckdb.DuckDBPyConnection, index_id: str, upto: int, art
 def select_hit_rows(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """What a search result shows of these articles, by id. One primary-key
     lookup each (a join would read the id column of every article)."""
-    out: dict[str, dict[str, Any]] = {}
     names = ("article_id", "published_date", "source", "title", "url", "body")
-    for start in range(0, len(article_ids), 100):
-        chunk = list(article_ids[start:start + 100])
-        sql = " UNION ALL ".join(["SELECT article_id, published_date, source, title, url, body "
-                                  "FROM articles WHERE article_id = ?"] * len(chunk))
-        for row in con.execute(sql, chunk).fetchall():
-            out[row[0]] = dict(zip(names, row))
-    return out
+    rows = lookup(con, f"SELECT {', '.join(names)} FROM articles", "article_id", article_ids)
+    return {row[0]: dict(zip(names, row)) for row in rows}

@@ -1,7 +1,6 @@
 """The story window in a real DuckDB file: band keys stored in first-seen
 order, and a candidate lookup that reads the window's row groups only."""
 
-import json
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +11,7 @@ from flows.settings import StorySettings
 from transforms.stories import candidate_window
 from warehouse import queries
 from warehouse.connection import connect
+from tests.warehouse.profiling import rows_scanned
 from warehouse.schema import MIGRATIONS, migrate
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
@@ -48,32 +48,6 @@ def test_migration_9_gives_band_keys_their_roots_first_sighting_in_time_order(tm
     assert rows[0][1] == "root4" and rows[-1][1] == "root0"
 
 
-def _rows_scanned(con, run) -> dict[str, int]:
-    """Rows each table scan read while `run` ran (DuckDB's profiler)."""
-    out = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
-    path = f"{out}/profile.json"
-    con.execute("PRAGMA enable_profiling = 'json'")
-    con.execute("PRAGMA custom_profiling_settings = '{\"OPERATOR_ROWS_SCANNED\": \"true\", "
-                "\"EXTRA_INFO\": \"true\"}'")
-    con.execute(f"SET profiling_output = '{path}'")
-    try:
-        run()
-    finally:
-        con.execute("PRAGMA disable_profiling")
-    scanned: dict[str, int] = {}
-
-    def walk(node):
-        table = (node.get("extra_info") or {}).get("Table", "").rpartition(".")[2]  # db.main.table
-        if table:
-            scanned[table] = scanned.get(table, 0) + node.get("operator_rows_scanned", 0)
-        for child in node.get("children", []):
-            walk(child)
-
-    with open(path) as f:
-        walk(json.load(f))
-    return scanned
-
-
 def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
     # 100 days of roots, appended in first-seen order as runs append them:
     # 10,000 roots × 42 band keys, 3-4 row groups... of which the last 30 days
@@ -98,8 +72,8 @@ def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
     window = candidate_window([NOW], P)
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
-        everything = _rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, None))
-        recent = _rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, window))
+        everything = rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, None))
+        recent = rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, window))
     total = roots * P.bands
     # Without a window every row group is read (the join's own min/max
     # filter on band_key skips a few vectors at the edges).
