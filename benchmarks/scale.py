@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="measure runs against this already grown warehouse (its index in sync) beside a fresh "
                              "empty one, in the same minutes, instead of growing one")
+    parser.add_argument("--timeline", action="store_true",
+                        help="before the measured runs at each size, one more run under benchmarks/memory_timeline.py "
+                             "(each process's memory over time beside the flow's log), printed")
     parser.add_argument("--first-variant", type=int, default=1,
                         help="variant of the real pages the first run gets; with --reuse, pick one above those "
                              "the warehouse holds, or its runs find only exact duplicates")
@@ -200,6 +203,13 @@ def main() -> None:
         if reindex:
             reindex_s, reindex_rss, _ = run_measured([*cli, "reindex", "--db", str(db)], env)
             print(f"  reindex {reindex_s:.1f} s, peak RSS {reindex_rss / 1e6:.0f} MB", flush=True)
+        if args.timeline:
+            print(f"  memory timeline of one more run ({label}):", flush=True)
+            timeline = subprocess.run(
+                [sys.executable, str(ROOT / "benchmarks" / "memory_timeline.py"), "--every", "0.1", "--",
+                 *cli, "ingest", "--sources", str(pages_for_run()), "--db", str(db)],
+                env={**env, "PREFECT_LOGGING_LEVEL": "INFO"}, capture_output=True, text=True, cwd=ROOT)
+            print("\n".join("    " + line for line in timeline.stdout.splitlines()), flush=True)
         walls, peaks = [], []
         for _ in range(args.runs):
             per_process: dict[str, int] = {}
