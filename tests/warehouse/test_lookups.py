@@ -73,3 +73,15 @@ def test_a_lookup_reads_its_keys_not_the_column(big, tmp_path, select, column, t
         joined = rows_scanned(con, lambda: con.execute(
             f"{select} WHERE {column} IN (SELECT k FROM _keys)").fetchall())
         assert joined[table] > ROWS / 2, joined
+
+
+def test_a_full_chunk_of_keys_is_still_index_probes(big, tmp_path):
+    # 500 keys (the chunk) that each match a row: still under DuckDB's
+    # index_scan_max_count, so still an Index Scan, not the whole column.
+    select, column, table, key = CASES[0]
+    keys = [key(i) for i in range(0, ROWS, ROWS // 500)][:500]
+    with connect(big, read_only=True) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        found = []
+        scanned = rows_scanned(con, lambda: found.extend(queries.lookup(con, select, column, keys)))
+    assert len(found) == 500 and scanned[table] <= 500, scanned
