@@ -20,10 +20,29 @@ from warehouse.schema import migrate
 # For type hints outside the warehouse, which never imports duckdb itself.
 Connection = duckdb.DuckDBPyConnection
 
-# DuckDB's own default is 80% of the machine's memory. A run touches a batch,
-# not the history, so a bound keeps a big warehouse from growing the process;
-# larger sorts and joins (a full export) spill to a temp directory instead.
+# DuckDB's own default is 80% of the machine's memory. Readers (ad hoc SQL,
+# exports, search, reindex) and migrations get 1 GB; larger sorts and joins
+# spill to a temp directory instead.
 MEMORY_LIMIT = "1GB"
+# A writer (ingest, re-extraction) touches a batch, not the history. What it
+# does hold is each checkpoint's rewrite of a table's last row group: DuckDB
+# 1.5 rewrites a row group with appended rows whole (every column, the
+# articles' bodies too) when the table has indexes, up to 122,880 rows, and
+# the rewrite takes as much memory as the limit allows (measured on a
+# 100k-article warehouse: 830 MB of anonymous memory at 1 GB, 450 MB at
+# 256 MB, and no slower). See docs/scale.md.
+WRITER_MEMORY_LIMIT = "256MB"
+
+
+def _limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    con.execute(f"SET memory_limit = '{limit}'")
+
+
+def _writable(con: duckdb.DuckDBPyConnection) -> None:
+    """Migrate (with the readers' limit: a migration may build an index over
+    a whole table), then hold the connection to the writers' limit."""
+    migrate(con)
+    _limit(con, WRITER_MEMORY_LIMIT)
 
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
@@ -32,7 +51,7 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     # Extensions come from pinned wheels, never from the internet.
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    _limit(con, MEMORY_LIMIT)
     con.execute("SET enable_progress_bar = false")
 
 
@@ -92,7 +111,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
     try:
         _prepare(con)
         if not read_only:
-            migrate(con)
+            _writable(con)
         yield con
     finally:
         con.close()
@@ -105,8 +124,7 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
     anywhere: the file read-only, and no file system access at all (no
     COPY ... TO, EXPORT DATABASE, ATTACH, INSTALL/LOAD, read_csv) except
     reading under the `allow_read` directories. The configuration is then
-    locked, so a query cannot switch any of it back. The fts extension is
-    loaded before the lock, so `search_articles` still works."""
+    locked, so a query cannot switch any of it back."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
@@ -145,7 +163,7 @@ class Writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = _open(self.path, False, 30.0)
             _prepare(self._con)
-            migrate(self._con)
+            _writable(self._con)
             self._opened = time.monotonic()
         try:
             yield self._con

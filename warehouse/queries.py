@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import duckdb
@@ -295,10 +295,18 @@ def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) 
 
 def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     """Per feed, what one run did: poll status, entries, new articles, duplicates, failures."""
+    # A run's rows are all stamped after it started, and tables are appended
+    # in time order: a constant lower bound on the time lets DuckDB skip every
+    # older row group on its min/max, where run_id alone (random) would read
+    # the whole column. An hour of slack covers a clock stepped back mid-run.
+    started = con.execute("SELECT started_at FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    since = started[0] - timedelta(hours=1) if started else datetime.min.replace(tzinfo=timezone.utc)
     cur = con.execute("""
-        WITH new AS (SELECT source, count(*) AS n FROM articles WHERE run_id = $r GROUP BY 1),
-             seen AS (SELECT source, count(*) AS n FROM article_sightings WHERE run_id = $r GROUP BY 1),
-             fails AS (SELECT source, count(*) AS n FROM failures WHERE run_id = $r GROUP BY 1)
+        WITH new AS (SELECT source, count(*) AS n FROM articles
+                     WHERE run_id = $r AND first_seen_at >= $since GROUP BY 1),
+             seen AS (SELECT source, count(*) AS n FROM article_sightings
+                      WHERE run_id = $r AND seen_at >= $since GROUP BY 1),
+             fails AS (SELECT source, count(*) AS n FROM failures WHERE run_id = $r AND "at" >= $since GROUP BY 1)
         SELECT p.source, p.status, p.ok, p.not_modified, p.entries, p.new_entries,
                coalesce(new.n, 0) AS articles_new,
                greatest(coalesce(seen.n, 0) - coalesce(new.n, 0), 0) AS duplicates,
@@ -307,9 +315,9 @@ def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[s
         LEFT JOIN new ON new.source = p.source
         LEFT JOIN seen ON seen.source = p.source
         LEFT JOIN fails ON fails.source = p.source
-        WHERE p.run_id = $r
+        WHERE p.run_id = $r AND p.fetched_at >= $since
         ORDER BY p.source
-    """, {"r": run_id})
+    """, {"r": run_id, "since": since})
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
 

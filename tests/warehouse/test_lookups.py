@@ -1,6 +1,8 @@
 """Lookups by a list of keys read the keys, not the history (DuckDB's profiler on a
 real file of 250,000 articles and sightings: two row groups and more)."""
 
+from datetime import timedelta
+
 import pyarrow as pa
 import pytest
 
@@ -9,6 +11,7 @@ from warehouse import queries
 from warehouse.connection import connect
 
 ROWS = 250_000
+ROW_GROUP_ROWS = 122_880  # DuckDB's rows per row group
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +88,26 @@ def test_a_full_chunk_of_keys_is_still_index_probes(big, tmp_path):
         found = []
         scanned = rows_scanned(con, lambda: found.extend(queries.lookup(con, select, column, keys)))
     assert len(found) == 500 and scanned[table] <= 500, scanned
+
+
+def test_the_run_report_reads_the_runs_row_groups_not_the_history(big, tmp_path):
+    # The fixture's articles and sightings were first seen one a second from
+    # 2026-01-01; a run that started 10 minutes before the last of them.
+    with connect(big) as con:
+        last = con.execute("SELECT max(first_seen_at) FROM articles").fetchone()[0]
+        con.execute("INSERT INTO runs (run_id, started_at, status) VALUES ('r', ?, 'completed')",
+                    [last - timedelta(minutes=10)])
+        con.execute("INSERT INTO feed_polls (run_id, source, fetched_at, ok, not_modified, entries, new_entries)"
+                    " VALUES ('r', 'feed7', ?, true, false, 1, 1)", [last])
+    with connect(big, read_only=True) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        report = []
+        scanned = rows_scanned(con, lambda: report.extend(queries.select_run_feeds(con, "r")))
+    # A run's rows are stamped after it started (less an hour of slack for
+    # the clock): those of feed7 among the last 70 minutes of seconds.
+    expected = sum(1 for i in range(ROWS) if i % 50 == 7 and i >= ROWS - 1 - 70 * 60)
+    assert [(r["source"], r["articles_new"]) for r in report] == [("feed7", expected)]
+    # Every row has run_id 'r', but only the row group(s) of the run's last
+    # hour and ten minutes are read: the run's rows, not the history.
+    assert scanned["articles"] <= 2 * ROW_GROUP_ROWS < ROWS, scanned
+    assert scanned["article_sightings"] <= 2 * ROW_GROUP_ROWS, scanned
