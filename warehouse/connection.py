@@ -21,10 +21,10 @@ from warehouse.schema import migrate
 Connection = duckdb.DuckDBPyConnection
 
 # DuckDB's own default is 80% of the machine's memory. Readers (ad hoc SQL,
-# exports, search, reindex) and migrations get 1 GB; larger sorts and joins
+# exports, search) and migrations get 1 GB; larger sorts and joins
 # spill to a temp directory instead.
 MEMORY_LIMIT = "1GB"
-# A writer (ingest, re-extraction) touches a batch, not the history. What it
+# A writer (ingest, re-extraction, reindex) touches a batch, not the history. What it
 # does hold is each checkpoint's rewrite of a table's last row group: DuckDB
 # 1.5 rewrites a row group with appended rows whole (every column, the
 # articles' bodies too) when the table has indexes, up to 122,880 rows, and
