@@ -10,13 +10,12 @@ import pyarrow as pa
 from flows.settings import StorySettings
 from transforms.stories import candidate_window
 from warehouse import queries
-from warehouse.connection import connect
+from warehouse.connection import ROW_GROUP_SIZE, connect
 from tests.warehouse.profiling import rows_scanned
 from warehouse.schema import MIGRATIONS, migrate
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 P = StorySettings().params()
-ROW_GROUP = 122_880  # DuckDB's rows per row group
 
 
 def test_migration_9_gives_band_keys_their_roots_first_sighting_in_time_order(tmp_path):
@@ -50,8 +49,8 @@ def test_migration_9_gives_band_keys_their_roots_first_sighting_in_time_order(tm
 
 def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
     # 100 days of roots, appended in first-seen order as runs append them:
-    # 10,000 roots × 42 band keys, 3-4 row groups... of which the last 30 days
-    # (+ the window's 30 days ahead, empty) are about a third.
+    # 10,000 roots × 42 band keys in row groups of ROW_GROUP_SIZE, of which the
+    # last 30 days (+ the window's 30 days ahead, empty) are about a third.
     rng = random.Random(7)
     roots = 10_000
     start = NOW - timedelta(days=100)
@@ -79,4 +78,4 @@ def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
     # filter on band_key skips a few vectors at the edges).
     assert everything["story_bands"] >= 0.9 * total, (everything, total)
     # The last 30 of 100 days, plus at most one row group the window starts in.
-    assert recent["story_bands"] <= 0.3 * total + ROW_GROUP, (recent, total)
+    assert recent["story_bands"] <= 0.3 * total + ROW_GROUP_SIZE, (recent, total)
