@@ -204,9 +204,24 @@ def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Finger
         "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
     }, schema=BAND_SCHEMA)
     if replace:
-        with registered(con, "_roots", pa.table({"story_id": [a for a, _, _ in roots]})):
-            con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
+        _drop_bands(con, [(a, t) for a, _, t in roots])
     _insert(con, "story_bands", rows, "")
+
+
+def _drop_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, datetime]]) -> None:
+    """Delete the band keys of these story roots (id, first seen).
+
+    Story ids are random, so a filter on story_id alone reads every row
+    group of story_bands. Each row carries its root's first sighting and rows
+    are stored in that order: the time bound lets DuckDB skip all row groups
+    but those of the roots' time on their min/max (an upgrade touches recent
+    roots, a backlog chunk roots seen close together)."""
+    if not roots:
+        return
+    times = [t for _, t in roots]
+    with registered(con, "_roots", pa.table({"story_id": [a for a, _ in roots]})):
+        con.execute("DELETE FROM story_bands WHERE first_seen_at BETWEEN ? AND ? "
+                    "AND story_id IN (SELECT story_id FROM _roots)", [min(times), max(times)])
 
 
 def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, Fingerprint]]) -> None:
