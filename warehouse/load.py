@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -270,41 +270,62 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         upgraded = {article_id for article_id, body_source in lookup(
             con, "SELECT article_id, body_source FROM articles", "article_id", [a.article_id for a in upgrades])
             if body_source == "feed"}
-        _keep_revisions(con, "_up", "upgrade", "a.body_source = 'feed'")
-        con.execute("""
-            UPDATE articles SET
-                body = u.body, body_source = u.body_source, body_note = u.body_note,
-                word_count = u.word_count, content_hash = u.content_hash, language = u.language,
-                extractor = u.extractor, title = coalesce(articles.title, u.title),
-                warc_file = u.warc_file, warc_offset = u.warc_offset,
-                author = coalesce(articles.author, u.author),
-                published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                    THEN u.published_at ELSE articles.published_at END,
-                published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                      THEN u.published_date ELSE articles.published_date END,
-                date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                   THEN 'page' ELSE articles.date_source END
-            FROM _up AS u
-            -- only a feed-text body is replaced: a page body already stored stays
-            WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
-        """)
+        # By key, with the ids as constants: a join with _up alone would read
+        # the id column of every article (tests/warehouse/test_lookups.py).
+        for ids in _chunks(sorted(upgraded)):
+            _keep_revisions(con, "_up", "upgrade", ids)
+            con.execute(f"""
+                UPDATE articles SET
+                    body = u.body, body_source = u.body_source, body_note = u.body_note,
+                    word_count = u.word_count, content_hash = u.content_hash, language = u.language,
+                    extractor = u.extractor, title = coalesce(articles.title, u.title),
+                    warc_file = u.warc_file, warc_offset = u.warc_offset,
+                    author = coalesce(articles.author, u.author),
+                    published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                        THEN u.published_at ELSE articles.published_at END,
+                    published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                          THEN u.published_date ELSE articles.published_date END,
+                    date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                       THEN 'page' ELSE articles.date_source END
+                FROM _up AS u
+                -- only a feed-text body is replaced (`upgraded`): a page body
+                -- already stored stays. No other condition beside the id list:
+                -- it would keep DuckDB from answering it with the index.
+                WHERE articles.article_id = u.article_id AND articles.article_id IN ({_marks(ids)})
+            """, ids)
         if upgraded:
             with registered(con, "_upgraded", pa.table({"article_id": sorted(upgraded)})):
                 queue_articles(con, "_upgraded")
     _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
 
 
-def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str, where: str = "true") -> None:
+def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str,
+                    ids: Sequence[str] | None = None) -> None:
     """Copy the current version of the articles in the registered table
-    `changes` whose body is about to change into article_revisions."""
+    `changes` whose body is about to change into article_revisions. With
+    `ids` (a batch's worth), only those articles are read, by primary key."""
+    # MATERIALIZED: inlined, the id list would be merged with the join's
+    # conditions and DuckDB would scan the whole table instead of the index.
+    stored = (f"(WITH k AS MATERIALIZED (SELECT * FROM articles WHERE article_id IN ({_marks(ids)})) "
+              "SELECT * FROM k)") if ids is not None else "articles"
     con.execute(f"""
         INSERT INTO article_revisions (article_id, revised_at, reason, title, body, body_source, content_hash,
                                        extractor, published_at, language)
         SELECT a.article_id, now(), ?, a.title, a.body, a.body_source, a.content_hash, a.extractor,
                a.published_at, a.language
-        FROM articles a JOIN {changes} c USING (article_id)
-        WHERE a.content_hash <> c.content_hash AND {where}
-    """, [reason])
+        FROM {stored} a JOIN {changes} c USING (article_id)
+        WHERE a.content_hash <> c.content_hash
+    """, [reason, *(ids or ())])
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    """Key lists of at most `size` (see `warehouse.queries.lookup`)."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
