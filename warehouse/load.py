@@ -114,7 +114,7 @@ def load_batch(
     (the crash-injection tests kill the process there)."""
     with transaction(con):
         new = _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING", "article_id")
-        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert_sightings(con, sightings)
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
         _insert(con, "page_attempts", _attempts_arrow(attempts), """
             ON CONFLICT (source, canonical_link) DO UPDATE SET
@@ -172,8 +172,24 @@ def record_polls(
         update_source_states(con, states)
         insert_feed_polls(con, polls)
         _insert(con, "entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
-        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert_sightings(con, sightings)
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
+
+
+def _insert_sightings(con: duckdb.DuckDBPyConnection, sightings: Sequence[Sighting]) -> None:
+    """Store the sightings not stored yet: one per (source, canonical_link),
+    the first. Stored ones are looked up by link (the sightings_link index)
+    rather than left to ON CONFLICT: DuckDB 1.5 checks a conflict on a
+    two-column key with a hash join over the whole table, every batch."""
+    if not sightings:
+        return
+    stored = set(lookup(con, "SELECT source, canonical_link FROM article_sightings", "canonical_link",
+                        [s.canonical_link for s in sightings]))
+    fresh: dict[tuple[str, str], Sighting] = {}
+    for s in sightings:
+        if (s.source, s.canonical_link) not in stored:
+            fresh.setdefault((s.source, s.canonical_link), s)
+    _insert(con, "article_sightings", to_arrow(list(fresh.values()), SIGHTING_SCHEMA), "")
 
 
 FINGERPRINT_SCHEMA = pa.schema([

@@ -2,7 +2,7 @@
 real file of 250,000 articles and sightings: two row groups and more)."""
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from flows.settings import StorySettings
 from tests.warehouse.profiling import Profiled, rows_scanned
 from transforms.fingerprints import fingerprint
-from transforms.records import Article
+from transforms.records import Article, Sighting
 from warehouse import load, queries
 from warehouse.connection import connect
 
@@ -150,3 +150,32 @@ def test_an_upgrade_reads_its_articles_not_the_history(big, tmp_path):
         assert con.execute("SELECT count(*) FROM articles WHERE body_source = 'page'").fetchone()[0] == ROWS
     # Each statement reads the upgraded articles' rows by key, not every row.
     assert profiled.scanned.get("articles", 0) <= 20, profiled.scanned
+
+
+def test_a_batch_load_reads_its_keys_not_the_history(big, tmp_path):
+    # 40 new articles, each seen in a feed, and one entry seen again (its
+    # sighting is already stored: kept as it was). DuckDB 1.5 checks
+    # `ON CONFLICT` on a two-column key (article_sightings' (source,
+    # canonical_link)) by a hash join over the whole table.
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(big, db)
+    when = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    texts = [" ".join(f"n{n}w{i}" for i in range(200)) for n in range(40)]
+    articles = [Article(article_id=_md5(f"new{n}")[:20], url=f"https://x.example/{_md5(f'new{n}')}", source="feed1",
+                        title="t", author=None, published_at=when, published_date=when.date(), date_source="feed",
+                        date_note=None, language="en", body=text, body_source="page", body_note=None, word_count=200,
+                        content_hash=_sha(text), first_seen_at=when, run_id="r2", extractor="x",
+                        fingerprint=fingerprint(text, P), story_id=_md5(f"new{n}")[:20]) for n, text in enumerate(texts)]
+    sightings = [Sighting(article_id=a.article_id, source="feed1", url=a.url, canonical_link=a.url, guid=None,
+                          seen_at=when, run_id="r2") for a in articles]
+    again = Sighting(article_id="other", source="feed7", url="u", canonical_link=f"https://x.example/{_md5('u7')}",
+                     guid=None, seen_at=when, run_id="r2")  # (feed7, link 7) is stored, for article 7
+    with connect(db) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        profiled = Profiled(con)
+        load.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
+        assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == ROWS + 40
+        assert con.execute("SELECT article_id, run_id FROM article_sightings WHERE canonical_link = ?",
+                           [again.canonical_link]).fetchall() == [(_md5("7")[:20], "r")]
+        assert con.execute("SELECT count(*) FROM story_bands").fetchone()[0] == 40 * P.bands
+    assert all(rows <= 200 for rows in profiled.scanned.values()), profiled.scanned
