@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -114,7 +114,7 @@ def load_batch(
     (the crash-injection tests kill the process there)."""
     with transaction(con):
         new = _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING", "article_id")
-        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert_sightings(con, sightings)
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
         _insert(con, "page_attempts", _attempts_arrow(attempts), """
             ON CONFLICT (source, canonical_link) DO UPDATE SET
@@ -172,8 +172,24 @@ def record_polls(
         update_source_states(con, states)
         insert_feed_polls(con, polls)
         _insert(con, "entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
-        _insert(con, "article_sightings", to_arrow(sightings, SIGHTING_SCHEMA), "ON CONFLICT DO NOTHING")
+        _insert_sightings(con, sightings)
         _insert(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
+
+
+def _insert_sightings(con: duckdb.DuckDBPyConnection, sightings: Sequence[Sighting]) -> None:
+    """Store the sightings not stored yet: one per (source, canonical_link),
+    the first. Stored ones are looked up by link (the sightings_link index)
+    rather than left to ON CONFLICT: DuckDB 1.5 checks a conflict on a
+    two-column key with a hash join over the whole table, every batch."""
+    if not sightings:
+        return
+    stored = set(lookup(con, "SELECT source, canonical_link FROM article_sightings", "canonical_link",
+                        [s.canonical_link for s in sightings]))
+    fresh: dict[tuple[str, str], Sighting] = {}
+    for s in sightings:
+        if (s.source, s.canonical_link) not in stored:
+            fresh.setdefault((s.source, s.canonical_link), s)
+    _insert(con, "article_sightings", to_arrow(list(fresh.values()), SIGHTING_SCHEMA), "")
 
 
 FINGERPRINT_SCHEMA = pa.schema([
@@ -204,9 +220,24 @@ def _put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Finger
         "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
     }, schema=BAND_SCHEMA)
     if replace:
-        with registered(con, "_roots", pa.table({"story_id": [a for a, _, _ in roots]})):
-            con.execute("DELETE FROM story_bands WHERE story_id IN (SELECT story_id FROM _roots)")
+        _drop_bands(con, [(a, t) for a, _, t in roots])
     _insert(con, "story_bands", rows, "")
+
+
+def _drop_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, datetime]]) -> None:
+    """Delete the band keys of these story roots (id, first seen).
+
+    Story ids are random, so a filter on story_id alone reads every row
+    group of story_bands. Each row carries its root's first sighting and rows
+    are stored in that order: the time bound lets DuckDB skip all row groups
+    but those of the roots' time on their min/max (an upgrade touches recent
+    roots, a backlog chunk roots seen close together)."""
+    if not roots:
+        return
+    times = [t for _, t in roots]
+    with registered(con, "_roots", pa.table({"story_id": [a for a, _ in roots]})):
+        con.execute("DELETE FROM story_bands WHERE first_seen_at BETWEEN ? AND ? "
+                    "AND story_id IN (SELECT story_id FROM _roots)", [min(times), max(times)])
 
 
 def _refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, Fingerprint]]) -> None:
@@ -255,41 +286,62 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         upgraded = {article_id for article_id, body_source in lookup(
             con, "SELECT article_id, body_source FROM articles", "article_id", [a.article_id for a in upgrades])
             if body_source == "feed"}
-        _keep_revisions(con, "_up", "upgrade", "a.body_source = 'feed'")
-        con.execute("""
-            UPDATE articles SET
-                body = u.body, body_source = u.body_source, body_note = u.body_note,
-                word_count = u.word_count, content_hash = u.content_hash, language = u.language,
-                extractor = u.extractor, title = coalesce(articles.title, u.title),
-                warc_file = u.warc_file, warc_offset = u.warc_offset,
-                author = coalesce(articles.author, u.author),
-                published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                    THEN u.published_at ELSE articles.published_at END,
-                published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                      THEN u.published_date ELSE articles.published_date END,
-                date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                   THEN 'page' ELSE articles.date_source END
-            FROM _up AS u
-            -- only a feed-text body is replaced: a page body already stored stays
-            WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'
-        """)
+        # By key, with the ids as constants: a join with _up alone would read
+        # the id column of every article (tests/warehouse/test_lookups.py).
+        for ids in _chunks(sorted(upgraded)):
+            _keep_revisions(con, "_up", "upgrade", ids)
+            con.execute(f"""
+                UPDATE articles SET
+                    body = u.body, body_source = u.body_source, body_note = u.body_note,
+                    word_count = u.word_count, content_hash = u.content_hash, language = u.language,
+                    extractor = u.extractor, title = coalesce(articles.title, u.title),
+                    warc_file = u.warc_file, warc_offset = u.warc_offset,
+                    author = coalesce(articles.author, u.author),
+                    published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                        THEN u.published_at ELSE articles.published_at END,
+                    published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                          THEN u.published_date ELSE articles.published_date END,
+                    date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                       THEN 'page' ELSE articles.date_source END
+                FROM _up AS u
+                -- only a feed-text body is replaced (`upgraded`): a page body
+                -- already stored stays. No other condition beside the id list:
+                -- it would keep DuckDB from answering it with the index.
+                WHERE articles.article_id = u.article_id AND articles.article_id IN ({_marks(ids)})
+            """, ids)
         if upgraded:
             with registered(con, "_upgraded", pa.table({"article_id": sorted(upgraded)})):
                 queue_articles(con, "_upgraded")
     _refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
 
 
-def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str, where: str = "true") -> None:
+def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str,
+                    ids: Sequence[str] | None = None) -> None:
     """Copy the current version of the articles in the registered table
-    `changes` whose body is about to change into article_revisions."""
+    `changes` whose body is about to change into article_revisions. With
+    `ids` (a batch's worth), only those articles are read, by primary key."""
+    # MATERIALIZED: inlined, the id list would be merged with the join's
+    # conditions and DuckDB would scan the whole table instead of the index.
+    stored = (f"(WITH k AS MATERIALIZED (SELECT * FROM articles WHERE article_id IN ({_marks(ids)})) "
+              "SELECT * FROM k)") if ids is not None else "articles"
     con.execute(f"""
         INSERT INTO article_revisions (article_id, revised_at, reason, title, body, body_source, content_hash,
                                        extractor, published_at, language)
         SELECT a.article_id, now(), ?, a.title, a.body, a.body_source, a.content_hash, a.extractor,
                a.published_at, a.language
-        FROM articles a JOIN {changes} c USING (article_id)
-        WHERE a.content_hash <> c.content_hash AND {where}
-    """, [reason])
+        FROM {stored} a JOIN {changes} c USING (article_id)
+        WHERE a.content_hash <> c.content_hash
+    """, [reason, *(ids or ())])
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    """Key lists of at most `size` (see `warehouse.queries.lookup`)."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:

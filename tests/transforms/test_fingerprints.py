@@ -86,3 +86,13 @@ def test_scheme_names_every_parameter_and_mismatches_are_refused():
 def test_default_banding_catches_truncated_copies_and_ignores_unrelated_text():
     assert P.candidate_probability(0.4) > 0.9
     assert P.candidate_probability(0.02) < 0.001
+
+
+def test_only_the_signature_settings_make_the_scheme():
+    # docs/configuration.md: changing these re-fingerprints every stored
+    # article; the others apply to the articles that come next.
+    base = StorySettings()
+    for key, value in {"shingle_size": 4, "num_perm": 256, "bands": 40, "rows": 2}.items():
+        assert base.model_copy(update={key: value}).params().scheme != base.params().scheme, key
+    for key, value in {"threshold": 0.7, "containment": 0.9, "min_shingles": 20, "window_days": 0}.items():
+        assert base.model_copy(update={key: value}).params().scheme == base.params().scheme, key

@@ -1,17 +1,22 @@
 """Lookups by a list of keys read the keys, not the history (DuckDB's profiler on a
 real file of 250,000 articles and sightings: two row groups and more)."""
 
-from datetime import timedelta
+import shutil
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
-from tests.warehouse.profiling import rows_scanned
-from warehouse import queries
+from flows.settings import StorySettings
+from tests.warehouse.profiling import Profiled, rows_scanned
+from transforms.fingerprints import fingerprint
+from transforms.records import Article, Sighting
+from warehouse import load, queries
 from warehouse.connection import connect
 
 ROWS = 250_000
 ROW_GROUP_ROWS = 122_880  # DuckDB's rows per row group
+P = StorySettings().params()
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +116,66 @@ def test_the_run_report_reads_the_runs_row_groups_not_the_history(big, tmp_path)
     # hour and ten minutes are read: the run's rows, not the history.
     assert scanned["articles"] <= 2 * ROW_GROUP_ROWS < ROWS, scanned
     assert scanned["article_sightings"] <= 2 * ROW_GROUP_ROWS, scanned
+
+
+def test_an_upgrade_reads_its_articles_not_the_history(big, tmp_path):
+    # Retries fetched the pages of two feed-text articles: each page body
+    # replaces the feed text (the old version kept in article_revisions),
+    # and the fingerprint and the root's band keys are replaced.
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(big, db)
+    targets = [_md5(str(i))[:20] for i in (ROWS // 3, ROWS - 3)]
+    with connect(db) as con:
+        con.execute("UPDATE articles SET body_source = 'feed' WHERE article_id IN (?, ?)", targets)
+        con.execute("CHECKPOINT")
+        stored = queries.select_articles(con, targets)
+    texts = {t: " ".join(f"w{n}-{i}" for i in range(200)) for n, t in enumerate(targets)}
+    pages = [Article(article_id=t, url=stored[t]["url"], source=stored[t]["source"], title="t", author=None,
+                     published_at=stored[t]["published_at"], published_date=stored[t]["published_date"],
+                     date_source="page", date_note=None, language="en", body=texts[t], body_source="page",
+                     body_note=None, word_count=200, content_hash=_sha(texts[t]),
+                     first_seen_at=stored[t]["first_seen_at"], run_id="r2", extractor="x",
+                     fingerprint=fingerprint(texts[t], P)) for t in targets]
+    with connect(db) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        profiled = Profiled(con)
+        load.load_batch(profiled, upgrades=pages)
+        assert sorted(con.execute("SELECT article_id, body, body_source FROM articles WHERE body_source = 'page' "
+                                  "AND article_id IN (?, ?)", targets).fetchall()) == sorted(
+            (t, texts[t], "page") for t in targets)
+        assert sorted(con.execute("SELECT article_id, reason, body_source FROM article_revisions").fetchall()) == (
+            sorted((t, "upgrade", "feed") for t in targets))
+        assert con.execute("SELECT count(*), count(DISTINCT story_id) FROM story_bands").fetchone() == (
+            2 * P.bands, 2)
+        assert con.execute("SELECT count(*) FROM articles WHERE body_source = 'page'").fetchone()[0] == ROWS
+    # Each statement reads the upgraded articles' rows by key, not every row.
+    assert profiled.scanned.get("articles", 0) <= 20, profiled.scanned
+
+
+def test_a_batch_load_reads_its_keys_not_the_history(big, tmp_path):
+    # 40 new articles, each seen in a feed, and one entry seen again (its
+    # sighting is already stored: kept as it was). DuckDB 1.5 checks
+    # `ON CONFLICT` on a two-column key (article_sightings' (source,
+    # canonical_link)) by a hash join over the whole table.
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(big, db)
+    when = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    texts = [" ".join(f"n{n}w{i}" for i in range(200)) for n in range(40)]
+    articles = [Article(article_id=_md5(f"new{n}")[:20], url=f"https://x.example/{_md5(f'new{n}')}", source="feed1",
+                        title="t", author=None, published_at=when, published_date=when.date(), date_source="feed",
+                        date_note=None, language="en", body=text, body_source="page", body_note=None, word_count=200,
+                        content_hash=_sha(text), first_seen_at=when, run_id="r2", extractor="x",
+                        fingerprint=fingerprint(text, P), story_id=_md5(f"new{n}")[:20]) for n, text in enumerate(texts)]
+    sightings = [Sighting(article_id=a.article_id, source="feed1", url=a.url, canonical_link=a.url, guid=None,
+                          seen_at=when, run_id="r2") for a in articles]
+    again = Sighting(article_id="other", source="feed7", url="u", canonical_link=f"https://x.example/{_md5('u7')}",
+                     guid=None, seen_at=when, run_id="r2")  # (feed7, link 7) is stored, for article 7
+    with connect(db) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        profiled = Profiled(con)
+        load.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
+        assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == ROWS + 40
+        assert con.execute("SELECT article_id, run_id FROM article_sightings WHERE canonical_link = ?",
+                           [again.canonical_link]).fetchall() == [(_md5("7")[:20], "r")]
+        assert con.execute("SELECT count(*) FROM story_bands").fetchone()[0] == 40 * P.bands
+    assert all(rows <= 200 for rows in profiled.scanned.values()), profiled.scanned

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from flows.settings import StorySettings
 from transforms.stories import candidate_window
-from warehouse import queries
+from warehouse import load, queries
 from warehouse.connection import ROW_GROUP_SIZE, connect
 from tests.warehouse.profiling import rows_scanned
 from warehouse.schema import MIGRATIONS, migrate
@@ -79,3 +79,35 @@ def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
     assert everything["story_bands"] >= 0.9 * total, (everything, total)
     # The last 30 of 100 days, plus at most one row group the window starts in.
     assert recent["story_bands"] <= 0.3 * total + ROW_GROUP_SIZE, (recent, total)
+
+
+def test_replacing_a_roots_band_keys_reads_its_row_groups_not_the_history(tmp_path):
+    # An upgrade (or a re-extraction) gives a stored root a new fingerprint:
+    # its old band keys go. Story ids are random, so a DELETE by story_id
+    # alone reads every row group; the root's first sighting, carried by
+    # each of its rows, bounds it to the row groups of that time.
+    rng = random.Random(11)
+    roots = 10_000
+    start = NOW - timedelta(days=100)
+    first_seen = [start + timedelta(days=100 * i / roots) for i in range(roots)]
+    ids = [f"{rng.getrandbits(64):016x}" for _ in range(roots)]
+    bands = pa.table({
+        "band_key": pa.array([rng.randrange(-2**62, 2**62) for _ in range(roots * P.bands)], pa.int64()),
+        "story_id": [story for story in ids for _ in range(P.bands)],
+        "first_seen_at": pa.array([t for t in first_seen for _ in range(P.bands)], pa.timestamp("us", tz="UTC")),
+    })
+    db = tmp_path / "wh.duckdb"
+    with connect(db) as con:
+        con.register("_b", bands)
+        con.execute("INSERT INTO story_bands SELECT * FROM _b")
+        con.unregister("_b")
+        con.execute("CHECKPOINT")
+    gone = [(ids[i], first_seen[i]) for i in (roots - 3, roots - 2)]
+    with connect(db) as con:
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        scanned = rows_scanned(con, lambda: load._drop_bands(con, gone))
+        left = con.execute("SELECT count(*), count(DISTINCT story_id) FROM story_bands").fetchone()
+        assert con.execute("SELECT count(*) FROM story_bands WHERE story_id IN (?, ?)",
+                           [gone[0][0], gone[1][0]]).fetchone()[0] == 0
+    assert left == ((roots - 2) * P.bands, roots - 2)
+    assert scanned["story_bands"] <= ROW_GROUP_SIZE, (scanned, roots * P.bands)
