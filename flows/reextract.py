@@ -48,10 +48,11 @@ def reextract(db: Path, settings: Settings, since: date | None = None, source: s
         response = Response(url=record.url, final_url=record.url, status=record.status, headers=record.headers,
                             body=record.body)
         # The entry as the feed gave it, as far as the row remembers it: the
-        # stored title and author (the feed's, else the page's), the feed's date.
+        # stored title and author (the feed's, else the page's), the feed's
+        # date, or the date string it gave that could not be read.
         entry = FeedEntry(source=row.source, link=record.url, canonical_link=row.url, guid=None, title=row.title,
                           author=row.author, published_at=row.published_at if row.date_source == "feed" else None,
-                          feed_text="", language=row.source_language)
+                          feed_text="", language=row.source_language, published_raw=row.published_raw)
         job = ExtractJob(entry, response.body, response.content_type, response.charset, response.final_url, None)
         article, problem = extract_one(job, row.run_id, row.first_seen_at, dedupe)
         if article is None or article.body_source != "page":

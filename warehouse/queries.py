@@ -270,13 +270,14 @@ class ArchivedArticle(NamedTuple):
     warc_file: str
     warc_offset: int
     source_language: str | None
+    published_raw: str | None  # the feed's date when it could not be read
 
 
 def select_archived_articles(con: duckdb.DuckDBPyConnection, since=None, source: str | None = None) -> list[ArchivedArticle]:
     """Articles whose page body came from an archived response, oldest first."""
     rows = con.execute("""
         SELECT a.article_id, a.url, a.source, a.title, a.author, a.published_at, a.date_source, a.first_seen_at,
-               a.run_id, a.warc_file, a.warc_offset, s.language
+               a.run_id, a.warc_file, a.warc_offset, s.language, a.published_raw
         FROM articles a LEFT JOIN sources s ON s.name = a.source
         WHERE a.warc_file IS NOT NULL AND a.body_source = 'page'
           AND ($since IS NULL OR a.published_date >= $since) AND ($source IS NULL OR a.source = $source)

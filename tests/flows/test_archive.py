@@ -30,7 +30,9 @@ def archived(tmp_path, prefect_harness):
         items = []
         for i, page in enumerate(sorted((EXTRACTION / "html").glob("*.html.gz"))[:12]):
             url = server.route(f"/real/{i}.html", gzip.decompress(page.read_bytes()), content_type="text/html")
-            items.append(f"<item><title>Real page {i}</title><link>{url}</link></item>")
+            # The first item's date cannot be read: the row keeps it (published_raw).
+            date = "<pubDate>yesterday</pubDate>" if i == 0 else ""
+            items.append(f"<item><title>Real page {i}</title><link>{url}</link>{date}</item>")
         feeds.append(("real", server.route("/real.xml", f'<rss version="2.0"><channel><title>r</title>{"".join(items)}'
                                            "</channel></rss>", content_type="application/rss+xml")))
         sources = write_sources(tmp_path / "s.toml", feeds)
@@ -64,6 +66,9 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
     report = reextract(db, load_settings(sources))  # the server is down: nothing may touch the network
     assert report.articles == 26 and report.changed == [] and report.missing == []
     assert query(db, ROWS) == before
+    # The feed date that could not be read survives re-extraction, note and all.
+    [(raw, note)] = query(db, "SELECT published_raw, date_note FROM articles WHERE published_raw IS NOT NULL")
+    assert raw == "yesterday" and "feed date 'yesterday' could not be read" in note
 
     # A "new extractor": trafilatura with comments and recall-favouring settings.
     monkeypatch.setitem(articles_module.EXTRACT_OPTIONS, "include_comments", True)
