@@ -47,25 +47,35 @@ def test_migration_9_gives_band_keys_their_roots_first_sighting_in_time_order(tm
     assert rows[0][1] == "root4" and rows[-1][1] == "root0"
 
 
-def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
-    # 100 days of roots, appended in first-seen order as runs append them:
-    # 10,000 roots × 42 band keys in row groups of ROW_GROUP_SIZE, of which the
-    # last 30 days (+ the window's 30 days ahead, empty) are about a third.
-    rng = random.Random(7)
-    roots = 10_000
+ROOTS = 10_000
+
+
+def _band_history(db, rng: random.Random, ids: list[str]) -> tuple[pa.Table, list[datetime]]:
+    """100 days of roots (one per id) with 42 random band keys each, stored in
+    first-seen order as runs append them, and checkpointed."""
     start = NOW - timedelta(days=100)
-    first_seen = [start + timedelta(days=100 * i / roots) for i in range(roots)]
+    first_seen = [start + timedelta(days=100 * i / len(ids)) for i in range(len(ids))]
     bands = pa.table({
-        "band_key": pa.array([rng.randrange(-2**62, 2**62) for _ in range(roots * P.bands)], pa.int64()),
-        "story_id": [f"root{i}" for i in range(roots) for _ in range(P.bands)],
+        "band_key": pa.array([rng.randrange(-2**62, 2**62) for _ in range(len(ids) * P.bands)], pa.int64()),
+        "story_id": [story for story in ids for _ in range(P.bands)],
         "first_seen_at": pa.array([t for t in first_seen for _ in range(P.bands)], pa.timestamp("us", tz="UTC")),
     })
-    db = tmp_path / "wh.duckdb"
     with connect(db) as con:
         con.register("_b", bands)
         con.execute("INSERT INTO story_bands SELECT * FROM _b")
         con.unregister("_b")
         con.execute("CHECKPOINT")
+    return bands, first_seen
+
+
+def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
+    # 100 days of roots, appended in first-seen order as runs append them:
+    # 10,000 roots × 42 band keys in row groups of ROW_GROUP_SIZE, of which the
+    # last 30 days (+ the window's 30 days ahead, empty) are about a third.
+    rng = random.Random(7)
+    roots = ROOTS
+    db = tmp_path / "wh.duckdb"
+    bands, _ = _band_history(db, rng, [f"root{i}" for i in range(roots)])
     # A batch's keys: 40 new articles' worth, one of them shared with a recent root.
     keys = [rng.randrange(-2**62, 2**62) for _ in range(40 * P.bands - 1)] + [bands["band_key"][-5].as_py()]
     window = candidate_window([NOW], P)
@@ -87,21 +97,10 @@ def test_replacing_a_roots_band_keys_reads_its_row_groups_not_the_history(tmp_pa
     # alone reads every row group; the root's first sighting, carried by
     # each of its rows, bounds it to the row groups of that time.
     rng = random.Random(11)
-    roots = 10_000
-    start = NOW - timedelta(days=100)
-    first_seen = [start + timedelta(days=100 * i / roots) for i in range(roots)]
+    roots = ROOTS
     ids = [f"{rng.getrandbits(64):016x}" for _ in range(roots)]
-    bands = pa.table({
-        "band_key": pa.array([rng.randrange(-2**62, 2**62) for _ in range(roots * P.bands)], pa.int64()),
-        "story_id": [story for story in ids for _ in range(P.bands)],
-        "first_seen_at": pa.array([t for t in first_seen for _ in range(P.bands)], pa.timestamp("us", tz="UTC")),
-    })
     db = tmp_path / "wh.duckdb"
-    with connect(db) as con:
-        con.register("_b", bands)
-        con.execute("INSERT INTO story_bands SELECT * FROM _b")
-        con.unregister("_b")
-        con.execute("CHECKPOINT")
+    _, first_seen = _band_history(db, rng, ids)
     gone = [(ids[i], first_seen[i]) for i in (roots - 3, roots - 2)]
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
