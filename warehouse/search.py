@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.queries import lookup
-from warehouse.scopes import registered, snapshot, transaction
+from warehouse.scopes import snapshot, transaction
 
 # What the index needs of an article.
 INDEX_COLUMNS = "article_id, title, body, language, source, published_date, story_id, first_seen_at"
