@@ -203,16 +203,23 @@ def sql(
     search_words: Annotated[Optional[str], typer.Option(
         "--search", help="Full-text search these words and make the hits a table search_hits(article_id, score, "
                          "rank) for the statement to join, e.g. JOIN articles USING (article_id).")] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.1, metavar="SECONDS", help="Stop the query after this long (exit 2).")] = 300.0,
+    max_rows: Annotated[int, typer.Option(
+        "--max-rows", min=1, help="Refuse a result of more rows than this (exit 2); use `export` for the archive.")]
+    = 1_000_000,
+    max_mb: Annotated[int, typer.Option(
+        "--max-mb", min=1, help="Refuse a result that holds more than this many MB (exit 2).")] = 256,
 ) -> None:
     """Run one read-only SQL statement against the warehouse and print the result.
 
     The query cannot write anything anywhere (no COPY ... TO, EXPORT, ATTACH,
-    INSTALL/LOAD, SET) and reads no file but the warehouse unless --allow-read
-    names a directory. With --search, the hits of a full-text search are the
-    table search_hits(article_id, score, rank)."""
+    INSTALL/LOAD, SET, not even under EXPLAIN ANALYZE) and reads no file but
+    the warehouse unless --allow-read names a directory. With --search, the
+    hits of a full-text search are the table search_hits(article_id, score, rank)."""
     from flows.settings import default_db_path
+    from warehouse.adhoc import Limits, run_user_sql
     from warehouse.connection import connect_sandboxed
-    from warehouse.queries import run_user_sql
 
     with _reporting():
         tables = None
@@ -222,7 +229,8 @@ def sql(
             tables = {"search_hits": hits_table(default_db_path(db), search_words)}
         # During an ingest the file is locked only while a batch loads: wait for the gap.
         with connect_sandboxed(default_db_path(db), allow_read=allow_read or (), wait_s=30) as con:
-            columns, rows = run_user_sql(con, query, tables=tables)
+            limits = Limits(timeout_s=timeout, max_rows=max_rows, max_bytes=max_mb * 2**20)
+            columns, rows = run_user_sql(con, query, tables=tables, limits=limits)
         _print_rows(columns, rows, format)
 
 

@@ -8,6 +8,8 @@ while a writer holds it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,11 +151,22 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
+    # DuckDB adds its temp directory to the allowed directories itself (the
+    # default is `.tmp` under the working directory, which a statement could
+    # then write and read): spills go to a private directory of this
+    # connection's own, removed when it closes.
+    spill = tempfile.mkdtemp(prefix="newsdesk-sql-")
     con = _open(path, True, wait_s)
     try:
         _prepare(con)
+        con.execute("SET temp_directory = ?", [spill])
+        # Extensions are neither installed nor loaded from here: not from a
+        # repository, not from a file, not a community one.
+        con.execute("SET allow_community_extensions = false")
         if allow_read:
             # Only honoured while external access is off: exactly our case.
+            # DuckDB's list grants writing as well as reading: that no
+            # statement writes is the gate's work (warehouse/adhoc.py).
             dirs = [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
             con.execute("SET allowed_directories = ?", [dirs])
         con.execute("SET enable_external_access = false")
@@ -161,6 +174,7 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
         yield con
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 class Writer:

@@ -228,30 +228,6 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
             raise QueryError(str(exc)) from exc
 
 
-# What a user's ad hoc query may be: a query, or the plan of one. DESCRIBE,
-# SHOW, SUMMARIZE, PRAGMA table_info and VALUES parse as SELECT.
-_READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-
-
-def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str,
-                 tables: dict[str, dict[str, list]] | None = None) -> tuple[list[str], list[tuple]]:
-    """A user's ad hoc SQL: exactly one statement, and one that only reads.
-    (The connection is sandboxed too; this refuses the rest with a clear
-    message before DuckDB gets to it.) `tables` as for `run_sql`."""
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(str(exc)) from exc
-    if not statements:
-        raise QueryError("no SQL statement given")
-    if len(statements) > 1:
-        raise QueryError(f"{len(statements)} statements given; run one statement per call")
-    kind = statements[0].type
-    if kind not in _READ_STATEMENTS:
-        raise QueryError(f"only read-only queries (SELECT, EXPLAIN ...) are allowed, not {kind.name}")
-    return run_sql(con, sql, tables=tables)
-
-
 def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
     columns, rows = run_sql(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
     return dict(zip(columns, rows[0])) if rows else None
