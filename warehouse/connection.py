@@ -131,13 +131,20 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path, read_only, wait_s)
+    # Spills go beside the warehouse for its (one) writer; readers, of which
+    # there may be many at once, each get a private directory. DuckDB's own
+    # default, `.tmp` under whatever the working directory is, suits neither.
+    spill = None if not read_only else tempfile.mkdtemp(prefix="newsdesk-read-")
     try:
         _prepare(con)
+        con.execute("SET temp_directory = ?", [spill or f"{path}.tmp"])
         if not read_only:
             _writable(con)
         yield con
     finally:
         con.close()
+        if spill:
+            shutil.rmtree(spill, ignore_errors=True)
 
 
 @contextmanager
@@ -198,6 +205,7 @@ class Writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = _open(self.path, False, 30.0)
             _prepare(self._con)
+            self._con.execute("SET temp_directory = ?", [f"{self.path}.tmp"])
             _writable(self._con)
             self._opened = time.monotonic()
         try:
