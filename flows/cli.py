@@ -27,6 +27,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from transforms.controls import escape_controls, escape_controls_json
+
 app = typer.Typer(
     help="Turn RSS/Atom feeds into a deduplicated, dated archive of article texts in DuckDB.",
     no_args_is_help=True,
@@ -49,8 +51,10 @@ class BadInput(ValueError):
 
 def _say(label: str, message: object) -> None:
     """One error on stderr. The message is plain text, never rich markup:
-    `[fetch:http_404]` or a query's `[/x]` are shown as they are."""
-    err.print(Text.assemble((f"{label}: ", "red"), str(message)), highlight=False, soft_wrap=True)
+    `[fetch:http_404]` or a query's `[/x]` are shown as they are, and a
+    control character in it (DuckDB quotes the value it could not convert)
+    as an escape."""
+    err.print(Text.assemble((f"{label}: ", "red"), escape_controls(str(message))), highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -178,7 +182,7 @@ def _plain_console_logs() -> None:
 
 def _print_summary(s: dict) -> None:
     out = Console()
-    out.print(
+    out.print(escape_controls(
         f"feeds: {s['feeds_ok']}/{s['feeds_total']} fetched ({s['feeds_not_modified']} unchanged, {s['feeds_failed']} failed)\n"
         f"entries seen: {s['entries_seen']} ({s['entries_known']} already known)\n"
         f"articles new: {s['articles_new']} ({s['articles_from_feed']} from feed text)\n"
@@ -186,7 +190,7 @@ def _print_summary(s: dict) -> None:
         f"near-duplicates: {s['near_duplicates']} (new articles that joined an existing story)\n"
         f"failures: {s['failures']}" + (
             " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["failure_reasons"].items())) + ")" if s["failures"] else ""
-        ) + f"\nwarehouse: {s['db']} (run {s['run_id']})",
+        ) + f"\nwarehouse: {s['db']} (run {s['run_id']})"),
         highlight=False, markup=False,
     )
 
@@ -328,9 +332,9 @@ def reextract(
               f"{len(report.kept)} kept (new result not usable), {len(report.missing)} missing from the archive",
               highlight=False)
     for article_id, title, fields in report.changed:
-        out.print(f"  changed {article_id} {title!r}: {', '.join(fields)}", highlight=False)
+        out.print(escape_controls(f"  changed {article_id} {title!r}: {', '.join(fields)}"), highlight=False)
     for article_id, why in report.kept + report.missing:
-        out.print(f"  kept    {article_id}: {why}", highlight=False)
+        out.print(escape_controls(f"  kept    {article_id}: {why}"), highlight=False)
 
 
 @app.command()
@@ -407,14 +411,25 @@ def export(
     Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False, markup=False)
 
 
+def _cell(value: object) -> str:
+    """A value as printed in a table or CSV cell: a control character stored
+    in it (a warehouse from before they were stripped, or a query that makes
+    one) is shown as `\\x1b`, never sent to the terminal raw."""
+    return "" if value is None else escape_controls(str(value))
+
+
 def _print_rows(columns: list[str], rows: list[tuple], format: Format, widths: dict[str, int] | None = None) -> None:
+    """Every command's rows (sql, search, runs): no raw control character
+    but tab and newline reaches stdout, in any format."""
     if format is Format.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerow(map(_cell, columns))
+        writer.writerows(map(_cell, r) for r in rows)
     elif format is Format.json:
-        json.dump([dict(zip(columns, r)) for r in rows], sys.stdout, default=str, ensure_ascii=False, indent=1)
-        sys.stdout.write("\n")
+        # json escapes C0 itself (\u001b, and the document parses back to the
+        # stored value); DEL and C1 it would write raw.
+        document = json.dumps([dict(zip(columns, r)) for r in rows], default=str, ensure_ascii=False, indent=1)
+        sys.stdout.write(escape_controls_json(document) + "\n")
     else:
         from rich.table import Table
 
@@ -424,11 +439,11 @@ def _print_rows(columns: list[str], rows: list[tuple], format: Format, widths: d
         table = Table(show_lines=False)
         for name in columns:
             width = (widths or {}).get(name, 70)
-            table.add_column(Text(name), no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16, width),
+            table.add_column(Text(_cell(name)), no_wrap=True, overflow="ellipsis", min_width=min(len(name), 16, width),
                              max_width=width)
         for row in rows:
             # Text, not str: a cell is shown as it is, never read as rich markup.
-            table.add_row(*(Text("" if v is None else str(v).replace("\n", " ")) for v in row))
+            table.add_row(*(Text(_cell(v).replace("\n", " ")) for v in row))
         console.print(table)
         Console(stderr=True).print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", style="dim")
 

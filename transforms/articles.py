@@ -12,6 +12,7 @@ from datetime import datetime
 import trafilatura
 
 from transforms.charsets import bom_encoding, codec_name, detect_encoding
+from transforms.controls import strip_control_refs
 from transforms.errors import ExtractError
 from transforms.normalize import (
     article_id_for,
@@ -79,6 +80,7 @@ def extract_page(html: str, url: str) -> ExtractedPage:
     """Extract the article body and metadata of one page. A page with no
     usable text gives text "" (the caller falls back to the feed); a page
     trafilatura cannot even parse raises ExtractError."""
+    html = strip_control_refs(html)  # lxml decodes &#27; into text trafilatura then fails on
     try:
         doc = trafilatura.bare_extraction(html, url=url, date_extraction_params=_DATE_PARAMS, **EXTRACT_OPTIONS)
     except Exception as exc:  # lxml and trafilatura raise a zoo of types on broken markup
@@ -148,7 +150,9 @@ def build_article(
     The page body wins when there is one; otherwise the feed's content or
     summary is used (body_source='feed') and `body_note` says why. Raises
     ExtractError when neither gives any text."""
-    title = entry.title or (normalize_title(page.title) if page else None)
+    # An entry's title is normalized already, unless it was read back from an
+    # older warehouse (a retry, a re-extraction): normalizing twice is a no-op.
+    title = normalize_title(entry.title) or (normalize_title(page.title) if page else None)
     page_body = normalize_text(page.text, title, page.title) if page else ""
     feed_body = normalize_text(entry.feed_text, title)
     note = page_problem
@@ -176,7 +180,7 @@ def build_article(
         url=url,
         source=entry.source,
         title=title,
-        author=entry.author or (normalize_title(page.author) if page else None),
+        author=normalize_title(entry.author) or (normalize_title(page.author) if page else None),
         published_at=published_at,
         published_date=published_at.date(),
         date_source=date_source,

@@ -27,6 +27,7 @@ import lxml.html
 from lxml import etree
 
 from transforms.charsets import decode_feed, utf8_document
+from transforms.controls import one_line, quote_controls, strip_control_refs, strip_controls
 from transforms.dedupe import global_guid
 from transforms.errors import ParseError
 from transforms.normalize import canonical_url, normalize_text, normalize_title
@@ -42,9 +43,11 @@ _HTML_TYPES = {"text/html", "application/xhtml+xml", "html", "xhtml"}
 def html_to_text(fragment: str) -> str:
     """Plain text of an HTML fragment (a feed summary or content:encoded),
     one line per block element so that paragraphs survive. Character
-    references are decoded, with or without tags around them."""
+    references are decoded, with or without tags around them; control
+    characters, raw or as references, are dropped."""
     if not fragment or not fragment.strip():
         return ""
+    fragment = strip_control_refs(strip_controls(fragment))
     if "<" not in fragment:
         return html.unescape(fragment).strip()
     try:
@@ -65,13 +68,14 @@ def feed_text(value: str | None, content_type: str | None) -> str:
     """The text of one feed field as the publisher meant it. feedparser gives
     each field's type: html and xhtml fields are markup (tags stripped,
     references decoded); text/plain ones are literal and kept as they are
-    ("History of the <blink> tag"). Whitespace and NFC are left to
+    ("History of the <blink> tag"). Control characters but tab and newline
+    are dropped here (transforms.controls); whitespace and NFC are left to
     `normalize_title` / `normalize_text`."""
     if not value:
         return ""
     if (content_type or "text/html").strip().lower() in _HTML_TYPES:
         return html_to_text(value)
-    return value.strip()
+    return strip_controls(value).strip()
 
 
 def _field_text(item, name: str) -> str:
@@ -223,13 +227,14 @@ def parse_feed(
         raise ParseError(url, "not_a_feed", "no RSS, Atom or RDF document found")
 
     feed_meta = parsed.get("feed", {})
-    feed_language = language or feed_meta.get("language")
+    feed_language = language or one_line(feed_meta.get("language"))
     entries: list[FeedEntry] = []
     rejected: list[tuple[str | None, str]] = []
     failed: list[ParseError] = []
     for item in parsed.entries:
-        guid = (item.get("id") or "").strip() or None
-        link = (item.get("link") or "").strip()
+        guid = one_line(item.get("id"))
+        # A control in a link is no part of any URL: percent-encoded, as a browser does.
+        link = quote_controls((item.get("link") or "").strip())
         if not link and _http_url(guid):
             link = guid
         title = normalize_title(_field_text(item, "title"))
@@ -237,7 +242,7 @@ def parse_feed(
         # dict.get: feedparser's own .get maps a missing published to
         # updated with a DeprecationWarning; we ask for both explicitly.
         date_parsed = dict.get(item, "published_parsed") or dict.get(item, "updated_parsed")
-        date_raw = (dict.get(item, "published") or dict.get(item, "updated") or "").strip() or None
+        date_raw = one_line(dict.get(item, "published") or dict.get(item, "updated"))
         published_at = _utc(date_parsed)
         if link:
             try:
@@ -265,7 +270,7 @@ def parse_feed(
                 author=normalize_title(html.unescape(item.get("author") or "")),
                 published_at=published_at,
                 feed_text=text,
-                language=item.get("language") or feed_language,
+                language=one_line(item.get("language")) or feed_language,
                 published_raw=date_raw if published_at is None else None,
             )
         )

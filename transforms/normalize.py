@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import courlan
 
+from transforms.controls import strip_controls
 from transforms.errors import ParseError
 
 # Ids and hashes must agree across processes, runs and machines: hashlib only,
@@ -114,9 +115,9 @@ def normalize_text(text: str, *titles: str | None) -> str:
     paragraphs separated by a blank line (the layout of the seed documents).
     A first paragraph that only repeats a headline (the feed's or the page's)
     is dropped: the title has a column of its own, and the same page must give
-    the same body whichever feed links to it."""
-    text = unicodedata.normalize("NFC", text).translate(_ZERO_WIDTH)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
+    the same body whichever feed links to it. Control characters other than
+    tab and newline are dropped (transforms.controls); CR is a newline."""
+    text = strip_controls(unicodedata.normalize("NFC", text).translate(_ZERO_WIDTH)).replace("\u00a0", " ")
     paragraphs = [p for p in (_SPACES.sub(" ", line).strip() for line in text.split("\n")) if p]
     if paragraphs and any(t and _fold(paragraphs[0]) == _fold(t) for t in titles):
         paragraphs = paragraphs[1:]
@@ -133,10 +134,12 @@ MAX_TITLE_CHARS = 1000
 
 
 def normalize_title(title: str | None) -> str | None:
-    """NFC, whitespace folded, cut to MAX_TITLE_CHARS (ending in "…")."""
+    """NFC, control characters dropped, whitespace (newlines and tabs too)
+    folded, cut to MAX_TITLE_CHARS (ending in "…"). For every one-line text
+    a feed or page names: titles, authors, feed titles."""
     if not title:
         return None
-    folded = " ".join(unicodedata.normalize("NFC", title).split())
+    folded = " ".join(strip_controls(unicodedata.normalize("NFC", title)).split())
     if len(folded) > MAX_TITLE_CHARS:
         folded = folded[:MAX_TITLE_CHARS - 1].rstrip() + "…"
     return folded or None

@@ -124,3 +124,36 @@ def test_a_long_article_mentioning_javascript_is_not_a_bot_wall():
     text = "Developers who enable JavaScript modules in the browser gain speed. " * 60
     article = build_article(entry(), _page(text), page_problem=None, run_id="r", now=NOW)
     assert article.body_source == "page"
+
+
+_UNPRINTABLE = set(map(chr, [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]))
+_HOSTILE = "Entity ctrl &#27;[2J&#27;[31mRED &#7; bell"
+
+
+def test_a_page_with_control_references_is_extracted_without_them():
+    # lxml decoded &#27; into text trafilatura then failed on: the page came out empty.
+    sentence = "A sentence of the body &#27;[2J with &#0; nul &#x9b; csi &#127; del and \x1b raw. "
+    html = (f"<html><head><title>{_HOSTILE}</title><meta name='author' content='Jo &#27;Bloggs&#7;'></head>"
+            f"<body><article><p>{sentence * 20}</p></article></body></html>")
+    page = extract_page(html, "https://news.example.com/x")
+    article = build_article(entry(title=None, author=None), page, page_problem=None, run_id="r", now=NOW)
+    assert article.body_source == "page"
+    assert article.title == "Entity ctrl [2J[31mRED bell"
+    assert article.author == "Jo Bloggs"
+    assert article.body.startswith("A sentence of the body [2J with nul › csi del and raw. ")
+    assert not set(article.body + article.title + article.author) & _UNPRINTABLE
+
+
+def test_raw_controls_in_a_page_or_a_stored_entry_are_not_kept():
+    """Pages read from a WARC file, entries read back for a retry or a
+    re-extraction (an older warehouse's raw title) go through build_article."""
+    page = _page("Body \x1b[2J text\x00 \x9b31m with \x7f controls.\r\nNext\tline. " * 20,
+                 title="Page \x1b]0;x\x07 title", author="Au\x9bthor")
+    stored = entry(title="Stored \x1b[2J title\x07", author="By \x00Someone", feed_text="Feed \x1b[31m text.")
+    article = build_article(stored, page, page_problem=None, run_id="r", now=NOW)
+    assert (article.title, article.author) == ("Stored [2J title", "By Someone")
+    assert article.body.startswith("Body [2J text 31m with controls.\n\nNext line. Body")
+    fallback = build_article(stored, None, page_problem="timeout", run_id="r", now=NOW)
+    assert fallback.body == "Feed [31m text."
+    untitled = build_article(entry(title=None, author=None), page, page_problem=None, run_id="r", now=NOW)
+    assert (untitled.title, untitled.author) == ("Page ]0;x title", "Author")

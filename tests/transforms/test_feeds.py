@@ -418,3 +418,55 @@ def test_malformed_links_fail_their_entry_not_the_feed():
         ("http://a..example/", "bad_url"),
     ]
     assert all(isinstance(e, ParseError) for e in parsed.failed)
+
+
+# What no stored single-line field may hold: every C0 control, DEL and C1 but tab and newline.
+_UNPRINTABLE = set(map(chr, [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]))
+HOSTILE_RSS = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>
+<title>Feed &#27;]0;owned&#7; title</title><link>https://news.example.com/</link>
+<item>
+ <title>Entity ctrl &#27;[2J&#27;[31mRED &#7; bell</title>
+ <link>https://news.example.com/a&#27;[2J?q=&#27;</link>
+ <guid isPermaLink="false">g&#27;[31m-1</guid>
+ <author>Jo &#0;Bloggs &#x9b;31m &#127;x</author>
+ <dc:language>e&#27;n</dc:language>
+ <pubDate>Someday &#27;[2J 1999</pubDate>
+ <description>First &#27;[2Jline &#0;nul &#x9b;csi &#127;del&#13;&#10;second&#9;line</description>
+</item>
+<item>
+ <title><![CDATA[raw \u009b31m C1 and \u007f DEL]]></title>
+ <link>https://news.example.com/b</link>
+ <description><![CDATA[raw \u009b31m C1 and \u007f DEL and \x1b[2J ESC]]></description>
+</item>
+</channel></rss>""".encode()
+
+
+def test_control_characters_from_a_feed_are_not_stored():
+    feed = parse_feed(HOSTILE_RSS, source="s", url="https://news.example.com/feed")
+    hostile, raw = feed.entries
+    assert hostile.title == "Entity ctrl [2J[31mRED bell"
+    assert feed.title == "Feed ]0;owned title"
+    assert hostile.author == "Jo Bloggs ›31m x"  # &#x9b; in HTML means windows-1252 "›"
+    assert hostile.guid == "g[31m-1"
+    assert hostile.published_raw == "Someday [2J 1999"
+    assert hostile.language == "en"
+    assert hostile.link == "https://news.example.com/a%1B[2J?q=%1B"
+    assert hostile.feed_text.splitlines() == ["First [2Jline nul ›csi del", "second\tline"]
+    # feedparser reads a raw C1 character as windows-1252, as HTML does: U+009B is "›".
+    assert raw.title == "raw ›31m C1 and DEL"
+    assert normalize_text(raw.feed_text) == "raw ›31m C1 and DEL and [2J ESC"
+    for entry in feed.entries:
+        for value in (entry.title, entry.author, entry.guid, entry.published_raw, entry.language, entry.link,
+                      entry.canonical_link, entry.feed_text.replace("\n", "").replace("\t", "")):
+            assert not set(value or "") & _UNPRINTABLE, value
+
+
+def test_a_control_reference_in_a_summary_does_not_fail_the_feed():
+    # lxml decoded &#27; into text it then refused to hold: the whole feed failed (parser_crash).
+    items = ("<item><title>t</title><link>https://news.example.com/a</link>"
+             "<description>&lt;p&gt;Before &amp;#27;[2J&amp;#0; after&lt;/p&gt;&lt;p&gt;Next \x1b[31m one&lt;/p&gt;"
+             "</description></item>")
+    raw = f'<?xml version="1.0"?><rss version="2.0"><channel><title>f</title>{items}</channel></rss>'.encode()
+    entry, = parse_feed(raw, source="f", url="https://news.example.com/feed").entries
+    assert normalize_text(entry.feed_text) == "Before [2J after\n\nNext [31m one"
