@@ -65,8 +65,12 @@ def _reporting(failed: str = "error", *, run: bool = False):
     from warehouse.connection import NotAWarehouse
     from warehouse.queries import QueryError
 
+    from warehouse.lake import NewLakeNeedsDataPath
+    from warehouse.moving import LakeNotEmpty
+    from warehouse.target import BadTarget
+
     bad_input = (BadInput, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
-                 IsADirectoryError, FileExistsError)
+                 IsADirectoryError, FileExistsError, BadTarget, LakeNotEmpty, NewLakeNeedsDataPath)
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -85,7 +89,19 @@ def _reporting(failed: str = "error", *, run: bool = False):
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 SourcesOpt = Annotated[Optional[Path], typer.Option("--sources", help="Sources file (TOML). Default: $NEWSDESK_SOURCES, else seeds/sources.toml.")]
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file. Default: $NEWSDESK_DB, else ./newsdesk.duckdb.")]
+DbOpt = Annotated[Optional[str], typer.Option(
+    "--db", help="DuckDB file, or a lake: 'ducklake:postgres:dbname=... host=...'. "
+                 "Default: $NEWSDESK_DB, else ./newsdesk.duckdb.")]
+
+
+def _file_only(db: str | None, command: str) -> Path:
+    """The warehouse file, for the commands that do not work on a lake yet."""
+    from flows.settings import default_db, default_db_path
+
+    if not isinstance(default_db(db), Path):
+        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; `sql`, `runs` and `migrate` do "
+                       "(docs/warehouse.md, \"The lake\")")
+    return default_db_path(db)
 
 
 class Format(str, Enum):
@@ -113,7 +129,7 @@ def ingest(
 
     with _reporting():
         settings = load_settings(sources)  # fail on a bad sources file or --db before Prefect starts
-        check_warehouse_file(default_db_path(db))
+        check_warehouse_file(_file_only(db, "ingest"))
 
     import asyncio
 
@@ -214,6 +230,10 @@ def sql(
     = 1_000_000,
     max_mb: Annotated[int, typer.Option(
         "--max-mb", min=1, help="Refuse a result that holds more than this many MB (exit 2).")] = 256,
+    as_of: Annotated[Optional[str], typer.Option(
+        "--as-of", metavar="SNAPSHOT|TIME",
+        help="On a lake: read it as it was at this snapshot id, or at this time (ISO 8601, UTC unless "
+             "it says otherwise), e.g. 2026-12-02T09:00.")] = None,
 ) -> None:
     """Run one read-only SQL statement against the warehouse and print the result.
 
@@ -221,21 +241,41 @@ def sql(
     INSTALL/LOAD, SET, not even under EXPLAIN ANALYZE) and reads no file but
     the warehouse unless --allow-read names a directory. With --search, the
     hits of a full-text search are the table search_hits(article_id, score, rank)."""
-    from flows.settings import default_db_path
+    from flows.settings import default_db, default_db_path
     from warehouse.adhoc import Limits, run_user_sql
     from warehouse.connection import connect_sandboxed
 
     with _reporting():
+        target = default_db(db)
+        if search_words is not None and not isinstance(target, Path):
+            raise BadInput("--search does not work on a lake yet")
+        if as_of is not None and isinstance(target, Path):
+            raise BadInput("--as-of needs a lake: a DuckDB file keeps no earlier versions")
         tables = None
         if search_words is not None:
             from flows.search_index import hits_table
 
             tables = {"search_hits": hits_table(default_db_path(db), search_words)}
         # During an ingest the file is locked only while a batch loads: wait for the gap.
-        with connect_sandboxed(default_db_path(db), allow_read=allow_read or (), wait_s=30) as con:
+        with connect_sandboxed(target, allow_read=allow_read or (), wait_s=30, as_of=_as_of(as_of)) as con:
             limits = Limits(timeout_s=timeout, max_rows=max_rows, max_bytes=max_mb * 2**20)
             columns, rows = run_user_sql(con, query, tables=tables, limits=limits)
         _print_rows(columns, rows, format)
+
+
+def _as_of(value: str | None):
+    """A snapshot id (digits) or a time; a time without a zone is UTC."""
+    if value is None:
+        return None
+    if value.strip().isdigit():
+        return int(value)
+    from datetime import datetime, timezone
+
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadInput(f"--as-of {value!r} is neither a snapshot id nor a time (YYYY-MM-DDTHH:MM)") from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def _day(value: str | None, option: str):
@@ -273,7 +313,7 @@ def search(
 
     with _reporting():
         start, end = _day(since, "--since"), _day(until, "--until")
-        db_path = default_db_path(db)
+        db_path = _file_only(db, "search")
         with connect(db_path, read_only=True) as con:  # no warehouse, or no index beside it: FileNotFoundError
             hits = search_index.search(con, db_path, query, since=start, until=end, source=source,
                                        language=language, limit=limit)
@@ -297,8 +337,8 @@ def reindex(
     from flows.settings import default_db_path, load_settings
     from warehouse.connection import connect
 
-    db_path = default_db_path(db)
     with _reporting():
+        db_path = _file_only(db, "reindex")
         settings = load_settings(sources)
         if not db_path.exists():
             raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
@@ -326,7 +366,7 @@ def reextract(
         settings = load_settings(sources)
         start = _day(since, "--since")
     with _reporting("re-extraction failed"):
-        report = run_reextract(default_db_path(db), settings, start, source)
+        report = run_reextract(_file_only(db, "reextract"), settings, start, source)
     out = Console(markup=False, highlight=False)
     out.print(f"re-extracted {report.articles} archived articles: {len(report.changed)} changed, "
               f"{len(report.kept)} kept (new result not usable), {len(report.missing)} missing from the archive",
@@ -359,10 +399,10 @@ def serve(
 
     with _reporting():
         settings = load_settings(sources)
-        check_warehouse_file(default_db_path(db))
+        check_warehouse_file(_file_only(db, "serve"))
     from flows.deployment import serve as serve_deployment
 
-    serve_deployment(settings, str(default_sources_path(sources).resolve()), str(default_db_path(db).resolve()),
+    serve_deployment(settings, str(default_sources_path(sources).resolve()), str(_file_only(db, "serve").resolve()),
                      [str(d) for d in allow_dir or ()])
 
 
@@ -373,14 +413,66 @@ def runs(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
 ) -> None:
     """List recent ingest runs from the warehouse, newest first."""
-    from flows.settings import default_db_path
+    from flows.settings import default_db
     from warehouse.connection import connect
     from warehouse.queries import select_recent_runs
 
     with _reporting():
-        with connect(default_db_path(db), read_only=True) as con:
+        with connect(default_db(db), read_only=True) as con:
             columns, rows = select_recent_runs(con, limit)
     _print_rows(columns, rows, format)
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", metavar="LAKE",
+                                    help="The lake to move into: 'ducklake:postgres:dbname=... host=... user=...'.")],
+    data_path: Annotated[Optional[str], typer.Option(
+        "--data-path", metavar="DIR",
+        help="A new lake's data folder (local or shared; object storage URLs pass to DuckDB as they are). "
+             "Default: $NEWSDESK_DATA_PATH.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="The warehouse file to move. Default: $NEWSDESK_DB, "
+                                                            "else ./newsdesk.duckdb.")] = None,
+) -> None:
+    """Copy a DuckDB file warehouse into an empty lake; the file stays as it was.
+
+    Prints the articles' count and checksum of (url, content_hash) on both
+    sides. Killed half-way, it can be run again; run again after it finished,
+    it copies nothing."""
+    from flows.locks import ingest_lock
+    from flows.settings import default_db_path
+    from warehouse.connection import connect, check_warehouse_file
+    from warehouse.moving import move_into_lake
+    from warehouse.target import FileTarget, parse_target
+
+    with _reporting():
+        source = default_db_path(db)
+        check_warehouse_file(source)
+        if not source.exists():
+            raise FileNotFoundError(f"no warehouse at {source}")
+        target = parse_target(to, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
+        if isinstance(target, FileTarget):
+            raise BadInput(f"--to {to!r} is not a lake (ducklake:postgres:...)")
+    with _reporting("migrate failed"):
+        # The file is migrated to the current schema first (and no ingest writes meanwhile).
+        with ingest_lock(source, 30.0):
+            with connect(source):
+                pass
+            from warehouse.lake import connect_lake
+
+            with connect_lake(target) as con:
+                moved = move_into_lake(con, source)
+    out = Console(highlight=False, markup=False)
+    if moved.already:
+        out.print(f"{to} holds this warehouse already ({moved.articles} articles): nothing copied")
+    else:
+        out.print(f"moved {source} into {to}:")
+        for table, n in moved.tables.items():
+            out.print(f"  {table}: {n}")
+    out.print(f"articles (count:checksum of url|content_hash): file {moved.checksum_file}, lake {moved.checksum_lake}")
+    if not moved.matches:
+        _say("migrate failed", "the lake's articles do not match the file's")
+        raise typer.Exit(1)
 
 
 class ExportFormat(str, Enum):
@@ -405,9 +497,9 @@ def export(
 
     with _reporting():
         start, end = _day(since, "--since"), _day(until, "--until")
-        check_warehouse_file(default_db_path(db))
+        check_warehouse_file(_file_only(db, "export"))
     with _reporting("export failed"):
-        count, where = run_export(default_db_path(db), format.value, out, start, end)
+        count, where = run_export(_file_only(db, "export"), format.value, out, start, end)
     Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False, markup=False)
 
 

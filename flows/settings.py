@@ -305,3 +305,12 @@ def select_feeds(settings: Settings, wanted: Sequence[str] | None) -> Settings:
 def default_db_path(db: str | os.PathLike | None = None) -> Path:
     """The warehouse file: the argument, else NEWSDESK_DB, else ./newsdesk.duckdb."""
     return Path(db or os.environ.get("NEWSDESK_DB") or DEFAULT_DB).expanduser()
+
+
+def default_db(db: str | os.PathLike | None = None) -> str | Path:
+    """What `--db` names, a lake's ATTACH string (`ducklake:...`) as it is,
+    else the warehouse file as `default_db_path` finds it."""
+    value = db or os.environ.get("NEWSDESK_DB")
+    if value is not None and str(value).startswith("ducklake:"):
+        return str(value)
+    return default_db_path(db)

@@ -12,12 +12,14 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import duckdb
 
 from warehouse.schema import migrate
+from warehouse.target import LakeTarget, is_lake, parse_target
 
 # For type hints outside the warehouse, which never imports duckdb itself.
 Connection = duckdb.DuckDBPyConnection
@@ -124,7 +126,16 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
 def connect(path: str | os.PathLike, *, read_only: bool = False,
             wait_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse, migrated to the current schema when writable.
-    Waits up to `wait_s` for a lock held by another process."""
+    Waits up to `wait_s` for a lock held by another process. `path` may
+    name a lake instead (`ducklake:postgres:...`, see warehouse/lake.py),
+    which has no lock to wait for."""
+    if is_lake(path):
+        from warehouse.lake import connect_lake
+
+        with connect_lake(parse_target(path), read_only=read_only,
+                          memory_limit=MEMORY_LIMIT if read_only else WRITER_MEMORY_LIMIT) as con:
+            yield con
+        return
     path = Path(path)
     if read_only and not path.exists():
         raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
@@ -149,12 +160,19 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
 
 @contextmanager
 def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.PathLike] = (),
-                      wait_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+                      wait_s: float = 30.0, as_of: int | datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse for ad hoc SQL so that nothing can be written
     anywhere: the file read-only, and no file system access at all (no
     COPY ... TO, EXPORT DATABASE, ATTACH, INSTALL/LOAD, read_csv) except
     reading under the `allow_read` directories. The configuration is then
-    locked, so a query cannot switch any of it back."""
+    locked, so a query cannot switch any of it back. On a lake, `as_of` (a
+    snapshot id or a time) reads the lake as it was then."""
+    if is_lake(path):
+        with _sandboxed_lake(parse_target(path), allow_read, as_of) as con:
+            yield con
+        return
+    if as_of is not None:
+        raise ValueError("--as-of needs a lake: a DuckDB file keeps no earlier versions")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
@@ -175,6 +193,35 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
             # DuckDB's list grants writing as well as reading: that no
             # statement writes is the gate's work (warehouse/adhoc.py).
             dirs = [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
+            con.execute("SET allowed_directories = ?", [dirs])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+@contextmanager
+def _sandboxed_lake(target: LakeTarget, allow_read: Sequence[str | os.PathLike],
+                    as_of: int | datetime | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The sandbox of `connect_sandboxed` around a lake attached read-only.
+    The lake reads its own data files, so its data folder is allowed
+    (reading only: the gate admits no statement that writes)."""
+    from warehouse.lake import attach
+
+    spill = tempfile.mkdtemp(prefix="newsdesk-sql-")
+    con = duckdb.connect()
+    try:
+        _prepare(con)
+        con.execute("SET temp_directory = ?", [spill])
+        con.execute("SET allow_community_extensions = false")
+        attach(con, target, read_only=True, as_of=as_of)
+        data = con.execute("SELECT value FROM lake.options() WHERE option_name = 'data_path'").fetchone()
+        dirs = [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
+        if data and "://" not in data[0]:
+            dirs.append(data[0].rstrip("/") + "/")
+        if dirs:
             con.execute("SET allowed_directories = ?", [dirs])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

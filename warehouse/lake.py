@@ -1,0 +1,273 @@
+"""The lake backend: a DuckLake whose catalog is a PostgreSQL database, and
+the keyed state beside it in the same PostgreSQL.
+
+One DuckDB connection attaches both:
+- `lake`, the DuckLake: the bulk that readers query (articles, revisions,
+  fingerprints, feed polls, failures, runs). Snapshots give every reader a
+  consistent view while writers commit; there are no keys or indexes.
+- `keys`, the PostgreSQL database itself (schema `newsdesk`): the state that
+  needs unique keys and point lookups (the feed registry and its state,
+  sightings, the entry outbox, page attempts, article keys by canonical URL
+  and content hash, story band keys and roots).
+The search path puts both under their plain names, so a query reads
+`articles` and `article_sightings` as in the file.
+
+The schema is not written twice: the columns, keys and indexes of every
+table come from the file warehouse's migrations (`warehouse.schema`),
+applied to an in-memory database, and are translated here (DuckLake takes no
+keys; PostgreSQL takes its own type names). Tables only the lake has are
+written out below.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import duckdb_extension_ducklake
+import duckdb_extension_postgres_scanner
+import psycopg
+
+from warehouse.schema import migrate
+from warehouse.target import LakeTarget
+
+# Where the tables live. Everything a reader analyses is in the lake;
+# everything a writer must look up by key, or change in place, is keyed.
+LAKE_TABLES = ("articles", "article_revisions", "article_fingerprints", "feed_polls", "failures", "runs")
+KEYED_TABLES = ("sources", "article_sightings", "entry_outbox", "page_attempts", "story_bands")
+# The file's views, made per connection (they read both sides).
+VIEWS = ("feed_health", "run_accounting", "stories")
+
+KEYED_SCHEMA = "newsdesk"
+LAKE_VERSION = 1
+
+# Tables only the lake needs: in the file, the articles table is its own
+# index of URLs, hashes and story roots; in the lake, these are.
+_KEYED_EXTRA = f"""
+-- One row per key an article is known by: its canonical URL ('url') and,
+-- for a page body, its content hash ('hash'). The first writer to insert a
+-- key owns it: INSERT ... ON CONFLICT DO NOTHING makes the article unique
+-- across writers, which DuckLake alone cannot.
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.article_keys (
+    kind       text NOT NULL,
+    key        text NOT NULL,
+    article_id text NOT NULL,
+    body_source text NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS article_keys_article ON {KEYED_SCHEMA}.article_keys (article_id);
+
+-- Story roots' fingerprints, looked up by the band keys of new articles.
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.story_roots (
+    story_id      text PRIMARY KEY,
+    first_seen_at timestamptz NOT NULL,
+    scheme        text NOT NULL,
+    shingles      integer NOT NULL,
+    signature     bytea NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.lake_schema (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL
+);
+"""
+
+_PG_TYPES = {
+    "VARCHAR": "text", "TIMESTAMP WITH TIME ZONE": "timestamptz", "INTEGER": "integer", "BIGINT": "bigint",
+    "DOUBLE": "double precision", "BOOLEAN": "boolean", "BLOB": "bytea", "DATE": "date", "VARCHAR[]": "text[]",
+}
+
+
+class LakeError(RuntimeError):
+    """The lake could not be opened or set up (catalog unreachable)."""
+
+
+class NewLakeNeedsDataPath(ValueError):
+    """A lake is created on first use, and needs a folder for its data files."""
+
+
+@functools.lru_cache(maxsize=1)
+def _file_schema() -> dict:
+    """Columns, primary keys, indexes and views of the file warehouse at its
+    current version, read from an in-memory database the migrations built."""
+    con = duckdb.connect()
+    try:
+        migrate(con)
+        columns: dict[str, list[tuple[str, str, bool, str | None]]] = {}
+        for table, name, kind, nullable, default in con.execute("""
+                SELECT table_name, column_name, data_type, is_nullable = 'YES', column_default
+                FROM information_schema.columns WHERE table_schema = 'main' ORDER BY table_name, ordinal_position
+                """).fetchall():
+            columns.setdefault(table, []).append((name, kind, nullable, default))
+        keys = {table: names for table, names in con.execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+            "WHERE constraint_type = 'PRIMARY KEY'").fetchall()}
+        indexes = con.execute("SELECT index_name, table_name, expressions FROM duckdb_indexes()").fetchall()
+        views = {name: sql for name, sql in con.execute(
+            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()}
+        return {"columns": columns, "keys": keys, "indexes": indexes, "views": views}
+    finally:
+        con.close()
+
+
+# Every commit newsdesk makes to the lake writes one row here in the same
+# snapshot, so that whether a unit of work reached the lake can be asked
+# after a crash (the keyed side commits separately).
+_LAKE_EXTRA = """
+CREATE TABLE IF NOT EXISTS lake.main.lake_loads (
+    load_id VARCHAR NOT NULL,
+    kind    VARCHAR NOT NULL,      -- 'migrate' | 'batch' | ...
+    "at"    TIMESTAMP WITH TIME ZONE NOT NULL,
+    detail  VARCHAR
+)
+"""
+
+
+def lake_ddl() -> list[str]:
+    """CREATE TABLE for each lake table: the file's columns, no keys."""
+    schema = _file_schema()
+    out = [_LAKE_EXTRA]
+    for table in LAKE_TABLES:
+        cols = ", ".join(f'"{n}" {kind}{"" if nullable else " NOT NULL"}'
+                         for n, kind, nullable, _ in schema["columns"][table])
+        out.append(f"CREATE TABLE IF NOT EXISTS lake.main.{table} ({cols})")
+    return out
+
+
+def keyed_ddl() -> str:
+    """PostgreSQL DDL for the keyed tables: the file's columns, keys and
+    indexes in PostgreSQL's types, then the lake's own tables."""
+    schema = _file_schema()
+    parts = [f"CREATE SCHEMA IF NOT EXISTS {KEYED_SCHEMA};"]
+    for table in KEYED_TABLES:
+        cols = []
+        for name, kind, nullable, default in schema["columns"][table]:
+            col = f'"{name}" {_PG_TYPES[kind]}'
+            if default is not None and not default.startswith("nextval"):
+                col += f" DEFAULT {default}"
+            cols.append(col + ("" if nullable else " NOT NULL"))
+        if table in schema["keys"]:
+            cols.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in schema["keys"][table]) + ")")
+        parts.append(f"CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.{table} ({', '.join(cols)});")
+    for name, table, expressions in schema["indexes"]:
+        if table in KEYED_TABLES:
+            # DuckDB lists them as one string, '[col, col]'
+            exprs = ", ".join(f'"{e.strip()}"' for e in expressions.strip("[]").split(","))
+            parts.append(f"CREATE INDEX IF NOT EXISTS {name} ON {KEYED_SCHEMA}.{table} ({exprs});")
+    # Lookups the lake makes that the file answers from other tables.
+    parts.append(f"CREATE INDEX IF NOT EXISTS story_bands_key ON {KEYED_SCHEMA}.story_bands (band_key);")
+    parts.append(f"CREATE INDEX IF NOT EXISTS sightings_run ON {KEYED_SCHEMA}.article_sightings (run_id);")
+    parts.append(_KEYED_EXTRA)
+    return "\n".join(parts)
+
+
+def _extension(module, name: str) -> str:
+    path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise LakeError(f"the {name} extension for DuckDB {duckdb.__version__} is not installed ({path})")
+    return str(path)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
+    """Create the keyed tables and the lake tables once, whichever writer
+    comes first: a PostgreSQL advisory lock makes the others wait."""
+    try:
+        pg = psycopg.connect(dsn, autocommit=True)
+    except psycopg.Error as exc:
+        raise LakeError(f"cannot reach the lake's PostgreSQL ({dsn}): {exc}".strip()) from None
+    with pg:
+        pg.execute("SELECT pg_advisory_lock(hashtext('newsdesk schema'))")
+        try:
+            done = pg.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{KEYED_SCHEMA}.lake_schema"]).fetchone()[0]
+            version = pg.execute(f"SELECT max(version) FROM {KEYED_SCHEMA}.lake_schema").fetchone()[0] if done else None
+            if version is not None and version > LAKE_VERSION:
+                raise LakeError(f"the lake's schema version {version} is newer than this newsdesk ({LAKE_VERSION}); "
+                                "upgrade newsdesk")
+            if version == LAKE_VERSION:
+                return
+            with pg.transaction():
+                pg.execute(keyed_ddl())
+            for ddl in lake_ddl():
+                con.execute(ddl)
+            pg.execute(f"INSERT INTO {KEYED_SCHEMA}.lake_schema (version, applied_at) VALUES (%s, now()) "
+                       "ON CONFLICT DO NOTHING", [LAKE_VERSION])
+        finally:
+            pg.execute("SELECT pg_advisory_unlock(hashtext('newsdesk schema'))")
+    con.execute("CALL pg_clear_cache()")
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> None:
+    for name in VIEWS:
+        sql = _file_schema()["views"][name]
+        con.execute(re.sub(r"^\s*CREATE VIEW", "CREATE OR REPLACE TEMP VIEW", sql, count=1))
+
+
+def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: bool,
+           as_of: int | datetime | None = None) -> None:
+    """Attach the lake and its keyed state to `con` and put both on the
+    search path. A writer creates what is missing; `as_of` (a snapshot id
+    or a time) attaches the lake as it was then, read-only."""
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute(f"LOAD {_literal(_extension(duckdb_extension_postgres_scanner, 'postgres_scanner'))}")
+    con.execute(f"LOAD {_literal(_extension(duckdb_extension_ducklake, 'ducklake'))}")
+    options = []
+    if target.data_path and not read_only:
+        options.append(f"DATA_PATH {_literal(target.data_path)}")
+    if read_only or as_of is not None:
+        options.append("READ_ONLY")
+    if isinstance(as_of, int):
+        options.append(f"SNAPSHOT_VERSION {as_of}")
+    elif as_of is not None:
+        options.append(f"SNAPSHOT_TIME {_literal(as_of.isoformat())}")
+    try:
+        con.execute(f"ATTACH {_literal(target.attach)} AS lake" + (f" ({', '.join(options)})" if options else ""))
+    except duckdb.Error as exc:
+        message = str(exc)
+        if "DATA_PATH" in message or "data path" in message.lower():
+            raise NewLakeNeedsDataPath(f"{target.attach} is a new lake: give it a data folder with --data-path DIR "
+                            f"(DuckDB: {message})") from None
+        raise LakeError(f"cannot attach the lake {target.attach}: {message}") from None
+    keyed = f"ATTACH {_literal(target.dsn)} AS keys (TYPE postgres" + (", READ_ONLY" if read_only else "") + ")"
+    con.execute(keyed)
+    if not read_only and as_of is None:
+        _ensure_schema(con, target.dsn)
+    elif not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = 'runs'"
+                         ).fetchone()[0]:
+        raise FileNotFoundError(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
+                                "`newsdesk migrate --to` first")
+    con.execute("USE lake")  # resets the search path: set after it
+    con.execute(f"SET search_path = 'lake.main,keys.{KEYED_SCHEMA}'")
+    _views(con)
+
+
+@contextmanager
+def connect_lake(target: LakeTarget, *, read_only: bool = False, as_of: int | datetime | None = None,
+                 memory_limit: str = "1GB") -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    spill = tempfile.mkdtemp(prefix="newsdesk-lake-")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET temp_directory = ?", [spill])
+        attach(con, target, read_only=read_only, as_of=as_of)
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
