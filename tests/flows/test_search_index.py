@@ -4,6 +4,8 @@ index is healed by the next run, and words match in the article's language."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import flows.search_index as search_index
@@ -238,11 +240,12 @@ def _segment_file(db, suffix: str):
 
 
 # How an index gets damaged: garbage where tantivy's meta.json was (the index
-# cannot be opened), or a segment's positions file gone (it opens, and
-# searcher() works, but every word query fails).
+# cannot be opened), a segment's positions file gone (it opens, and searcher()
+# works, but every word query fails), a segment file cut short (its footer).
 DAMAGE = {
     "meta.json garbage": lambda db: (search_index.index_dir(db) / "meta.json").write_text("garbage\x00{"),
     "segment file deleted": lambda db: _segment_file(db, "pos").unlink(),
+    "segment file truncated": lambda db: os.truncate(_segment_file(db, "idx"), _segment_file(db, "idx").stat().st_size // 2),
 }
 
 
