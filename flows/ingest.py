@@ -108,7 +108,10 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
         await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
         with connect(db_path) as con:
             # Search sees this run's articles: the index takes only what the run's loads queued.
-            search_index.update(con, db_path)
+            refreshed = search_index.update(con, db_path)
+            if refreshed.damage:
+                logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
+                               "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
             crash_point("indexing")
             per_feed = queries.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run

@@ -5,9 +5,11 @@ It lives in flows because it is file I/O of its own: it never talks to
 DuckDB (the rows come from and go back through `warehouse.search`). A run
 indexes only what its loads queued (`update`), replacing earlier versions of
 the same articles; `rebuild` (the `newsdesk reindex` command) indexes every
-article into a fresh directory and swaps it in. Each language has its own
-fields and analyzer (Snowball stemmer and stop words of the detected
-`language`); a query is analysed by every language's analyzer, or by one.
+article into a fresh directory and swaps it in; a run rebuilds too when it
+finds the index missing, of another build, or unreadable (damaged files).
+Each language has its own fields and analyzer (Snowball stemmer and stop
+words of the detected `language`); a query is analysed by every language's
+analyzer, or by one.
 
 Readers never wait on DuckDB's lock for the index itself, and tantivy lets
 them read while a writer commits; only the story ranking and the article
@@ -21,7 +23,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -56,26 +58,42 @@ class IndexMissing(FileNotFoundError):
     """There is no search index beside this warehouse yet."""
 
 
+class IndexUnusable(RuntimeError):
+    """The index directory is there, but tantivy cannot read it (damaged or
+    missing files) or could not write it."""
+
+    def __init__(self, path: Path, message: str):
+        self.path = path
+        super().__init__(f"search index at {path} {message}")
+
+
 def index_dir(db: str | os.PathLike) -> Path:
     return Path(str(db) + ".search")
 
 
-def _schema() -> tantivy.Schema:
+def _schema() -> tuple[tantivy.Schema, tuple[str, ...]]:
+    """The schema, and its text fields (for `unreadable`'s probe)."""
     b = tantivy.SchemaBuilder()
-    b.add_text_field("article_id", stored=True, tokenizer_name="raw")
-    b.add_text_field("language", tokenizer_name="raw")
-    b.add_text_field("source", tokenizer_name="raw")
+    text: list[str] = []
+
+    def add_text(name: str, **options) -> None:
+        text.append(name)
+        b.add_text_field(name, **options)
+
+    add_text("article_id", stored=True, tokenizer_name="raw")
+    add_text("language", tokenizer_name="raw")
+    add_text("source", tokenizer_name="raw")
     b.add_integer_field("day", stored=True, indexed=True, fast=True)  # published_date, days since 1970-01-01
     # Stored for ranking one row per story without a join in the warehouse.
-    b.add_text_field("story_id", stored=True, tokenizer_name="raw")
+    add_text("story_id", stored=True, tokenizer_name="raw")
     b.add_integer_field("first_seen", stored=True)  # microseconds since the epoch
     for key in analyzer_keys():
-        b.add_text_field(f"title_{key}", tokenizer_name=f"news_{key}")
-        b.add_text_field(f"body_{key}", tokenizer_name=f"news_{key}")
-    return b.build()
+        add_text(f"title_{key}", tokenizer_name=f"news_{key}")
+        add_text(f"body_{key}", tokenizer_name=f"news_{key}")
+    return b.build(), tuple(text)
 
 
-_SCHEMA = _schema()
+_SCHEMA, _TEXT_FIELDS = _schema()
 
 
 def _analyzer(key: str) -> tantivy.TextAnalyzer:
@@ -125,39 +143,85 @@ def in_sync(con: Connection, db: str | os.PathLike) -> bool:
     return built is not None and built.startswith(INDEX_FORMAT + "-") and built == store.select_index_id(con)
 
 
+def unreadable(path: Path) -> str | None:
+    """What keeps tantivy from reading the index at `path`, or None. Cheap (a
+    millisecond): opening the index reads meta.json and opens every segment's
+    files (a missing or truncated one fails its footer check); one lookup of
+    a term no field holds, in every text field, opens each segment's term
+    dictionaries and posting and position files, which an open alone does
+    not. Bits flipped inside a file are not found: that would need reading
+    the whole index (tantivy's checksums)."""
+    if not (path / "meta.json").is_file():
+        # Without it tantivy would quietly start a new, empty index here.
+        return "meta.json is missing"
+    try:
+        searcher = _open(path).searcher()
+        probe = tantivy.Query.boolean_query([
+            (tantivy.Occur.Should, tantivy.Query.term_query(_SCHEMA, name, "\x00")) for name in _TEXT_FIELDS])
+        searcher.search(probe, limit=1, count=False)
+    except ValueError as exc:  # tantivy's errors: "Data corrupted ...", "Failed to open file for read ..."
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class IndexUpdate:
     articles: int  # indexed (added or replaced)
     rebuilt: bool
     seconds: float
+    damage: str | None = None  # why the index it replaced could not be read, when it was rebuilt for that
 
 
 def update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
     """Index what the loads queued since the last commit; the whole warehouse
-    when the index is missing or from another build. Called with the writer's
-    connection at the end of a run (or of a re-extraction). An index that
-    cannot be written now (another process holds its writer lock) is logged
-    and left: the queue keeps the articles for the next run."""
+    when the index is missing, from another build or unreadable (damaged).
+    Called with the writer's connection at the end of a run (or of a
+    re-extraction). An index that cannot be written now because another
+    process holds its writer lock is logged and left: the queue keeps the
+    articles for the next run. Any other failure to write it raises
+    `IndexUnusable` (the run fails; the queue keeps the articles), and so
+    does a rebuild that fails."""
     started = time.perf_counter()
+    path = index_dir(db)
     if not in_sync(con, db):
-        return rebuild(con, db)
+        return _rebuild_in_run(con, db, None)
+    damage = unreadable(path)
+    if damage is not None:
+        log.warning("search index at %s cannot be read (%s): rebuilding it from the warehouse", path, damage)
+        return _rebuild_in_run(con, db, damage)
     queued = store.select_queued(con)
     if queued.upto == 0:
         return IndexUpdate(0, False, time.perf_counter() - started)
     try:
-        writer = _open(index_dir(db)).writer(heap_size=50_000_000, num_threads=1)
+        writer = _open(path).writer(heap_size=50_000_000, num_threads=1)
         for row in queued.articles:
             # A replaced version goes: delete first, the add comes after it in the same commit.
             writer.delete_documents_by_term("article_id", row["article_id"])
             writer.add_document(_document(row))
         writer.commit()
         writer.wait_merging_threads()
-    except ValueError as exc:  # tantivy's errors, e.g. the writer lock held by another process
-        log.warning("search index not updated (%d articles stay queued for the next run): %s",
-                    len(queued.articles), exc)
+    except ValueError as exc:  # tantivy's errors
+        if "LockBusy" not in str(exc):
+            raise IndexUnusable(path, f"could not be updated ({exc}); {len(queued.articles)} articles stay "
+                                      "queued, and the next run checks the index again") from exc
+        log.warning("search index not updated, another process holds its writer lock "
+                    "(%d articles stay queued for the next run): %s", len(queued.articles), exc)
         return IndexUpdate(0, False, time.perf_counter() - started)
     store.clear_queue(con, queued.upto)
     return IndexUpdate(len(queued.articles), False, time.perf_counter() - started)
+
+
+def _rebuild_in_run(con: Connection, db: str | os.PathLike, damage: str | None) -> IndexUpdate:
+    """`rebuild` for `update`. It reads every article in one snapshot and
+    clears the queue up to that snapshot: nothing is missing after it, and
+    nothing is in it twice. A failure names the index and is raised: the old
+    index stays as it was (missing, damaged) or no longer matches the id the
+    warehouse holds, so the next run rebuilds again."""
+    try:
+        return replace(rebuild(con, db), damage=damage)
+    except (OSError, ValueError) as exc:
+        raise IndexUnusable(index_dir(db), f"could not be rebuilt ({type(exc).__name__}: {exc}); "
+                                           "the next run tries again") from exc
 
 
 def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: int = 400) -> IndexUpdate:
@@ -225,16 +289,30 @@ def hits(db: str | os.PathLike, text: str, *, language: str | None = None, sourc
     if built is None or not built.startswith(INDEX_FORMAT + "-"):
         raise IndexMissing(f"no search index of this newsdesk at {path}: run `newsdesk ingest` "
                            "(or `newsdesk reindex`) first")
-    index = _open(path)
+    if not (path / "meta.json").is_file():  # else opening it would create an empty index here
+        raise _unreadable_error(path, "meta.json is missing")
+    try:
+        index = _open(path)
+        searcher = index.searcher()
+    except ValueError as exc:  # damaged: meta.json, a segment file missing or truncated
+        raise _unreadable_error(path, exc) from None
     query = _query(index, text, language, source, since, until)
     if query is None:
         return []
-    searcher = index.searcher()
     out = []
-    for score, address in searcher.search(query, limit=limit, count=False).hits:
-        doc = searcher.doc(address)
-        out.append(Hit(doc["article_id"][0], score, doc["story_id"][0], doc["day"][0], doc["first_seen"][0]))
+    try:
+        # Some damage shows only now: a segment's position file opens when a word is looked up.
+        for score, address in searcher.search(query, limit=limit, count=False).hits:
+            doc = searcher.doc(address)
+            out.append(Hit(doc["article_id"][0], score, doc["story_id"][0], doc["day"][0], doc["first_seen"][0]))
+    except ValueError as exc:
+        raise _unreadable_error(path, exc) from None
     return out
+
+
+def _unreadable_error(path: Path, problem: object) -> IndexUnusable:
+    return IndexUnusable(path, f"cannot be read ({problem}): run `newsdesk reindex`, "
+                               "or the next `newsdesk ingest` rebuilds it")
 
 
 def hits_table(db: str | os.PathLike, text: str, **filters) -> dict[str, list]:

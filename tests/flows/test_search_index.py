@@ -4,6 +4,8 @@ index is healed by the next run, and words match in the article's language."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import flows.search_index as search_index
@@ -228,3 +230,103 @@ def test_queries_match_inflections_in_the_articles_language(tmp_path):
         assert english[0]["title"] == TEXTS["en"][0]
         assert {languages.get(h["title"], "en") for h in english} == {"en"}
         assert search_index.search(con, db, "Fahrradweg", language="en") == []
+
+
+def _segment_file(db, suffix: str):
+    """One segment file of the index (the runs here commit one segment)."""
+    found = sorted(search_index.index_dir(db).glob(f"*.{suffix}"))
+    assert found, f"no .{suffix} file in the index"
+    return found[0]
+
+
+# How an index gets damaged: garbage where tantivy's meta.json was (the index
+# cannot be opened), a segment's positions file gone (it opens, and searcher()
+# works, but every word query fails), a segment file cut short (its footer).
+DAMAGE = {
+    "meta.json garbage": lambda db: (search_index.index_dir(db) / "meta.json").write_text("garbage\x00{"),
+    "segment file deleted": lambda db: _segment_file(db, "pos").unlink(),
+    "segment file truncated": lambda db: os.truncate(_segment_file(db, "idx"), _segment_file(db, "idx").stat().st_size // 2),
+}
+
+
+def _runs(db) -> list[tuple]:
+    return query(db, "SELECT status, error FROM runs ORDER BY started_at")
+
+
+def _assert_search_finds_every_article(db) -> None:
+    _assert_index_holds_each_article_once(db)
+    with connect(db, read_only=True) as con:
+        for code in ("en", "de", "fr"):
+            _, words, title = next(i for i in INFLECTED if i[0] == code)
+            assert [h["title"] for h in search_index.search(con, db, words)] == [title]
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_index_is_rebuilt_by_the_next_run(tmp_path, damage):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    db = tmp_path / "wh.duckdb"
+    with LocalServer() as server:
+        site = Site(server)
+        site.add_language("en")
+        site.add_language("de")
+        sources = site.sources(tmp_path)
+        run_ingest(sources, db)
+        DAMAGE[damage](db)
+
+        # A reader says what is wrong and what heals it, in one line.
+        result = CliRunner().invoke(app, ["search", "cyclist", "--db", str(db)])
+        assert result.exit_code == 1, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "newsdesk reindex" in result.output, result.output
+
+        site.add_language("fr")
+        healed = run_ingest(sources, db)
+    assert healed["articles_new"] == 1
+    assert [status for status, _ in _runs(db)] == ["completed", "completed"]
+    _assert_search_finds_every_article(db)
+
+
+def test_reindex_rebuilds_a_damaged_index(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    db = tmp_path / "wh.duckdb"
+    with LocalServer() as server:
+        site = Site(server)
+        for code in ("en", "de", "fr"):
+            site.add_language(code)
+        run_ingest(site.sources(tmp_path), db)
+    DAMAGE["segment file deleted"](db)
+    result = CliRunner().invoke(app, ["reindex", "--sources", str(tmp_path / "s.toml"), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "indexed 3 articles" in result.output
+    _assert_search_finds_every_article(db)
+
+
+def test_a_failed_rebuild_fails_the_run_and_the_next_run_heals(tmp_path):
+    db = tmp_path / "wh.duckdb"
+    with LocalServer() as server:
+        site = Site(server)
+        site.add_language("en")
+        site.add_language("de")
+        sources = site.sources(tmp_path)
+        run_ingest(sources, db)
+        DAMAGE["meta.json garbage"](db)
+        # A regular file where the rebuild stages the new index: it cannot be built.
+        obstacle = search_index.index_dir(db).with_name(search_index.index_dir(db).name + ".building")
+        obstacle.write_text("not a directory")
+        site.add_language("fr")
+        with pytest.raises(search_index.IndexUnusable, match="could not be rebuilt"):
+            run_ingest(sources, db)
+        (status, error), = _runs(db)[1:]
+        assert status == "failed" and "could not be rebuilt" in error and f"{obstacle}'" in error
+        assert query(db, "SELECT count(*) FROM articles") == [(3,)]  # the loads stand; only the index is behind
+
+        obstacle.unlink()
+        healed = run_ingest(sources, db)
+    assert healed["articles_new"] == 0
+    assert [status for status, _ in _runs(db)] == ["completed", "failed", "completed"]
+    _assert_search_finds_every_article(db)
