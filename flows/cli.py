@@ -462,7 +462,7 @@ def migrate(
 
             with connect_lake(target) as con:
                 moved = move_into_lake(con, source)
-    out = Console(highlight=False, markup=False)
+    out = Console(highlight=False, markup=False, soft_wrap=True)
     if moved.already:
         out.print(f"{to} holds this warehouse already ({moved.articles} articles): nothing copied")
     else:

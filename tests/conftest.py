@@ -58,3 +58,24 @@ def prefect_server(tmp_path_factory):
     server = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL for the session (Debian's binaries, a free port on
+    127.0.0.1, a temp folder): the lake's catalog and keyed state."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lake(postgres, tmp_path):
+    """A new, empty lake for one test: its own PostgreSQL database and data
+    folder. Returns (the --db string, the data folder)."""
+    import uuid
+
+    dsn = postgres.create_database(f"lake_{uuid.uuid4().hex[:12]}")
+    return f"ducklake:postgres:{dsn}", tmp_path / "lake-data"

@@ -235,6 +235,9 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
         con.execute(f"ATTACH {_literal(target.attach)} AS lake" + (f" ({', '.join(options)})" if options else ""))
     except duckdb.Error as exc:
         message = str(exc)
+        if "does not exist" in message and (read_only or as_of is not None):
+            raise FileNotFoundError(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
+                                    "`newsdesk migrate --to` first") from None
         if "DATA_PATH" in message or "data path" in message.lower():
             raise NewLakeNeedsDataPath(f"{target.attach} is a new lake: give it a data folder with --data-path DIR "
                             f"(DuckDB: {message})") from None

@@ -65,10 +65,14 @@ def move_into_lake(con: duckdb.DuckDBPyConnection, source: Path) -> Moved:
 
 
 def _move(con: duckdb.DuckDBPyConnection) -> Moved:
-    moved = con.execute("SELECT count(*) FROM lake.main.lake_loads WHERE kind = 'migrate'").fetchone()[0]
+    moved = con.execute("SELECT detail FROM lake.main.lake_loads WHERE kind = 'migrate'").fetchall()
     if moved:
+        source = _checksum(con, "src.main.articles")
+        if source not in {detail for detail, in moved}:
+            raise LakeNotEmpty(f"the lake holds another warehouse's articles ({moved[0][0]}, this file's: {source}); "
+                               "migrate moves a warehouse into an empty lake")
         return Moved({}, con.execute("SELECT count(*) FROM lake.main.articles").fetchone()[0],
-                     _checksum(con, "src.main.articles"), _checksum(con, "lake.main.articles"), already=True)
+                     source, _checksum(con, "lake.main.articles"), already=True)
     held = {t: con.execute(f"SELECT count(*) FROM lake.main.{t}").fetchone()[0] for t in LAKE_TABLES}
     if any(held.values()):
         busy = ", ".join(f"{t} ({n})" for t, n in held.items() if n)

@@ -1,0 +1,210 @@
+"""The lake backend on a real PostgreSQL: the schema derived from the file's,
+moving a file warehouse in, reading it (now and as it was), and a reader
+held open while a writer commits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.warehouse.test_warehouse import _batch
+from transforms.records import FeedPoll
+from warehouse import load
+from warehouse.connection import connect
+from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES, connect_lake, current_snapshot
+from warehouse.target import BadTarget, FileTarget, LakeTarget, parse_target
+
+runner = CliRunner()
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def test_what_db_names():
+    assert parse_target("news.duckdb") == FileTarget(parse_target("news.duckdb").path)
+    lake = parse_target("ducklake:postgres:dbname=news host=127.0.0.1", "/srv/lake")
+    assert isinstance(lake, LakeTarget) and lake.dsn == "dbname=news host=127.0.0.1"
+    assert lake.data_path == "/srv/lake/"
+    assert parse_target("ducklake:postgres:dbname=n", "s3://bucket/news").data_path == "s3://bucket/news/"
+    with pytest.raises(BadTarget, match="PostgreSQL catalog"):
+        parse_target("ducklake:sqlite:meta.sqlite")
+    with pytest.raises(BadTarget, match="connection string"):
+        parse_target("ducklake:postgres:")
+
+
+def _file_warehouse(path):
+    e, art, s, f = _batch()
+    with connect(path) as con:
+        load.upsert_sources(con, [{"name": "a", "url": "https://x.example/feed", "tags": ["world"]}])
+        load.start_run(con, "run-1", NOW, None)
+        load.load_batch(con, articles=[art], sightings=[s], failures=[f])
+        load.insert_feed_polls(con, [FeedPoll(run_id="run-1", source="a", fetched_at=NOW, status=200, ok=True,
+                                              not_modified=False, error=None, entries=1, new_entries=1)])
+        load.finish_run(con, "run-1", finished_at=NOW, status="completed", counts={"articles_new": 1})
+    return art
+
+
+def test_the_lake_has_the_files_columns_and_postgres_has_the_keys(lake):
+    db, data = lake
+    target = parse_target(db, data)
+    with connect_lake(target) as con:
+        for table in LAKE_TABLES:
+            lake_cols = con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                    "WHERE table_catalog = 'lake' AND table_name = ? ORDER BY ordinal_position",
+                                    [table]).fetchall()
+            with connect(data.parent / "ref.duckdb") as ref:
+                file_cols = ref.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                        "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+            assert lake_cols == file_cols, table
+    with psycopg.connect(target.dsn) as pg:
+        keys = {r[0]: r[1] for r in pg.execute("""
+            SELECT c.relname, string_agg(a.attname, ',' ORDER BY a.attnum)
+            FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+            WHERE n.nspname = %s AND i.indisprimary GROUP BY c.relname""", [KEYED_SCHEMA]).fetchall()}
+    assert keys["article_sightings"] == "source,canonical_link"
+    assert keys["entry_outbox"] == "source,canonical_link"
+    assert keys["article_keys"] == "kind,key"
+    assert set(KEYED_TABLES) - {"story_bands"} <= set(keys)
+    # A second writer finds the schema in place and changes nothing.
+    with connect_lake(parse_target(db)) as con:
+        assert con.execute("SELECT count(*) FROM lake_loads").fetchone()[0] == 0
+
+
+def test_a_new_lake_needs_a_data_folder(lake):
+    db, _ = lake
+    result = runner.invoke(app, ["runs", "--db", db])
+    assert result.exit_code == 2 and "no warehouse in the lake" in result.output
+    src = lake[1].parent / "w.duckdb"
+    _file_warehouse(src)
+    result = runner.invoke(app, ["migrate", "--to", db, "--db", str(src)])
+    assert result.exit_code == 2 and "--data-path" in result.output
+
+
+def test_migrate_moves_a_file_warehouse_once(lake, tmp_path):
+    db, data = lake
+    src = tmp_path / "w.duckdb"
+    art = _file_warehouse(src)
+    before = src.read_bytes()
+    result = runner.invoke(app, ["migrate", "--to", db, "--data-path", str(data), "--db", str(src)])
+    assert result.exit_code == 0, result.output
+    assert "articles: 1" in result.output and "article_sightings: 1" in result.output
+    file_sum, lake_sum = result.output.split("file ")[1].split(", lake ")
+    assert file_sum.strip() == lake_sum.strip() and file_sum.startswith("1:")
+    assert src.read_bytes() == before  # the file is only read
+    # The keyed state answers what the file's indexes answered.
+    with connect_lake(parse_target(db)) as con:
+        assert con.execute("SELECT kind, key, article_id FROM article_keys ORDER BY kind").fetchall() == [
+            ("url", art.url, art.article_id)]  # a feed-text body has no hash key
+        assert con.execute("SELECT tags FROM sources").fetchone()[0] == ["world"]
+    again = runner.invoke(app, ["migrate", "--to", db, "--db", str(src)])
+    assert again.exit_code == 0 and "nothing copied" in again.output
+    rows = runner.invoke(app, ["sql", "select count(*) as n from articles", "--db", db, "-f", "csv"])
+    assert rows.output.splitlines() == ["n", "1"]
+    # Another warehouse is not poured into a lake that holds one.
+    other = tmp_path / "other.duckdb"
+    _file_warehouse(other)
+    with connect(other) as con:
+        load.load_batch(con, articles=[replace(art, article_id="another", url="https://x.example/2")])
+    refused = runner.invoke(app, ["migrate", "--to", db, "--db", str(other)])
+    assert refused.exit_code == 2 and "another warehouse" in refused.output
+
+
+def test_a_move_killed_between_its_two_commits_is_finished_by_the_next(lake, tmp_path):
+    """The keyed commit happened, the lake's did not (as if killed between
+    them): the next migrate replaces the keyed rows and copies once."""
+    db, data = lake
+    src = tmp_path / "w.duckdb"
+    _file_warehouse(src)
+    with connect_lake(parse_target(db, data)) as con:
+        con.execute(f"INSERT INTO keys.{KEYED_SCHEMA}.article_sightings SELECT * FROM "
+                    "(SELECT 'a', 'https://x.example/1', 'stale', 'u', NULL, now(), 'r')")
+    result = runner.invoke(app, ["migrate", "--to", db, "--db", str(src)])
+    assert result.exit_code == 0, result.output
+    with connect_lake(parse_target(db)) as con:
+        assert con.execute("SELECT count(*), min(article_id) <> 'stale' FROM article_sightings").fetchone() == (1, True)
+        assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
+
+
+def test_sql_as_of_reads_the_lake_as_it_was(lake, tmp_path):
+    db, data = lake
+    src = tmp_path / "w.duckdb"
+    _file_warehouse(src)
+    assert runner.invoke(app, ["migrate", "--to", db, "--data-path", str(data), "--db", str(src)]).exit_code == 0
+    with connect_lake(parse_target(db)) as con:
+        moved = current_snapshot(con)
+        con.execute("INSERT INTO runs (run_id, started_at, status) VALUES ('later', now(), 'completed')")
+    now = runner.invoke(app, ["sql", "select count(*) as n from runs", "--db", db, "-f", "csv"])
+    then = runner.invoke(app, ["sql", "select count(*) as n from runs", "--db", db, "-f", "csv",
+                               "--as-of", str(moved)])
+    assert now.output.splitlines() == ["n", "2"] and then.output.splitlines() == ["n", "1"], then.output
+    at = datetime.now(timezone.utc).isoformat()
+    assert runner.invoke(app, ["sql", "select count(*) as n from runs", "--db", db, "-f", "csv",
+                               "--as-of", at]).output.splitlines() == ["n", "2"]
+    bad = runner.invoke(app, ["sql", "select 1", "--db", db, "--as-of", "yesterday"])
+    assert bad.exit_code == 2 and "neither a snapshot id nor a time" in bad.output
+    on_file = runner.invoke(app, ["sql", "select 1", "--db", str(src), "--as-of", "1"])
+    assert on_file.exit_code == 2 and "needs a lake" in on_file.output
+
+
+def test_the_sql_gate_holds_on_a_lake(lake, tmp_path):
+    db, data = lake
+    src = tmp_path / "w.duckdb"
+    _file_warehouse(src)
+    assert runner.invoke(app, ["migrate", "--to", db, "--data-path", str(data), "--db", str(src)]).exit_code == 0
+    for statement in ("DELETE FROM articles", "EXPLAIN ANALYZE DELETE FROM article_sightings",
+                      f"COPY articles TO '{tmp_path}/out.csv'", f"ATTACH '{tmp_path}/x.duckdb' AS x",
+                      f"select * from read_csv('{src}')"):
+        result = runner.invoke(app, ["sql", statement, "--db", db])
+        assert result.exit_code == 2, (statement, result.output)
+    assert not (tmp_path / "out.csv").exists()
+    count = runner.invoke(app, ["sql", "select count(*) as n from article_sightings", "--db", db, "-f", "csv"])
+    assert count.output.splitlines() == ["n", "1"]
+
+
+def test_a_reader_held_open_does_not_stop_a_writer(lake, tmp_path):
+    """What fails on the file (a notebook holding it makes the next ingest
+    exit 1): a plain DuckDB client holds the lake open in another process,
+    a writer commits, and the reader's next query sees the commit."""
+    db, data = lake
+    src = tmp_path / "w.duckdb"
+    _file_warehouse(src)
+    target = parse_target(db, data)
+    with connect_lake(target):
+        pass  # the schema, before the reader attaches
+    script = textwrap.dedent(f"""
+        import sys
+        import duckdb
+        from warehouse.lake import attach
+        from warehouse.target import parse_target
+        con = duckdb.connect()
+        attach(con, parse_target({db!r}), read_only=True)
+        print(con.execute("select count(*) from articles").fetchone()[0], flush=True)
+        sys.stdin.readline()  # held open until the writer is done
+        print(con.execute("select count(*) from articles").fetchone()[0], flush=True)
+    """)
+    reader = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "0"
+        result = runner.invoke(app, ["migrate", "--to", db, "--db", str(src)])
+        assert result.exit_code == 0, result.output
+        out, err = reader.communicate("go\n", timeout=60)
+        assert out.strip() == "1", err
+    finally:
+        reader.kill()
+
+
+@pytest.mark.parametrize("command", [["search", "x"], ["reindex"], ["reextract"], ["export", "-f", "jsonl", "-o", "o"],
+                                     ["ingest"]])
+def test_commands_not_on_a_lake_yet_say_so(lake, command):
+    db, _ = lake
+    result = runner.invoke(app, [*command, "--db", db])
+    assert result.exit_code == 2, result.output
+    assert "does not work on a lake yet" in result.output
