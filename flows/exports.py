@@ -30,10 +30,13 @@ from warehouse.connection import connect
 FORMATS = ("parquet", "text", "jsonl")
 # One COPY writes at most this many days, and more than this many rows only
 # when a single day holds them. DuckDB keeps buffers for every partition a
-# COPY has open: 30,000 articles over 2,000 days in one COPY ran out of the
-# readers' 1 GB. Measured in benchmarks/export.py (docs/scale.md).
+# COPY has open (30,000 articles over 2,000 days in one COPY ran out of the
+# readers' 1 GB), and a COPY's rows pass through its sort: 50,000 rows of
+# 3 kB bodies per COPY took the process to 1.5 GB. Each COPY also scans the
+# table once, cheap when rows are in time order (zone maps), not otherwise.
+# Measured with benchmarks/export.py (docs/scale.md#exports).
 DAYS_PER_COPY = 16
-ROWS_PER_COPY = 50_000
+ROWS_PER_COPY = 10_000
 
 
 def export(db: Path, fmt: str, out: Path, since: date | None = None, until: date | None = None) -> tuple[int, Path]:
