@@ -118,18 +118,30 @@ def ingest(
     from_warc: Annotated[Optional[list[Path]], typer.Option(
         "--from-warc", exists=True, dir_okay=False,
         help="Take the pages from this WARC file (a saved crawl) instead of the feeds; repeatable.")] = None,
+    data_path: Annotated[Optional[str], typer.Option(
+        "--data-path", metavar="DIR", help="With a new lake as --db: the folder for its data files (local or "
+                                           "shared; object storage URLs pass to DuckDB). Default: $NEWSDESK_DATA_PATH.")]
+    = None,
 ) -> None:
     """Run the `ingest` flow once: fetch the feeds, extract new articles, load them."""
     # No telemetry from the temporary server: the machine may have no internet.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from flows.settings import default_db_path, load_settings
+    from flows.settings import default_db, load_settings
     from warehouse.connection import check_warehouse_file
 
     with _reporting():
         settings = load_settings(sources)  # fail on a bad sources file or --db before Prefect starts
-        check_warehouse_file(_file_only(db, "ingest"))
+        target = default_db(db)
+        if isinstance(target, Path):
+            check_warehouse_file(target)
+        else:  # a new lake is made here, with its data folder; the flow's connections then find it
+            from warehouse.lake import connect_lake
+            from warehouse.target import parse_target
+
+            with connect_lake(parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))):
+                pass
 
     import asyncio
 

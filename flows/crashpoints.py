@@ -4,7 +4,8 @@
 makes the process SIGKILL itself at that point, exactly as `kill -9` from
 outside would, but at a known place. Unset, `crash_point` is a dictionary
 lookup. Points: feeds_fetched, feeds_parsed, polls_recorded, extracting,
-loading (inside a batch's transaction, before commit), indexing;
+loading (inside a batch's transaction, before commit), between_commits (on a
+lake: after a batch's PostgreSQL commit, before its lake commit), indexing;
 in `newsdesk export`: export_written (files complete in the staging folder,
 none swapped in yet), export_swapped (after each day swapped into --out).
 """

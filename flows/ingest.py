@@ -33,7 +33,7 @@ from flows.locks import ingest_lock
 from flows.pipeline import run_pages
 from flows.polls import poll_feeds, work_outbox
 from flows.runstate import abandon_dead_runs, recorded_run
-from flows.settings import Settings, default_db_path, load_settings, select_feeds
+from flows.settings import Settings, default_db, load_settings, select_feeds
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
@@ -58,7 +58,10 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     logger = get_run_logger()
     sources, db = check_run_paths(sources, db, from_warc)  # under `newsdesk serve`: only the paths it allows
     settings: Settings = select_feeds(load_settings(sources), feeds)
-    db_path = default_db_path(db)
+    target = default_db(db)
+    if not isinstance(target, Path):  # a lake: writers share it, no lock file
+        return await _ingest(settings, target, from_warc, logger)
+    db_path = target
     lock = ingest_lock(db_path, settings.pipeline.lock_wait_s)
     waited = await asyncio.to_thread(lock.__enter__)
     if waited > 1:
@@ -84,8 +87,26 @@ def flow_for(settings: Settings):
     return ingest.with_options(task_runner=runner)
 
 
-async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None, logger) -> dict:
+async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] | None, logger) -> dict:
     run_id = str(flow_run.id or uuid.uuid4())
+    if isinstance(db_path, Path):
+        return await _run(settings, db_path, run_id, from_warc, logger)
+    # On a lake the run holds a lock in PostgreSQL for its life: other
+    # writers tell it from a dead run by that lock.
+    from warehouse.lake import connect_lake
+    from warehouse.target import parse_target
+    from warehouse.twophase import hold_run, replay_staged
+
+    with hold_run(parse_target(db_path).dsn, run_id):
+        with connect_lake(parse_target(db_path)) as con:
+            replayed = replay_staged(con)  # what writers that died between their two commits left
+        if replayed:
+            logger.info("finished %d unit(s) of work that a killed writer had committed to PostgreSQL only",
+                        replayed)
+        return await _run(settings, db_path, run_id, from_warc, logger)
+
+
+async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger) -> dict:
     started = _now()
     warc = None
     if from_warc:
@@ -107,11 +128,12 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
             logger.info("fingerprinted %d stored articles for the current [stories] settings", backlog)
         await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
         with connect(db_path) as con:
-            # Search sees this run's articles: the index takes only what the run's loads queued.
-            refreshed = search_index.update(con, db_path)
-            if refreshed.damage:
-                logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
-                               "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
+            if isinstance(db_path, Path):  # search on a lake: not yet (docs/warehouse.md, "The lake")
+                # Search sees this run's articles: the index takes only what the run's loads queued.
+                refreshed = search_index.update(con, db_path)
+                if refreshed.damage:
+                    logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
+                                   "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
             crash_point("indexing")
             per_feed = queries.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
@@ -127,13 +149,15 @@ async def _ingest(settings: Settings, db_path: Path, from_warc: list[str] | None
     return asdict(summary)
 
 
-async def _stages(settings: Settings, db_path: Path, run_id: str, started: datetime, summary: RunSummary,
+async def _stages(settings: Settings, db_path: Path | str, run_id: str, started: datetime, summary: RunSummary,
                   feed_state: dict, logger, warc: WarcInput | None) -> None:
     """Poll the feeds, then fetch, extract and load their pages (or the
     pages of the WARC files)."""
     deadline = time.monotonic() + settings.pipeline.max_run_s
     policy = settings.retry.policy()
-    archive = archive_for(settings.archive.enabled, settings.archive.dir, settings.archive.max_file_mb, db_path)
+    # A lake's raw archive is relative to the working directory (there is no warehouse file to sit beside).
+    archive = archive_for(settings.archive.enabled, settings.archive.dir, settings.archive.max_file_mb,
+                          db_path if isinstance(db_path, Path) else Path.cwd() / "newsdesk.lake")
     async with Fetcher(settings.fetch) as fetcher:
         await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id, started=started,
                          policy=policy, summary=summary, archive=archive, logger=logger)

@@ -129,7 +129,8 @@ def load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extra
         load.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
                         attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
                         dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None for e in p.entries],
-                        before_commit=lambda: crash_point("loading"))
+                        before_commit=lambda: crash_point("loading"), run_id=run_id,
+                        between_commits=lambda: crash_point("between_commits"))
     return BatchCounts(
         entries_failed=attempts.entries_failed, entries_pending=attempts.entries_pending, retries=triage.retries,
         retries_loaded=triage.retries_loaded,

@@ -178,7 +178,8 @@ def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Seque
         summary.duplicates += len(stored)
         summary.entries_known += len(plan.already_seen)
         done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
-        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done], failures=lost)
+        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done], failures=lost,
+                        run_id=run_id)
         retries = queries.select_due_attempts(con, now)
     summary.dedupe_s += time.perf_counter() - clock
     return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -241,13 +241,29 @@ class Writer:
     one opens it again."""
 
     def __init__(self, path: str | os.PathLike, hold_s: float = 5.0):
-        self.path = Path(path)
+        self.lake = is_lake(path)
+        self.path = Path(path) if not self.lake else path
         self.hold_s = hold_s
         self._con: duckdb.DuckDBPyConnection | None = None
         self._opened = 0.0
+        self._lake_scope: ExitStack | None = None
 
     @contextmanager
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.lake:
+            # A lake has no lock to hand over: the connection stays for the run.
+            if self._con is None:
+                from warehouse.lake import connect_lake
+
+                self._lake_scope = ExitStack()
+                self._con = self._lake_scope.enter_context(
+                    connect_lake(parse_target(self.path), memory_limit=WRITER_MEMORY_LIMIT))
+            try:
+                yield self._con
+            except BaseException:
+                self.close()
+                raise
+            return
         if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = _open(self.path, False, 30.0)
@@ -264,6 +280,10 @@ class Writer:
             self.close()
 
     def close(self) -> None:
+        if self._lake_scope is not None:
+            self._lake_scope.close()
+            self._lake_scope = None
+            self._con = None
         if self._con is not None:
             self._con.close()
             self._con = None

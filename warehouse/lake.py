@@ -73,6 +73,18 @@ CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.story_roots (
     signature     bytea NOT NULL
 );
 
+-- A unit of work's lake rows, staged in its PostgreSQL transaction until
+-- the lake has them (warehouse/twophase.py).
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.staged_loads (
+    load_id   text NOT NULL,
+    part      text NOT NULL,
+    kind      text NOT NULL,
+    run_id    text NOT NULL,
+    staged_at timestamptz NOT NULL,
+    rows      bytea NOT NULL,
+    PRIMARY KEY (load_id, part)
+);
+
 CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.lake_schema (
     version    integer PRIMARY KEY,
     applied_at timestamptz NOT NULL

@@ -27,6 +27,7 @@ from transforms.records import (
 from warehouse.queries import lookup
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
+from warehouse.twophase import alive, is_lake, keyed_dsn
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -104,6 +105,8 @@ def load_batch(
     settled: Sequence[tuple[str, str]] = (),
     dequeued: Sequence[tuple[str, str]] = (),
     before_commit: Callable[[], None] | None = None,
+    run_id: str = "",
+    between_commits: Callable[[], None] | None = None,
 ) -> None:
     """Load one batch in one transaction: all of it, or none of it.
 
@@ -111,7 +114,15 @@ def load_batch(
     feed-text articles whose page has now been fetched (same article_id);
     `settled` (source, canonical_link) pairs leave page_attempts, `dequeued`
     ones leave entry_outbox. `before_commit` runs last inside the transaction
-    (the crash-injection tests kill the process there)."""
+    (the crash-injection tests kill the process there). On a lake the batch
+    is one unit of `warehouse.twophase` for the run `run_id`, and
+    `between_commits` runs between its PostgreSQL and its lake commit."""
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.load_batch(con, articles=articles, sightings=sightings, failures=failures,
+                                   attempts=attempts, upgrades=upgrades, settled=settled, dequeued=dequeued,
+                                   run_id=run_id, before_commit=before_commit, between_commits=between_commits)
     with transaction(con):
         new = _insert(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING", "article_id")
         _insert_sightings(con, sightings)
@@ -166,6 +177,11 @@ def record_polls(
     (validators, backoff), the poll rows, sightings of articles already held,
     failures, and the new entries queued in entry_outbox. The validators are
     never stored without the entries they stand for."""
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.record_polls(con, run_id=run_id, at=at, states=states, polls=polls, queued=queued,
+                                     sightings=sightings, failures=failures)
     columns = {name: [getattr(e, name) for e in queued] for name in _ENTRY_FIELDS}
     columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
     with transaction(con):
@@ -260,6 +276,10 @@ def save_stories(
     """For articles already loaded: store (new-scheme) fingerprints, give
     unclustered articles their story, and index the roots' band keys, in one
     transaction. `assignments` are (article_id, story_id, duplicate_of, similarity)."""
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.save_stories(con, fingerprints, assignments)
     with transaction(con):
         if assignments:
             stories = pa.table({
@@ -365,14 +385,21 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
         _refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
 
 
+FEED_POLL_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", _TS), ("status", pa.int32()),
+    ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
+    ("new_entries", pa.int32()), ("warning", pa.string()),
+])
+
+
+def feed_polls_arrow(polls: Sequence[FeedPoll]) -> pa.Table:
+    return to_arrow(polls, FEED_POLL_SCHEMA)
+
+
 def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll]) -> None:
     if not polls:
         return
-    _insert(con, "feed_polls", to_arrow(polls, pa.schema([
-        ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", _TS), ("status", pa.int32()),
-        ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
-        ("new_entries", pa.int32()), ("warning", pa.string()),
-    ])), "")
+    _insert(con, "feed_polls", feed_polls_arrow(polls), "")
 
 
 def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> None:
@@ -388,7 +415,9 @@ def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> Non
     ]))
     with registered(con, "_feeds", table):
         con.execute(
-            "INSERT INTO sources (name, url, language, tags) SELECT name, url, language, tags FROM _feeds "
+            # Every column given: through DuckDB a lake's PostgreSQL table gets NULL, not its default.
+            "INSERT INTO sources (name, url, language, tags, consecutive_failures) "
+            "SELECT name, url, language, tags, 0 FROM _feeds "
             "ON CONFLICT (name) DO UPDATE SET url = excluded.url, language = excluded.language, tags = excluded.tags"
         )
 
@@ -462,6 +491,9 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
     so run_accounting shows its balance as unknown, not as true."""
     dead = [r[0] for r in con.execute(
         "SELECT run_id FROM runs WHERE status = 'running' AND run_id <> ?", [live_run_id]).fetchall()]
+    if dead and is_lake(con):  # writers share a lake: a run is dead when its lock is free
+        live = alive(keyed_dsn(con), dead)
+        dead = [r for r in dead if r not in live]
     if not dead:
         return []
     with transaction(con):
@@ -481,6 +513,6 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
                 articles_from_feed = coalesce(runs.articles_from_feed, (
                     SELECT count(*) FILTER (WHERE a.body_source = 'feed') FROM articles a WHERE a.run_id = runs.run_id)),
                 failures = coalesce(runs.failures, (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id))
-            WHERE status = 'running' AND run_id <> ?
-        """, [at, live_run_id])
+            WHERE status = 'running' AND run_id IN (SELECT unnest(?::VARCHAR[]))
+        """, [at, dead])
     return dead

@@ -14,6 +14,27 @@ from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, S
 from warehouse.scopes import registered
 
 
+def _lake(con: duckdb.DuckDBPyConnection) -> bool:
+    """On a lake, articles have no index: their keys are looked up in
+    PostgreSQL (`article_keys`, warehouse/lake.py) instead."""
+    from warehouse.twophase import is_lake
+
+    return is_lake(con)
+
+
+# (file, lake): the article of a canonical URL, and of a page body's hash.
+_ARTICLES_BY_URL = {
+    False: "SELECT url, article_id FROM articles",
+    True: "SELECT url, article_id FROM (SELECT key AS url, article_id FROM keys.newsdesk.article_keys "
+          "WHERE kind = 'url')",
+}
+_ARTICLES_BY_HASH = {
+    False: "SELECT content_hash, article_id, body_source FROM articles",
+    True: "SELECT content_hash, article_id, body_source FROM (SELECT key AS content_hash, article_id, body_source "
+          "FROM keys.newsdesk.article_keys WHERE kind = 'hash')",
+}
+
+
 def lookup(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Iterable[Any],
            chunk: int = 500) -> list[tuple]:
     """Rows of `select ... WHERE column IN (values)`, the values bound as
@@ -47,7 +68,7 @@ def select_known_for_entries(con: duckdb.DuckDBPyConnection, entries: Sequence[F
         return KnownKeys()
     links = [e.canonical_link for e in entries]
     pairs = {(e.source, e.canonical_link) for e in entries}
-    by_url = dict(lookup(con, "SELECT url, article_id FROM articles", "url", links))
+    by_url = dict(lookup(con, _ARTICLES_BY_URL[_lake(con)], "url", links))
     sighted_links: set[tuple[str, str]] = set()
     for source, link, article_id in lookup(
             con, "SELECT source, canonical_link, article_id FROM article_sightings", "canonical_link", links):
@@ -91,13 +112,13 @@ def select_known_articles(
     articles.content_hash."""
     if not urls and not hashes:
         return KnownKeys()
-    by_url = dict(lookup(con, "SELECT url, article_id FROM articles", "url", urls))
+    lake = _lake(con)
+    by_url = dict(lookup(con, _ARTICLES_BY_URL[lake], "url", urls))
     by_url.update(lookup(con, "SELECT canonical_link, article_id FROM article_sightings", "canonical_link", urls))
     by_hash: dict[str, str] = {}
     # body_source is tested here, not in SQL: another condition beside the
     # `= ?` could keep DuckDB from answering it with the index.
-    for content_hash, article_id, body_source in lookup(
-            con, "SELECT content_hash, article_id, body_source FROM articles", "content_hash", hashes):
+    for content_hash, article_id, body_source in lookup(con, _ARTICLES_BY_HASH[lake], "content_hash", hashes):
         if body_source == "page":
             by_hash[content_hash] = min(by_hash.get(content_hash, article_id), article_id)
     return KnownKeys(by_url=by_url, by_hash=by_hash)
@@ -160,6 +181,8 @@ def select_story_roots(
     reads the window's rows, not the history's."""
     if not band_keys:
         return {}
+    if _lake(con):
+        return _lake_story_roots(con, band_keys, scheme, first_seen)
     window = "AND b.first_seen_at BETWEEN ? AND ?" if first_seen else ""
     with registered(con, "_bands", pa.table({"band_key": pa.array(sorted(set(band_keys)), pa.int64())})):
         rows = con.execute(f"""
@@ -176,6 +199,30 @@ def select_story_roots(
         if root is None:
             root = roots[story_id] = StoryRoot(story_id, Fingerprint(scheme, shingles, bytes(signature), ()),
                                                first_seen_at)
+        out.setdefault(key, []).append(root)
+    return out
+
+
+def _lake_story_roots(con: duckdb.DuckDBPyConnection, band_keys: Sequence[int], scheme: str,
+                      first_seen: tuple[datetime, datetime] | None) -> dict[int, list[StoryRoot]]:
+    """The same on a lake: band keys and the roots' fingerprints are keyed
+    tables in PostgreSQL, read key by key through their indexes."""
+    bands = lookup(con, "SELECT band_key, story_id, first_seen_at FROM keys.newsdesk.story_bands", "band_key",
+                   sorted(set(band_keys)))
+    if first_seen:
+        bands = [b for b in bands if first_seen[0] <= b[2] <= first_seen[1]]
+    prints = {story_id: (shingles, bytes(signature)) for story_id, shingles, signature, kind in lookup(
+        con, "SELECT story_id, shingles, signature, scheme FROM keys.newsdesk.story_roots", "story_id",
+        [b[1] for b in bands]) if kind == scheme}
+    roots: dict[str, StoryRoot] = {}
+    out: dict[int, list[StoryRoot]] = {}
+    for key, story_id, first_seen_at in bands:
+        if story_id not in prints:
+            continue
+        root = roots.get(story_id)
+        if root is None:
+            shingles, signature = prints[story_id]
+            root = roots[story_id] = StoryRoot(story_id, Fingerprint(scheme, shingles, signature, ()), first_seen_at)
         out.setdefault(key, []).append(root)
     return out
 

@@ -1,0 +1,214 @@
+"""Loads into a lake: what `warehouse.load` does in one file transaction,
+as one unit of `warehouse.twophase` (keyed state in PostgreSQL, the bulk in
+the lake).
+
+Uniqueness comes from PostgreSQL: a new article first claims its canonical
+URL (and, for a page body, its content hash) in `article_keys` with
+INSERT ... ON CONFLICT DO NOTHING. A claim another writer won first
+raises `ClaimLost`, the unit rolls back whole, and the caller resolves the
+batch again against what is now known (the article becomes a duplicate).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from transforms.records import Article, Failure, FeedEntry, FeedPoll, Fingerprint, PageAttempt, Sighting, SourceState
+from warehouse import twophase
+from warehouse.lake import KEYED_SCHEMA
+from warehouse.queries import lookup
+from warehouse.scopes import registered
+
+KEYS = f"keys.{KEYED_SCHEMA}"
+
+
+class ClaimLost(RuntimeError):
+    """Another writer stored one of these articles first (same canonical URL
+    or page hash): the batch is resolved again and loads it as a duplicate."""
+
+    def __init__(self, urls: Sequence[str]):
+        super().__init__(f"{len(urls)} article(s) were stored by another writer first: {', '.join(urls[:3])}")
+        self.urls = list(urls)
+
+
+def _claims(articles: Sequence[Article]) -> pa.Table:
+    rows = [("url", a.url, a.article_id, a.body_source) for a in articles]
+    rows += [("hash", a.content_hash, a.article_id, "page") for a in articles if a.body_source == "page"]
+    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(("kind", "key", "article_id", "body_source"))},
+                    schema=pa.schema([(n, pa.string()) for n in ("kind", "key", "article_id", "body_source")]))
+
+
+def _claim(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
+    """Claim the keys of new articles; raise ClaimLost if any is another's.
+    Two articles of one batch never share a key (resolve_duplicates)."""
+    if not articles:
+        return
+    claims = _claims(articles)
+    with registered(con, "_claims", claims):
+        con.execute(f"INSERT INTO {KEYS}.article_keys (kind, key, article_id, body_source) "
+                    "SELECT kind, key, article_id, body_source FROM _claims ON CONFLICT DO NOTHING")
+    wanted = {(k, key): a for k, key, a in zip(claims["kind"].to_pylist(), claims["key"].to_pylist(),
+                                                  claims["article_id"].to_pylist())}
+    owners = {(k, key): a for k, key, a in lookup(con, f"SELECT kind, key, article_id FROM {KEYS}.article_keys",
+                                                     "key", [key for _, key in wanted])}
+    lost = sorted({key for (kind, key), article_id in wanted.items() if owners.get((kind, key)) != article_id})
+    if lost:
+        raise ClaimLost(lost)
+
+
+def _sightings(con: duckdb.DuckDBPyConnection, sightings: Sequence[Sighting]) -> None:
+    from warehouse.load import SIGHTING_SCHEMA, to_arrow
+
+    if not sightings:
+        return
+    first: dict[tuple[str, str], Sighting] = {}
+    for s in sightings:
+        first.setdefault((s.source, s.canonical_link), s)
+    rows = to_arrow(list(first.values()), SIGHTING_SCHEMA)
+    columns = ", ".join(f'"{n}"' for n in rows.schema.names)
+    with registered(con, "_sightings", rows):
+        # Another writer may sight the same (feed, link) at the same time.
+        con.execute(f"INSERT INTO {KEYS}.article_sightings ({columns}) SELECT {columns} FROM _sightings "
+                    "ON CONFLICT DO NOTHING")
+
+
+def _roots(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprint, datetime]],
+           replace: bool) -> None:
+    """Band keys and fingerprints of story roots, where new articles look
+    their candidates up (the file reads them from its own tables)."""
+    from warehouse.load import BAND_SCHEMA
+
+    if not roots:
+        return
+    ids = [a for a, _, _ in roots]
+    if replace:
+        con.execute(f"DELETE FROM {KEYS}.story_bands WHERE story_id IN ({', '.join('?' * len(ids))})", ids)
+        con.execute(f"DELETE FROM {KEYS}.story_roots WHERE story_id IN ({', '.join('?' * len(ids))})", ids)
+    bands = pa.table({
+        "band_key": [k for _, f, _ in roots for k in f.band_keys],
+        "story_id": [a for a, f, _ in roots for _ in f.band_keys],
+        "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
+    }, schema=BAND_SCHEMA)
+    prints = pa.table({
+        "story_id": ids, "first_seen_at": [t for _, _, t in roots], "scheme": [f.scheme for _, f, _ in roots],
+        "shingles": [f.shingles for _, f, _ in roots], "signature": [f.signature for _, f, _ in roots],
+    })
+    with registered(con, "_bands", bands), registered(con, "_prints", prints):
+        con.execute(f"INSERT INTO {KEYS}.story_bands (band_key, story_id, first_seen_at) "
+                    "SELECT band_key, story_id, first_seen_at FROM _bands")
+        con.execute(f"INSERT INTO {KEYS}.story_roots (story_id, first_seen_at, scheme, shingles, signature) "
+                    "SELECT story_id, first_seen_at, scheme, shingles, signature FROM _prints ON CONFLICT DO NOTHING")
+
+
+def _fingerprints(pairs: Sequence[tuple[str, Fingerprint]]) -> pa.Table:
+    from warehouse.load import FINGERPRINT_SCHEMA
+
+    return pa.table({
+        "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
+        "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
+    }, schema=FINGERPRINT_SCHEMA)
+
+
+def _stored_roots(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, datetime]:
+    return dict(lookup(con, f"SELECT story_id, first_seen_at FROM {KEYS}.story_roots", "story_id", ids))
+
+
+def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], sightings: Sequence[Sighting],
+               failures: Sequence[Failure], attempts: Sequence[PageAttempt], upgrades: Sequence[Article],
+               settled: Sequence[tuple[str, str]], dequeued: Sequence[tuple[str, str]], run_id: str,
+               before_commit: Callable[[], None] | None, between_commits: Callable[[], None] | None) -> None:
+    from warehouse.load import ARTICLE_SCHEMA, FAILURE_SCHEMA, _attempts_arrow, _insert, to_arrow
+
+    upgraded: list[Article] = []
+
+    def keyed() -> None:
+        _claim(con, articles)
+        _sightings(con, sightings)
+        _insert(con, f"{KEYS}.page_attempts", _attempts_arrow(attempts), """
+            ON CONFLICT (source, canonical_link) DO UPDATE SET
+                status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
+                last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
+                next_attempt_at = excluded.next_attempt_at,
+                article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
+        _roots(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
+                     if a.fingerprint and a.story_id == a.article_id], replace=False)
+        # Upgrades: only a feed-text body is replaced, as in the file.
+        if upgrades:
+            feed_bodied = {article_id for article_id, source, kind in lookup(
+                con, f"SELECT article_id, body_source, kind FROM {KEYS}.article_keys",
+                "article_id", [a.article_id for a in upgrades]) if kind == "url" and source == "feed"}
+            upgraded.extend(a for a in upgrades if a.article_id in feed_bodied)
+            ids = [a.article_id for a in upgraded]
+            if ids:
+                con.execute(f"UPDATE {KEYS}.article_keys SET body_source = 'page' WHERE kind = 'url' "
+                            f"AND article_id IN ({', '.join('?' * len(ids))})", ids)
+                with registered(con, "_claims", _claims(upgraded)):
+                    # The page body's hash, unless another article has it already.
+                    con.execute(f"INSERT INTO {KEYS}.article_keys (kind, key, article_id, body_source) "
+                                "SELECT kind, key, article_id, body_source FROM _claims WHERE kind = 'hash' "
+                                "ON CONFLICT DO NOTHING")
+                roots = _stored_roots(con, ids)
+                _roots(con, [(a.article_id, a.fingerprint, roots[a.article_id]) for a in upgraded
+                             if a.fingerprint and a.article_id in roots], replace=True)
+        for table, keys in ((f"{KEYS}.page_attempts", settled), (f"{KEYS}.entry_outbox", dequeued)):
+            if keys:
+                pairs = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
+                with registered(con, "_done", pairs):
+                    con.execute(f"DELETE FROM {table} t USING _done d "
+                                "WHERE t.source = d.source AND t.canonical_link = d.link")
+
+    def parts() -> dict[str, pa.Table]:
+        return {
+            "articles": to_arrow(articles, ARTICLE_SCHEMA),
+            "failures": to_arrow(failures, FAILURE_SCHEMA),
+            "upgrades": to_arrow(upgraded, ARTICLE_SCHEMA),
+            "fingerprints": _fingerprints([(a.article_id, a.fingerprint) for a in [*articles, *upgraded]
+                                           if a.fingerprint]),
+        }
+
+    twophase.commit_unit(con, kind="batch", run_id=run_id, keyed=keyed, parts=parts,
+                         before_keyed_commit=before_commit, between_commits=between_commits)
+
+
+def record_polls(con: duckdb.DuckDBPyConnection, *, run_id: str, at: datetime, states: Sequence[SourceState],
+                 polls: Sequence[FeedPoll], queued: Sequence[FeedEntry], sightings: Sequence[Sighting],
+                 failures: Sequence[Failure]) -> None:
+    from warehouse.load import FAILURE_SCHEMA, OUTBOX_SCHEMA, _ENTRY_FIELDS, _insert, feed_polls_arrow, to_arrow
+    from warehouse.load import update_source_states
+
+    columns = {name: [getattr(e, name) for e in queued] for name in _ENTRY_FIELDS}
+    columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
+
+    def keyed() -> None:
+        update_source_states(con, states)
+        _insert(con, f"{KEYS}.entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
+        _sightings(con, sightings)
+
+    twophase.commit_unit(con, kind="polls", run_id=run_id, keyed=keyed,
+                         parts=lambda: {"feed_polls": feed_polls_arrow(polls),
+                                        "failures": to_arrow(failures, FAILURE_SCHEMA)})
+
+
+def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[str, Fingerprint]],
+                 assignments: Sequence[tuple[str, str, str | None, float | None]]) -> None:
+    """The backlog's stories and fingerprints (see warehouse.load.save_stories)."""
+    ids = [a for a, _ in fingerprints]
+    first_seen = dict(lookup(con, "SELECT article_id, first_seen_at FROM lake.main.articles", "article_id", ids))
+    new_roots = {a for a, story, _, _ in assignments if story == a}
+    stored_roots = set(_stored_roots(con, ids))
+
+    def keyed() -> None:
+        _roots(con, [(a, f, first_seen[a]) for a, f in fingerprints if a in new_roots | stored_roots],
+               replace=True)
+
+    stories = pa.table({
+        "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
+        "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
+    }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
+                         ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+    twophase.commit_unit(con, kind="stories", run_id="backlog", keyed=keyed,
+                         parts=lambda: {"stories": stories, "fingerprints": _fingerprints(fingerprints)})

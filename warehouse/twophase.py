@@ -1,0 +1,216 @@
+"""How a unit of work reaches a lake whole: keyed state and bulk commit in
+two transactions (DuckDB writes one attached database per transaction), and
+nothing is lost or doubled if the writer dies between them.
+
+1. One PostgreSQL transaction: the keyed changes (claims on article keys,
+   sightings, the outbox, page attempts, band keys) and, beside them, the
+   bulk rows of the same unit staged as Arrow IPC in `staged_loads`.
+2. One lake transaction: the bulk rows, and a `lake_loads` row with the
+   unit's id in the same snapshot.
+3. The staged rows are deleted.
+
+A writer killed after 1 left a staged unit whose id is not in `lake_loads`:
+`replay_staged` (every lake run starts with it) applies it from the staged
+rows, exactly once; killed after 2, it finds the id and only deletes the
+stage. Units of a run that is still alive (its PostgreSQL advisory lock is
+held, `hold_run`) are left to that run.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Callable, Iterator, Sequence
+
+import duckdb
+import psycopg
+import pyarrow as pa
+
+from warehouse.lake import KEYED_SCHEMA
+from warehouse.scopes import registered, transaction
+
+STAGED = f"keys.{KEYED_SCHEMA}.staged_loads"
+
+
+def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `con` is a lake connection (warehouse.lake.attach)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'keys'").fetchone()[0])
+
+
+def keyed_dsn(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = 'keys'").fetchone()[0]
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(bytes(data)).read_all()
+
+
+# How each part of a unit is applied to the lake. Parts are Arrow tables
+# named for what they do; every application is plain SQL over the part
+# registered as `_part`.
+def _append(table: str) -> Callable[[duckdb.DuckDBPyConnection, pa.Table], None]:
+    def apply(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+        columns = ", ".join(f'"{n}"' for n in rows.schema.names)
+        with registered(con, "_part", rows):
+            con.execute(f"INSERT INTO lake.main.{table} ({columns}) SELECT {columns} FROM _part")
+    return apply
+
+
+def _replace_fingerprints(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    with registered(con, "_part", rows):
+        con.execute("DELETE FROM lake.main.article_fingerprints WHERE article_id IN (SELECT article_id FROM _part)")
+        con.execute("INSERT INTO lake.main.article_fingerprints (article_id, scheme, shingles, signature) "
+                    "SELECT article_id, scheme, shingles, signature FROM _part")
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    """The page body replaces a feed-text body (see warehouse.load._upgrade,
+    the file's version): the old version is kept as a revision."""
+    with registered(con, "_part", rows):
+        con.execute("""
+            INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
+                                                     content_hash, extractor, published_at, language)
+            SELECT a.article_id, now(), 'upgrade', a.title, a.body, a.body_source, a.content_hash, a.extractor,
+                   a.published_at, a.language
+            FROM lake.main.articles a JOIN _part u USING (article_id)
+            WHERE a.body_source = 'feed' AND a.content_hash <> u.content_hash""")
+        con.execute("""
+            UPDATE lake.main.articles SET
+                body = u.body, body_source = u.body_source, body_note = u.body_note,
+                word_count = u.word_count, content_hash = u.content_hash, language = u.language,
+                extractor = u.extractor, title = coalesce(articles.title, u.title),
+                warc_file = u.warc_file, warc_offset = u.warc_offset,
+                author = coalesce(articles.author, u.author),
+                published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                    THEN u.published_at ELSE articles.published_at END,
+                published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                      THEN u.published_date ELSE articles.published_date END,
+                date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                   THEN 'page' ELSE articles.date_source END
+            FROM _part AS u
+            WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'""")
+
+
+def _stories(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    with registered(con, "_part", rows):
+        con.execute("""
+            UPDATE lake.main.articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
+                                          story_similarity = s.similarity
+            FROM _part s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
+
+
+APPLY: dict[str, Callable[[duckdb.DuckDBPyConnection, pa.Table], None]] = {
+    "articles": _append("articles"),
+    "failures": _append("failures"),
+    "feed_polls": _append("feed_polls"),
+    "fingerprints": _replace_fingerprints,
+    "upgrades": _upgrade,
+    "stories": _stories,
+}
+# Order matters: an upgrade's revision reads the article before it changes,
+# stories update articles appended in the same unit.
+_ORDER = ("articles", "upgrades", "stories", "fingerprints", "failures", "feed_polls")
+
+
+def _apply(con: duckdb.DuckDBPyConnection, load_id: str, kind: str, parts: dict[str, pa.Table],
+           attempts: int = 5) -> bool:
+    """The lake transaction of a unit; False when it was applied before.
+    DuckLake retries a conflicting commit itself; past its retries the whole
+    transaction is tried again (after checking it did not land)."""
+    for attempt in range(attempts):
+        try:
+            with transaction(con):
+                if con.execute("SELECT count(*) FROM lake.main.lake_loads WHERE load_id = ?",
+                               [load_id]).fetchone()[0]:
+                    return False
+                for name in _ORDER:
+                    if name in parts and parts[name].num_rows:
+                        APPLY[name](con, parts[name])
+                con.execute('INSERT INTO lake.main.lake_loads (load_id, kind, "at") VALUES (?, ?, ?)',
+                            [load_id, kind, datetime.now(timezone.utc)])
+            return True
+        except duckdb.TransactionException:
+            if attempt == attempts - 1:
+                raise
+    return False
+
+
+def commit_unit(con: duckdb.DuckDBPyConnection, *, kind: str, run_id: str,
+                keyed: Callable[[], None], parts: Callable[[], dict[str, pa.Table]],
+                before_keyed_commit: Callable[[], None] | None = None,
+                between_commits: Callable[[], None] | None = None) -> str:
+    """Commit one unit of work to a lake: `keyed` runs inside the PostgreSQL
+    transaction (its statements write keys.* only), then `parts()` gives
+    the lake's share (it may depend on what `keyed` found). Returns the
+    unit's id."""
+    load_id = uuid.uuid4().hex
+    with transaction(con):
+        keyed()
+        parts_now = {name: rows for name, rows in parts().items() if rows.num_rows}
+        if parts_now:
+            now = datetime.now(timezone.utc)
+            for name, rows in parts_now.items():
+                con.execute(f"INSERT INTO {STAGED} (load_id, part, kind, run_id, staged_at, rows) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [load_id, name, kind, run_id, now, _to_ipc(rows)])
+        if before_keyed_commit is not None:
+            before_keyed_commit()
+    if not parts_now:
+        return load_id
+    if between_commits is not None:
+        between_commits()
+    _apply(con, load_id, kind, parts_now)
+    con.execute(f"DELETE FROM {STAGED} WHERE load_id = ?", [load_id])
+    return load_id
+
+
+@contextmanager
+def hold_run(dsn: str, run_id: str) -> Iterator[None]:
+    """Hold the run's advisory lock for as long as the block runs: other
+    writers see the run as alive. The lock goes with the process (its
+    connection), so a killed run's lock is free at once."""
+    pg = psycopg.connect(dsn, autocommit=True)
+    try:
+        pg.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"newsdesk run {run_id}"])
+        yield
+    finally:
+        pg.close()
+
+
+def alive(dsn: str, run_ids: Sequence[str]) -> set[str]:
+    """Which of these runs hold their lock (are running in some process)."""
+    live = set()
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        for run_id in run_ids:
+            key = f"newsdesk run {run_id}"
+            if pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()[0]:
+                pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+            else:
+                live.add(run_id)
+    return live
+
+
+def replay_staged(con: duckdb.DuckDBPyConnection) -> int:
+    """Finish the units that dead writers staged and did not apply (or
+    applied and did not clear). Returns how many were applied now."""
+    staged = con.execute(f"SELECT DISTINCT load_id, kind, run_id FROM {STAGED}").fetchall()
+    if not staged:
+        return 0
+    live = alive(keyed_dsn(con), sorted({run_id for _, _, run_id in staged}))
+    applied = 0
+    for load_id, kind, run_id in staged:
+        if run_id in live:
+            continue
+        parts = {part: _from_ipc(rows) for part, rows in con.execute(
+            f"SELECT part, rows FROM {STAGED} WHERE load_id = ?", [load_id]).fetchall()}
+        applied += _apply(con, load_id, kind, parts)
+        con.execute(f"DELETE FROM {STAGED} WHERE load_id = ?", [load_id])
+    return applied
