@@ -79,3 +79,25 @@ def lake(postgres, tmp_path):
 
     dsn = postgres.create_database(f"lake_{uuid.uuid4().hex[:12]}")
     return f"ducklake:postgres:{dsn}", tmp_path / "lake-data"
+
+
+@pytest.fixture(params=["file", "lake"])
+def make_db(request, tmp_path):
+    """Behaviour tests run on both backends: `make_db(name)` gives a new
+    warehouse, a DuckDB file in tmp_path or a new lake (its own PostgreSQL
+    database and data folder, created here so later connects find it)."""
+    if request.param == "file":
+        return lambda name="wh": tmp_path / f"{name}.duckdb"
+    postgres = request.getfixturevalue("postgres")
+
+    def make(name: str = "wh") -> str:
+        import uuid
+
+        from warehouse.lake import connect_lake
+        from warehouse.target import parse_target
+
+        db = f"ducklake:postgres:{postgres.create_database(f'{name}_{uuid.uuid4().hex[:8]}'.lower())}"
+        with connect_lake(parse_target(db, tmp_path / f"{name}-lake")):
+            pass
+        return db
+    return make

@@ -96,14 +96,19 @@ def clean(setup, tmp_path):
 KILL_POINTS = ["feeds_fetched", "feeds_parsed", "polls_recorded", "extracting:2", "loading:2", "indexing"]
 
 
-def test_a_killed_run_loses_nothing_and_the_rerun_doubles_nothing(setup, clean, tmp_path):
+# On a lake a batch commits twice (PostgreSQL, then the lake): a kill between.
+LAKE_POINTS = ["between_commits:2"]
+
+
+def test_a_killed_run_loses_nothing_and_the_rerun_doubles_nothing(setup, clean, tmp_path, make_db):
     sources, env = setup
     table = []
-    for point in KILL_POINTS:
-        db = tmp_path / f"killed-{point.replace(':', '-')}.duckdb"
+    lake = isinstance(make_db(), str)
+    for point in KILL_POINTS + (LAKE_POINTS if lake else []):
+        db = make_db(f"killed_{point.replace(':', '_')}")
         killed = _ingest(sources, db, env, kill_at=point)
         assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
-        before = len(_state(db)[0]) if db.exists() else 0
+        before = len(_state(db)[0]) if lake or db.exists() else 0
         rerun = _ingest(sources, db, env)
         assert rerun.returncode == 0, (point, rerun.stderr[-3000:])
         articles, sightings = _state(db)
@@ -116,10 +121,12 @@ def test_a_killed_run_loses_nothing_and_the_rerun_doubles_nothing(setup, clean, 
         assert statuses == ["abandoned", "completed"], (point, statuses)
         # The rerun's counts balance, the entries it resumed included.
         assert query(db, "SELECT bool_and(balanced) FROM run_accounting WHERE status = 'completed'") == [(True,)]
+        if lake:  # nothing the killed writer staged is left behind
+            assert query(db, "SELECT count(*) FROM staged_loads") == [(0,)], point
         if point == "loading:2":  # a third run finds nothing new and changes nothing
             again = _ingest(sources, db, env)
             assert again.returncode == 0 and _state(db) == (articles, sightings), point
-    print("\nkill point -> articles after the kill, after the rerun, in a clean run")
+    print(f"\n{'lake' if lake else 'file'}: kill point -> articles after the kill, after the rerun, in a clean run")
     for row in table:
         print("  %-15s %3d %3d %3d" % row)
 

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.mark.slow
-def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path):
+def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path, make_db):
     sources = write_sources(tmp_path / "sources.toml", serve_seeds(server))
-    db = tmp_path / "wh.duckdb"
+    db = make_db()
 
     first = run_ingest(sources, db)
     assert first["feeds_ok"] == 3 and first["feeds_failed"] == 0
@@ -71,7 +71,7 @@ def test_seeds_over_http_then_rerun_adds_nothing(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_conditional_get_skips_unchanged_feed(server, tmp_path):
+def test_conditional_get_skips_unchanged_feed(server, tmp_path, make_db):
     feed = (b'<rss version="2.0"><channel><title>t</title><item><title>One</title>'
             b'<link>/pages/one.html</link><description>' + b"Feed text of the one story. " * 10 + b'</description></item></channel></rss>')
 
@@ -83,7 +83,7 @@ def test_conditional_get_skips_unchanged_feed(server, tmp_path):
     server.route("/feed.xml", feed_route)
     server.route("/pages/one.html", "<html><body><article><p>" + "Body of the story. " * 40 + "</p></article></body></html>")
     sources = write_sources(tmp_path / "s.toml", [("one", server.url("/feed.xml"))])
-    db = tmp_path / "wh.duckdb"
+    db = make_db()
     assert run_ingest(sources, db)["articles_new"] == 1
     second = run_ingest(sources, db)
     assert second["feeds_not_modified"] == 1 and second["entries_seen"] == 0
@@ -92,7 +92,7 @@ def test_conditional_get_skips_unchanged_feed(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
+def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path, make_db):
     good_page = "<html><body><article><p>" + "A complete article body sentence. " * 40 + "</p></article></body></html>"
     calls = {"flaky": 0}
     down = {"busy": True}
@@ -129,7 +129,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(server, tmp_path):
                                                   ("dead", server.url("/no-such-feed.xml"))], retries=1)
     with sources.open("a") as f:
         f.write("\n[retry]\npage_backoff_s = 0\n")
-    db = tmp_path / "wh.duckdb"
+    db = make_db()
     summary = run_ingest(sources, db)
     assert_accounting(summary)
     assert summary["feeds_failed"] == 2 and summary["feeds_ok"] == 1
