@@ -99,7 +99,7 @@ def _file_only(db: str | None, command: str) -> Path:
     from flows.settings import default_db, default_db_path
 
     if not isinstance(default_db(db), Path):
-        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; `sql`, `runs` and `migrate` do "
+        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; `ingest`, `sql`, `runs` and `migrate` do "
                        "(docs/warehouse.md, \"The lake\")")
     return default_db_path(db)
 

@@ -202,7 +202,7 @@ def test_a_reader_held_open_does_not_stop_a_writer(lake, tmp_path):
 
 
 @pytest.mark.parametrize("command", [["search", "x"], ["reindex"], ["reextract"], ["export", "-f", "jsonl", "-o", "o"],
-                                     ["ingest"]])
+                                     ["serve"]])
 def test_commands_not_on_a_lake_yet_say_so(lake, command):
     db, _ = lake
     result = runner.invoke(app, [*command, "--db", db])
