@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from flows import search_index
 from flows.archive import WarcInput, archive_for, warc_input
 from flows.confine import check_run_paths
+from flows.conflicts import retrying
 from flows.crashpoints import crash_point
 from flows.extraction import ExtractorPool, default_workers
 from flows.fetch import Fetcher
@@ -114,11 +115,16 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
         warc = await asyncio.to_thread(warc_input, from_warc)
     summary = RunSummary(run_id=run_id, db=str(db_path), feeds_total=len(settings.feeds))
 
+    def begin() -> dict:
+        with connect(db_path) as con:
+            load.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
+            # We hold the ingest lock (on a lake: other runs' locks are checked): other 'running' rows are dead.
+            abandon_dead_runs(con, run_id, started, logger)
+            return queries.select_feed_state(con)
+
+    feed_state = retrying(begin)  # writers of a lake register the same feeds at once
     with connect(db_path) as con:
-        load.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
-        abandon_dead_runs(con, run_id, started, logger)  # we hold the ingest lock: other 'running' rows are dead
         load.start_run(con, run_id, started, flow_run.id)
-        feed_state = queries.select_feed_state(con)
     with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
         # Articles loaded before stories existed, or before [stories] changed.
         clock = time.perf_counter()

@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive, WarcInput
+from flows.conflicts import retrying
 from flows.crashpoints import crash_point
 from flows.extraction import Extracted, ExtractJob, ExtractorPool, JobBatch, extract_many
 from flows.fetch import Fetcher, Response
@@ -110,6 +111,11 @@ async def load_pages(db: Writer, pages: Sequence[PageFetch], extracted: Sequence
 
 def load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
                policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
+    return retrying(lambda: _load_batch(db, pages, extracted, run_id, now, policy, dedupe))
+
+
+def _load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
+                policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
     """Resolve exact duplicates against the warehouse, cluster the new
     articles into stories, and load one batch: new articles, sightings,
     failures, pending retries and upgrades, in one transaction."""

@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive
+from flows.conflicts import retrying
 from flows.crashpoints import crash_point
 from flows.fetch import Fetcher, Response
 from flows.pipeline import Job
@@ -141,16 +142,20 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     crash_point("feeds_parsed")
     now = _now()
     clock = time.perf_counter()
-    with connect(db_path) as con:
-        plan = plan_entries(entries, queries.select_known_for_entries(con, entries))
-        summary.entries_known = len(plan.already_seen)
-        # Entries of articles we already hold need no fetch: only a sighting.
-        stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
-        summary.duplicates += len(stored)
-        polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
-        load.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
-                          queued=[e for group in plan.to_fetch for e in group], sightings=stored,
-                          failures=triage.failures)
+    def record():
+        with connect(db_path) as con:
+            plan = plan_entries(entries, queries.select_known_for_entries(con, entries))
+            # Entries of articles we already hold need no fetch: only a sighting.
+            stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
+            polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
+            load.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
+                              queued=[e for group in plan.to_fetch for e in group], sightings=stored,
+                              failures=triage.failures)
+        return plan, stored
+
+    plan, stored = retrying(record)
+    summary.entries_known = len(plan.already_seen)
+    summary.duplicates += len(stored)
     summary.dedupe_s += time.perf_counter() - clock
     crash_point("polls_recorded")
 
@@ -165,21 +170,25 @@ def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Seque
     error) pairs are WARC records that could not be read: a failure row each."""
     now = _now()
     clock = time.perf_counter()
-    with connect(db_path) as con:
-        queued = queries.select_outbox(con)
-        # Seen by this run from the outbox: left by a run that did not finish.
-        summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra) + len(unreadable)
-        summary.entries_failed += len(unreadable)
-        lost = [failure_of(error, run_id=run_id, source=name, at=now, outcome="not_loaded") for name, error in unreadable]
-        summary.add_failures(lost)
-        entries = [e for e, _ in queued] + list(extra)
-        plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
-        stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
-        summary.duplicates += len(stored)
-        summary.entries_known += len(plan.already_seen)
-        done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
-        load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done], failures=lost,
-                        run_id=run_id)
-        retries = queries.select_due_attempts(con, now)
+    lost = [failure_of(error, run_id=run_id, source=name, at=now, outcome="not_loaded") for name, error in unreadable]
+
+    def work():
+        with connect(db_path) as con:
+            queued = queries.select_outbox(con)
+            entries = [e for e, _ in queued] + list(extra)
+            plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
+            stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
+            done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
+            load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
+                            failures=lost, run_id=run_id)
+            return queued, plan, stored, queries.select_due_attempts(con, now)
+
+    queued, plan, stored, retries = retrying(work)
+    # Seen by this run from the outbox: left by a run that did not finish.
+    summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra) + len(unreadable)
+    summary.entries_failed += len(unreadable)
+    summary.add_failures(lost)
+    summary.duplicates += len(stored)
+    summary.entries_known += len(plan.already_seen)
     summary.dedupe_s += time.perf_counter() - clock
     return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]

@@ -5,7 +5,9 @@ run ends 'completed' or 'failed' itself (a failure after the loads, in the
 search index or the report, fails it too), and a run whose process died
 (SIGKILL, power loss) is marked 'abandoned' by the next run of the same
 warehouse. That next run holds the ingest lock (`flows.locks`), so no other
-run of this warehouse can be alive: any other 'running' row is dead.
+run of this warehouse can be alive: any other 'running' row is dead. On a
+lake, where writers share the warehouse, a run is dead when its lock in
+PostgreSQL is free (`warehouse.twophase.hold_run`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from flows.conflicts import retrying
 from warehouse import load
 from warehouse.connection import connect
 
@@ -41,7 +44,10 @@ def recorded_run(db_path: Path, run_id: str, summary: Any, logger) -> Iterator[N
     _finish(db_path, run_id, summary, "completed", None)
 
 
-def _finish(db_path: Path, run_id: str, summary: Any, status: str, error: str | None) -> None:
-    with connect(db_path) as con:
-        load.finish_run(con, run_id, finished_at=datetime.now(timezone.utc), status=status,
-                        counts=asdict(summary), error=error)
+def _finish(db_path: Path | str, run_id: str, summary: Any, status: str, error: str | None) -> None:
+    def finish() -> None:
+        with connect(db_path) as con:
+            load.finish_run(con, run_id, finished_at=datetime.now(timezone.utc), status=status,
+                            counts=asdict(summary), error=error)
+
+    retrying(finish)  # another writer of a lake may be updating its own run's row

@@ -53,13 +53,15 @@ LAKE_VERSION = 1
 _KEYED_EXTRA = f"""
 -- One row per key an article is known by: its canonical URL ('url') and,
 -- for a page body, its content hash ('hash'). The first writer to insert a
--- key owns it: INSERT ... ON CONFLICT DO NOTHING makes the article unique
--- across writers, which DuckLake alone cannot.
+-- key owns it (claimed_by: its unit of work; article ids are the same in
+-- every writer, being hashes of the URL): the primary key makes the article
+-- unique across writers, which DuckLake alone cannot.
 CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.article_keys (
-    kind       text NOT NULL,
-    key        text NOT NULL,
-    article_id text NOT NULL,
+    kind        text NOT NULL,
+    key         text NOT NULL,
+    article_id  text NOT NULL,
     body_source text NOT NULL,
+    claimed_by  text NOT NULL,
     PRIMARY KEY (kind, key)
 );
 CREATE INDEX IF NOT EXISTS article_keys_article ON {KEYED_SCHEMA}.article_keys (article_id);

@@ -26,7 +26,7 @@ from warehouse.scopes import registered
 KEYS = f"keys.{KEYED_SCHEMA}"
 
 
-class ClaimLost(RuntimeError):
+class ClaimLost(twophase.WriteConflict):
     """Another writer stored one of these articles first (same canonical URL
     or page hash): the batch is resolved again and loads it as a duplicate."""
 
@@ -35,27 +35,36 @@ class ClaimLost(RuntimeError):
         self.urls = list(urls)
 
 
-def _claims(articles: Sequence[Article]) -> pa.Table:
-    rows = [("url", a.url, a.article_id, a.body_source) for a in articles]
-    rows += [("hash", a.content_hash, a.article_id, "page") for a in articles if a.body_source == "page"]
-    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(("kind", "key", "article_id", "body_source"))},
-                    schema=pa.schema([(n, pa.string()) for n in ("kind", "key", "article_id", "body_source")]))
+_CLAIM_COLUMNS = ("kind", "key", "article_id", "body_source", "claimed_by")
 
 
-def _claim(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
-    """Claim the keys of new articles; raise ClaimLost if any is another's.
-    Two articles of one batch never share a key (resolve_duplicates)."""
+def _claims(articles: Sequence[Article], unit: str) -> pa.Table:
+    rows = [("url", a.url, a.article_id, a.body_source, unit) for a in articles]
+    rows += [("hash", a.content_hash, a.article_id, "page", unit) for a in articles if a.body_source == "page"]
+    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(_CLAIM_COLUMNS)},
+                    schema=pa.schema([(n, pa.string()) for n in _CLAIM_COLUMNS]))
+
+
+def _insert_claims(con: duckdb.DuckDBPyConnection, claims: pa.Table, where: str = "") -> None:
+    columns = ", ".join(_CLAIM_COLUMNS)
+    with registered(con, "_claims", claims):
+        con.execute(f"INSERT INTO {KEYS}.article_keys ({columns}) SELECT {columns} FROM _claims {where} "
+                    "ON CONFLICT DO NOTHING")
+
+
+def _claim(con: duckdb.DuckDBPyConnection, articles: Sequence[Article], unit: str) -> None:
+    """Claim the keys of new articles for this unit of work; raise ClaimLost
+    if another unit holds any (article ids are equal across writers: the
+    claimant tells them apart). Two articles of one batch never share a key
+    (resolve_duplicates)."""
     if not articles:
         return
-    claims = _claims(articles)
-    with registered(con, "_claims", claims):
-        con.execute(f"INSERT INTO {KEYS}.article_keys (kind, key, article_id, body_source) "
-                    "SELECT kind, key, article_id, body_source FROM _claims ON CONFLICT DO NOTHING")
-    wanted = {(k, key): a for k, key, a in zip(claims["kind"].to_pylist(), claims["key"].to_pylist(),
-                                                  claims["article_id"].to_pylist())}
-    owners = {(k, key): a for k, key, a in lookup(con, f"SELECT kind, key, article_id FROM {KEYS}.article_keys",
-                                                     "key", [key for _, key in wanted])}
-    lost = sorted({key for (kind, key), article_id in wanted.items() if owners.get((kind, key)) != article_id})
+    claims = _claims(articles, unit)
+    _insert_claims(con, claims)
+    keys = claims["key"].to_pylist()
+    owners = {(kind, key): by for kind, key, by in lookup(
+        con, f"SELECT kind, key, claimed_by FROM {KEYS}.article_keys", "key", keys)}
+    lost = sorted({key for kind, key in zip(claims["kind"].to_pylist(), keys) if owners.get((kind, key)) != unit})
     if lost:
         raise ClaimLost(lost)
 
@@ -124,9 +133,10 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
     from warehouse.load import ARTICLE_SCHEMA, FAILURE_SCHEMA, _attempts_arrow, _insert, to_arrow
 
     upgraded: list[Article] = []
+    unit = twophase.new_unit()
 
     def keyed() -> None:
-        _claim(con, articles)
+        _claim(con, articles, unit)
         _sightings(con, sightings)
         _insert(con, f"{KEYS}.page_attempts", _attempts_arrow(attempts), """
             ON CONFLICT (source, canonical_link) DO UPDATE SET
@@ -146,11 +156,8 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
             if ids:
                 con.execute(f"UPDATE {KEYS}.article_keys SET body_source = 'page' WHERE kind = 'url' "
                             f"AND article_id IN ({', '.join('?' * len(ids))})", ids)
-                with registered(con, "_claims", _claims(upgraded)):
-                    # The page body's hash, unless another article has it already.
-                    con.execute(f"INSERT INTO {KEYS}.article_keys (kind, key, article_id, body_source) "
-                                "SELECT kind, key, article_id, body_source FROM _claims WHERE kind = 'hash' "
-                                "ON CONFLICT DO NOTHING")
+                # The page body's hash, unless another article has it already.
+                _insert_claims(con, _claims(upgraded, unit), "WHERE kind = 'hash'")
                 roots = _stored_roots(con, ids)
                 _roots(con, [(a.article_id, a.fingerprint, roots[a.article_id]) for a in upgraded
                              if a.fingerprint and a.article_id in roots], replace=True)
@@ -170,7 +177,7 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
                                            if a.fingerprint]),
         }
 
-    twophase.commit_unit(con, kind="batch", run_id=run_id, keyed=keyed, parts=parts,
+    twophase.commit_unit(con, kind="batch", run_id=run_id, keyed=keyed, parts=parts, load_id=unit,
                          before_keyed_commit=before_commit, between_commits=between_commits)
 
 

@@ -91,15 +91,15 @@ def _move(con: duckdb.DuckDBPyConnection) -> Moved:
         # canonical URL or any entry link it was sighted under, by the hash
         # of a page body (the first article of that hash).
         con.execute(f"""
-            INSERT INTO keys.{KEYED_SCHEMA}.article_keys (kind, key, article_id, body_source)
-            SELECT 'url', url, article_id, body_source FROM src.main.articles
+            INSERT INTO keys.{KEYED_SCHEMA}.article_keys (kind, key, article_id, body_source, claimed_by)
+            SELECT 'url', url, article_id, body_source, 'migrate' FROM src.main.articles
             UNION ALL
-            SELECT 'url', s.canonical_link, min(s.article_id), min(a.body_source)
+            SELECT 'url', s.canonical_link, min(s.article_id), min(a.body_source), 'migrate'
             FROM src.main.article_sightings s JOIN src.main.articles a USING (article_id)
             WHERE s.canonical_link NOT IN (SELECT url FROM src.main.articles)
             GROUP BY s.canonical_link
             UNION ALL
-            SELECT 'hash', content_hash, min(article_id), 'page' FROM src.main.articles
+            SELECT 'hash', content_hash, min(article_id), 'page', 'migrate' FROM src.main.articles
             WHERE body_source = 'page' GROUP BY content_hash
         """)
         con.execute(f"""

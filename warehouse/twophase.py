@@ -34,6 +34,27 @@ from warehouse.scopes import registered, transaction
 STAGED = f"keys.{KEYED_SCHEMA}.staged_loads"
 
 
+class WriteConflict(RuntimeError):
+    """Another writer changed what this unit was about to change: the
+    caller works the unit out again and retries it."""
+
+
+# PostgreSQL under DuckDB's REPEATABLE READ, and DuckLake's commit check,
+# report a concurrent change with these words. DuckDB's ON CONFLICT on a
+# PostgreSQL table is checked against DuckDB's own snapshot, then the rows
+# are COPYed: a key another writer committed meanwhile is a unique violation.
+_CONFLICT_WORDS = ("could not serialize access", "deadlock detected", "Transaction conflict",
+                   "conflict on tuple", "concurrent update", "duplicate key value violates unique constraint")
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether a failed unit of work lost a race with another writer (and
+    will go through when worked out again), rather than failed."""
+    if isinstance(exc, WriteConflict):
+        return True
+    return isinstance(exc, duckdb.Error) and any(word in str(exc) for word in _CONFLICT_WORDS)
+
+
 def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether `con` is a lake connection (warehouse.lake.attach)."""
     return bool(con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'keys'").fetchone()[0])
@@ -144,15 +165,19 @@ def _apply(con: duckdb.DuckDBPyConnection, load_id: str, kind: str, parts: dict[
     return False
 
 
+def new_unit() -> str:
+    return uuid.uuid4().hex
+
+
 def commit_unit(con: duckdb.DuckDBPyConnection, *, kind: str, run_id: str,
                 keyed: Callable[[], None], parts: Callable[[], dict[str, pa.Table]],
                 before_keyed_commit: Callable[[], None] | None = None,
-                between_commits: Callable[[], None] | None = None) -> str:
+                between_commits: Callable[[], None] | None = None, load_id: str | None = None) -> str:
     """Commit one unit of work to a lake: `keyed` runs inside the PostgreSQL
     transaction (its statements write keys.* only), then `parts()` gives
     the lake's share (it may depend on what `keyed` found). Returns the
-    unit's id."""
-    load_id = uuid.uuid4().hex
+    unit's id (`load_id`, from `new_unit`, when `keyed` needs it)."""
+    load_id = load_id or new_unit()
     with transaction(con):
         keyed()
         parts_now = {name: rows for name, rows in parts().items() if rows.num_rows}
