@@ -219,7 +219,7 @@ def _print_summary(s: dict) -> None:
         f"failures: {s['failures']}" + (
             " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["failure_reasons"].items())) + ")" if s["failures"] else ""
         ) + f"\nwarehouse: {s['db']} (run {s['run_id']})"),
-        highlight=False, markup=False,
+        highlight=False, markup=False, soft_wrap=True,  # a lake's name is long: one line, never wrapped
     )
 
 
