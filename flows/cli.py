@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from enum import Enum
 from pathlib import Path
@@ -99,7 +99,7 @@ def _file_only(db: str | None, command: str) -> Path:
     from flows.settings import default_db, default_db_path
 
     if not isinstance(default_db(db), Path):
-        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; `ingest`, `sql`, `runs` and `migrate` do "
+        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; `ingest`, `sql`, `search`, `runs`, `reindex` and `migrate` do "
                        "(docs/warehouse.md, \"The lake\")")
     return default_db_path(db)
 
@@ -253,21 +253,19 @@ def sql(
     INSTALL/LOAD, SET, not even under EXPLAIN ANALYZE) and reads no file but
     the warehouse unless --allow-read names a directory. With --search, the
     hits of a full-text search are the table search_hits(article_id, score, rank)."""
-    from flows.settings import default_db, default_db_path
+    from flows.settings import default_db
     from warehouse.adhoc import Limits, run_user_sql
     from warehouse.connection import connect_sandboxed
 
     with _reporting():
         target = default_db(db)
-        if search_words is not None and not isinstance(target, Path):
-            raise BadInput("--search does not work on a lake yet")
         if as_of is not None and isinstance(target, Path):
             raise BadInput("--as-of needs a lake: a DuckDB file keeps no earlier versions")
         tables = None
         if search_words is not None:
             from flows.search_index import hits_table
 
-            tables = {"search_hits": hits_table(default_db_path(db), search_words)}
+            tables = {"search_hits": hits_table(target, search_words)}
         # During an ingest the file is locked only while a batch loads: wait for the gap.
         with connect_sandboxed(target, allow_read=allow_read or (), wait_s=30, as_of=_as_of(as_of)) as con:
             limits = Limits(timeout_s=timeout, max_rows=max_rows, max_bytes=max_mb * 2**20)
@@ -319,13 +317,13 @@ def search(
     Words are stemmed in each article's own language; --language searches
     one language only (its stemmer and stop words), else all of them."""
     from flows import search_index
-    from flows.settings import default_db_path
+    from flows.settings import default_db
     from transforms.snippets import snippet
     from warehouse.connection import connect
 
     with _reporting():
         start, end = _day(since, "--since"), _day(until, "--until")
-        db_path = _file_only(db, "search")
+        db_path = default_db(db)
         with connect(db_path, read_only=True) as con:  # no warehouse, or no index beside it: FileNotFoundError
             hits = search_index.search(con, db_path, query, since=start, until=end, source=source,
                                        language=language, limit=limit)
@@ -346,16 +344,18 @@ def reindex(
     for a running ingest to finish, and searches use the old index meanwhile."""
     from flows import search_index
     from flows.locks import ingest_lock
-    from flows.settings import default_db_path, load_settings
+    from flows.settings import default_db, load_settings
     from warehouse.connection import connect
 
     with _reporting():
-        db_path = _file_only(db, "reindex")
+        db_path = default_db(db)
         settings = load_settings(sources)
-        if not db_path.exists():
+        if isinstance(db_path, Path) and not db_path.exists():
             raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
         # Busy (another ingest past lock_wait_s, the file held) is not bad input: exit 1.
-        with ingest_lock(db_path, settings.pipeline.lock_wait_s), connect(db_path) as con:
+        # A lake has no ingest lock: this machine's index is its own (tantivy locks its writer).
+        with (ingest_lock(db_path, settings.pipeline.lock_wait_s) if isinstance(db_path, Path) else nullcontext()), \
+                connect(db_path, read_only=not isinstance(db_path, Path)) as con:
             done = search_index.rebuild(con, db_path)
         print(f"indexed {done.articles} articles in {done.seconds:.1f} s into {search_index.index_dir(db_path)}")
 

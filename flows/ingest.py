@@ -134,12 +134,12 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
             logger.info("fingerprinted %d stored articles for the current [stories] settings", backlog)
         await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
         with connect(db_path) as con:
-            if isinstance(db_path, Path):  # search on a lake: not yet (docs/warehouse.md, "The lake")
-                # Search sees this run's articles: the index takes only what the run's loads queued.
-                refreshed = search_index.update(con, db_path)
-                if refreshed.damage:
-                    logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
-                                   "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
+            # Search sees this run's articles: the index takes only what the run's loads queued
+            # (on a lake: what changed since the snapshot this machine's index has).
+            refreshed = search_index.update(con, db_path)
+            if refreshed.damage:
+                logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
+                               "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
             crash_point("indexing")
             per_feed = queries.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run

@@ -1,5 +1,6 @@
 """The full-text search index: tantivy (BM25) in a directory beside the
-DuckDB file, `<db>.search/`, keyed by article_id.
+DuckDB file, `<db>.search/`, keyed by article_id (for a lake: one per
+machine, which follows the lake's change feed from the snapshot it indexed).
 
 It lives in flows because it is file I/O of its own: it never talks to
 DuckDB (the rows come from and go back through `warehouse.search`). A run
@@ -18,6 +19,7 @@ rows come from DuckDB.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -41,6 +43,7 @@ from transforms.languages import (
 from transforms.ranking import Hit, best_of_each_story
 from warehouse import search as store
 from warehouse.connection import Connection
+from warehouse.target import is_lake
 
 log = logging.getLogger("newsdesk.search")
 
@@ -68,7 +71,33 @@ class IndexUnusable(RuntimeError):
 
 
 def index_dir(db: str | os.PathLike) -> Path:
+    """`<db>.search/` beside a file warehouse. A lake has no file to sit
+    beside, and each machine keeps its own index of it: under
+    $NEWSDESK_SEARCH_DIR (default ~/.local/share/newsdesk/search), named by
+    a digest of the lake's ATTACH string."""
+    if is_lake(db):
+        root = Path(os.environ.get("NEWSDESK_SEARCH_DIR") or Path.home() / ".local" / "share" / "newsdesk" / "search")
+        return root / f"lake-{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.search"
     return Path(str(db) + ".search")
+
+
+# On a lake, the snapshot the index has indexed up to (its watermark), kept
+# in the index directory: written after each commit, so a crash in between
+# only indexes the same changes again (each replaces itself).
+WATERMARK_FILE = "newsdesk-lake-snapshot"
+
+
+def _watermark(path: Path) -> int | None:
+    try:
+        return int((path / WATERMARK_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _set_watermark(path: Path, snapshot: int) -> None:
+    part = path / (WATERMARK_FILE + ".part")
+    part.write_text(str(snapshot), encoding="utf-8")
+    part.replace(path / WATERMARK_FILE)
 
 
 def _schema() -> tuple[tantivy.Schema, tuple[str, ...]]:
@@ -139,8 +168,13 @@ def _build_id(path: Path) -> str | None:
 
 def in_sync(con: Connection, db: str | os.PathLike) -> bool:
     """Whether the index directory is the build this warehouse was synced with."""
-    built = _build_id(index_dir(db))
-    return built is not None and built.startswith(INDEX_FORMAT + "-") and built == store.select_index_id(con)
+    path = index_dir(db)
+    built = _build_id(path)
+    if built is None or not built.startswith(INDEX_FORMAT + "-"):
+        return False
+    if is_lake(db):  # each machine's own index: its build id and watermark are in the directory
+        return _watermark(path) is not None
+    return built == store.select_index_id(con)
 
 
 def unreadable(path: Path) -> str | None:
@@ -189,8 +223,19 @@ def update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
     if damage is not None:
         log.warning("search index at %s cannot be read (%s): rebuilding it from the warehouse", path, damage)
         return _rebuild_in_run(con, db, damage)
-    queued = store.select_queued(con)
-    if queued.upto == 0:
+    if is_lake(db):
+        upto = store.select_snapshot(con)
+        try:
+            changed = store.select_changed(con, _watermark(path), upto)
+        except store.ChangesExpired as exc:
+            log.warning("search index at %s is older than the lake keeps (%s): rebuilding it", path, exc)
+            return _rebuild_in_run(con, db, None)
+        queued = store.Queued(upto, changed)
+    else:
+        queued = store.select_queued(con)
+    if not queued.articles:
+        if is_lake(db) and queued.upto != _watermark(path):
+            _set_watermark(path, queued.upto)  # other tables changed: nothing to index
         return IndexUpdate(0, False, time.perf_counter() - started)
     try:
         writer = _open(path).writer(heap_size=50_000_000, num_threads=1)
@@ -207,7 +252,10 @@ def update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
         log.warning("search index not updated, another process holds its writer lock "
                     "(%d articles stay queued for the next run): %s", len(queued.articles), exc)
         return IndexUpdate(0, False, time.perf_counter() - started)
-    store.clear_queue(con, queued.upto)
+    if is_lake(db):
+        _set_watermark(path, queued.upto)
+    else:
+        store.clear_queue(con, queued.upto)
     return IndexUpdate(len(queued.articles), False, time.perf_counter() - started)
 
 
@@ -234,7 +282,7 @@ def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: i
     building.mkdir(parents=True)
     # A large heap per thread: fewer, bigger segments, so less merging afterwards.
     writer = _open(building).writer(heap_size=heap_mb * 1_000_000 * threads, num_threads=threads)
-    upto, batches = store.begin_rebuild(con)
+    upto, batches = (store.begin_lake_rebuild if is_lake(db) else store.begin_rebuild)(con)
     count = 0
     try:
         for batch in batches:
@@ -247,6 +295,8 @@ def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: i
     writer.wait_merging_threads()
     index_id = f"{INDEX_FORMAT}-{uuid.uuid4().hex}"
     (building / ID_FILE).write_text(index_id, encoding="utf-8")
+    if is_lake(db):
+        _set_watermark(building, upto)
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -254,7 +304,8 @@ def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: i
     building.rename(path)
     shutil.rmtree(old, ignore_errors=True)
     # A crash before this line leaves ids that differ: the next run rebuilds again.
-    store.finish_rebuild(con, index_id, upto, count, datetime.now(timezone.utc))
+    if not is_lake(db):
+        store.finish_rebuild(con, index_id, upto, count, datetime.now(timezone.utc))
     return IndexUpdate(count, True, time.perf_counter() - started)
 
 

@@ -11,6 +11,8 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="newsdesk-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
+# A lake's search index lives per machine under this folder (flows/search_index.py).
+os.environ["NEWSDESK_SEARCH_DIR"] = tempfile.mkdtemp(prefix="newsdesk-search-")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import pytest  # noqa: E402
@@ -81,23 +83,30 @@ def lake(postgres, tmp_path):
     return f"ducklake:postgres:{dsn}", tmp_path / "lake-data"
 
 
+def _new_lake(postgres, tmp_path, name: str) -> str:
+    import uuid
+
+    from warehouse.lake import connect_lake
+    from warehouse.target import parse_target
+
+    db = f"ducklake:postgres:{postgres.create_database(f'{name}_{uuid.uuid4().hex[:8]}'.lower())}"
+    with connect_lake(parse_target(db, tmp_path / f"{name}-lake")):
+        pass
+    return db
+
+
+@pytest.fixture
+def make_lake(postgres, tmp_path):
+    """`make_lake(name)`: a new lake (its own PostgreSQL database and data
+    folder, created here so that later connects find it)."""
+    return lambda name="wh": _new_lake(postgres, tmp_path, name)
+
+
 @pytest.fixture(params=["file", "lake"])
 def make_db(request, tmp_path):
     """Behaviour tests run on both backends: `make_db(name)` gives a new
-    warehouse, a DuckDB file in tmp_path or a new lake (its own PostgreSQL
-    database and data folder, created here so later connects find it)."""
+    warehouse, a DuckDB file in tmp_path or a new lake."""
     if request.param == "file":
         return lambda name="wh": tmp_path / f"{name}.duckdb"
     postgres = request.getfixturevalue("postgres")
-
-    def make(name: str = "wh") -> str:
-        import uuid
-
-        from warehouse.lake import connect_lake
-        from warehouse.target import parse_target
-
-        db = f"ducklake:postgres:{postgres.create_database(f'{name}_{uuid.uuid4().hex[:8]}'.lower())}"
-        with connect_lake(parse_target(db, tmp_path / f"{name}-lake")):
-            pass
-        return db
-    return make
+    return lambda name="wh": _new_lake(postgres, tmp_path, name)

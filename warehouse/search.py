@@ -94,3 +94,47 @@ def select_hit_rows(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) 
     names = ("article_id", "published_date", "source", "title", "url", "body")
     rows = lookup(con, f"SELECT {', '.join(names)} FROM articles", "article_id", article_ids)
     return {row[0]: dict(zip(names, row)) for row in rows}
+
+
+# -- On a lake: the index's watermark is a lake snapshot, kept by the index
+# beside it on each machine, and what changed since is DuckLake's change
+# feed. There is no queue: any machine's index catches up from its own mark.
+
+def select_snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+
+
+class ChangesExpired(LookupError):
+    """The snapshot an index was built at has been expired (`maintain`):
+    its changes since cannot be read, only the whole lake."""
+
+
+def select_changed(con: duckdb.DuckDBPyConnection, since: int, upto: int) -> list[dict[str, Any]]:
+    """The latest version of every article inserted or changed in snapshots
+    (since, upto], from the change feed: O(changes), not O(articles)."""
+    if upto <= since:
+        return []
+    names = [name.strip() for name in INDEX_COLUMNS.split(",")]
+    try:
+        oldest = con.execute("SELECT min(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+    except duckdb.Error as exc:
+        raise ChangesExpired(str(exc)) from None
+    if oldest is None or oldest > since:
+        raise ChangesExpired(f"snapshot {since} is no longer kept (the oldest is {oldest})")
+    rows = con.execute(f"""
+        SELECT {INDEX_COLUMNS} FROM (
+            SELECT *, row_number() OVER (PARTITION BY article_id ORDER BY snapshot_id DESC, rowid DESC) AS nth
+            FROM lake.table_changes('articles', {int(since) + 1}, {int(upto)})
+            WHERE change_type IN ('insert', 'update_postimage'))
+        WHERE nth = 1
+    """).fetchall()
+    return [dict(zip(names, r)) for r in rows]
+
+
+def begin_lake_rebuild(con: duckdb.DuckDBPyConnection,
+                       rows_per_batch: int = 2_000) -> tuple[int, Iterator[pa.RecordBatch]]:
+    """Every article, as of one snapshot (returned), streamed; end with `end_rebuild`."""
+    con.begin()
+    upto = select_snapshot(con)
+    reader = con.execute(f"SELECT {INDEX_COLUMNS} FROM articles").to_arrow_reader(rows_per_batch)
+    return upto, iter(reader)

@@ -64,9 +64,7 @@ def _state(db) -> tuple[set, set]:
 
 
 def test_four_writers_on_overlapping_feeds_double_nothing_and_lose_nothing(server, prefect_server, postgres,
-                                                                              tmp_path, make_db):
-    if not isinstance(make_db(), str):
-        pytest.skip("several writers need a lake: the file has one writer")
+                                                                              tmp_path, make_lake):
     feeds = _serve(server)
     env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "prefect-home")}
 
@@ -77,7 +75,7 @@ def test_four_writers_on_overlapping_feeds_double_nothing_and_lose_nothing(serve
     assert clean.returncode == 0, clean.stderr[-3000:]
     expected = _state(clean_db)
 
-    lake = make_db("shared")
+    lake = make_lake("shared")
     proxy = LatencyProxy(postgres.port, delay_s=0.010)
     slow_lake = lake.replace(f"port={postgres.port}", f"port={proxy.port}")
     reader_script = textwrap.dedent(f"""
