@@ -99,7 +99,7 @@ def _file_only(db: str | None, command: str) -> Path:
     from flows.settings import default_db, default_db_path
 
     if not isinstance(default_db(db), Path):
-        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; `ingest`, `sql`, `search`, `runs`, `reindex` and `migrate` do "
+        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; every command but `serve` does "
                        "(docs/warehouse.md, \"The lake\")")
     return default_db_path(db)
 
@@ -372,13 +372,13 @@ def reextract(
     Rebuilds bodies and page metadata from the raw WARC archive; rows change
     only where the result did, and replaced bodies go to article_revisions."""
     from flows.reextract import reextract as run_reextract
-    from flows.settings import default_db_path, load_settings
+    from flows.settings import default_db, load_settings
 
     with _reporting():
         settings = load_settings(sources)
         start = _day(since, "--since")
     with _reporting("re-extraction failed"):
-        report = run_reextract(_file_only(db, "reextract"), settings, start, source)
+        report = run_reextract(default_db(db), settings, start, source)
     out = Console(markup=False, highlight=False)
     out.print(f"re-extracted {report.articles} archived articles: {len(report.changed)} changed, "
               f"{len(report.kept)} kept (new result not usable), {len(report.missing)} missing from the archive",
@@ -504,14 +504,16 @@ def export(
 ) -> None:
     """Export articles for downstream tools. Re-exporting a day replaces that day's files."""
     from flows.exports import export as run_export
-    from flows.settings import default_db_path
+    from flows.settings import default_db
     from warehouse.connection import check_warehouse_file
 
     with _reporting():
         start, end = _day(since, "--since"), _day(until, "--until")
-        check_warehouse_file(_file_only(db, "export"))
+        target = default_db(db)
+        if isinstance(target, Path):
+            check_warehouse_file(target)
     with _reporting("export failed"):
-        count, where = run_export(_file_only(db, "export"), format.value, out, start, end)
+        count, where = run_export(target, format.value, out, start, end)
     Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False, markup=False)
 
 

@@ -30,8 +30,10 @@ class ReextractReport:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (id, archive problem)
 
 
-def reextract(db: Path, settings: Settings, since: date | None = None, source: str | None = None) -> ReextractReport:
-    root = Path(db).resolve().parent
+def reextract(db: Path | str, settings: Settings, since: date | None = None,
+              source: str | None = None) -> ReextractReport:
+    # The archive's paths are relative to the warehouse's folder; a lake's, to the working directory.
+    root = Path(db).resolve().parent if isinstance(db, Path) else Path.cwd()
     dedupe = settings.stories.params()
     report = ReextractReport()
     with connect(db, read_only=True) as con:

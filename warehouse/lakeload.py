@@ -219,3 +219,23 @@ def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[st
                          ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
     twophase.commit_unit(con, kind="stories", run_id="backlog", keyed=keyed,
                          parts=lambda: {"stories": stories, "fingerprints": _fingerprints(fingerprints)})
+
+
+def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
+    """See warehouse.load.apply_reextraction: a new body's page hash is
+    claimed (unless another article has it), a root's band keys replaced."""
+    from warehouse.load import ARTICLE_SCHEMA, to_arrow
+
+    unit = twophase.new_unit()
+    ids = [a.article_id for a in articles]
+
+    def keyed() -> None:
+        _insert_claims(con, _claims(articles, unit), "WHERE kind = 'hash'")
+        roots = _stored_roots(con, ids)
+        _roots(con, [(a.article_id, a.fingerprint, roots[a.article_id]) for a in articles
+                     if a.fingerprint and a.article_id in roots], replace=True)
+
+    twophase.commit_unit(con, kind="reextract", run_id="reextract", keyed=keyed, load_id=unit,
+                         parts=lambda: {"reextract": to_arrow(articles, ARTICLE_SCHEMA),
+                                        "fingerprints": _fingerprints([(a.article_id, a.fingerprint)
+                                                                       for a in articles if a.fingerprint])})

@@ -370,6 +370,10 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
     body changed in article_revisions. Identity, URL, feed and story stay."""
     if not articles:
         return
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.apply_reextraction(con, articles)
     with transaction(con):
         with registered(con, "_re", to_arrow(articles, ARTICLE_SCHEMA)):
             _keep_revisions(con, "_re", "reextract")

@@ -129,7 +129,28 @@ def _stories(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
             FROM _part s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
 
 
+def _reextract(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    """What re-extraction decides replaces the stored (see
+    warehouse.load.apply_reextraction): a changed body is kept as a revision."""
+    with registered(con, "_part", rows):
+        con.execute("""
+            INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
+                                                     content_hash, extractor, published_at, language)
+            SELECT a.article_id, now(), 'reextract', a.title, a.body, a.body_source, a.content_hash, a.extractor,
+                   a.published_at, a.language
+            FROM lake.main.articles a JOIN _part r USING (article_id)
+            WHERE a.content_hash <> r.content_hash""")
+        con.execute("""
+            UPDATE lake.main.articles SET
+                title = r.title, author = r.author, published_at = r.published_at,
+                published_date = r.published_date, date_source = r.date_source, date_note = r.date_note,
+                language = r.language, body = r.body, body_source = r.body_source, body_note = r.body_note,
+                word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
+            FROM _part r WHERE articles.article_id = r.article_id""")
+
+
 APPLY: dict[str, Callable[[duckdb.DuckDBPyConnection, pa.Table], None]] = {
+    "reextract": _reextract,
     "articles": _append("articles"),
     "failures": _append("failures"),
     "feed_polls": _append("feed_polls"),
@@ -139,7 +160,7 @@ APPLY: dict[str, Callable[[duckdb.DuckDBPyConnection, pa.Table], None]] = {
 }
 # Order matters: an upgrade's revision reads the article before it changes,
 # stories update articles appended in the same unit.
-_ORDER = ("articles", "upgrades", "stories", "fingerprints", "failures", "feed_polls")
+_ORDER = ("articles", "upgrades", "reextract", "stories", "fingerprints", "failures", "feed_polls")
 
 
 def _apply(con: duckdb.DuckDBPyConnection, load_id: str, kind: str, parts: dict[str, pa.Table],

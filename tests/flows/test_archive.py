@@ -3,6 +3,7 @@ gone; ingest from a WARC file; revisions of replaced bodies."""
 
 import asyncio
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +24,11 @@ DEFAULT_PARAMS = StorySettings().params()
 
 
 @pytest.fixture
-def archived(tmp_path, prefect_harness):
-    """The seeds plus 12 real corpus pages, ingested over HTTP; the server is gone afterwards."""
+def archived(tmp_path, prefect_harness, make_db, monkeypatch):
+    """The seeds plus 12 real corpus pages, ingested over HTTP; the server is
+    gone afterwards. Returns the sources file, the warehouse and the folder
+    the archive's paths are relative to (the file's folder; for a lake, the
+    working directory)."""
     with LocalServer() as server:
         feeds = serve_seeds(server)
         items = []
@@ -36,16 +40,22 @@ def archived(tmp_path, prefect_harness):
         feeds.append(("real", server.route("/real.xml", f'<rss version="2.0"><channel><title>r</title>{"".join(items)}'
                                            "</channel></rss>", content_type="application/rss+xml")))
         sources = write_sources(tmp_path / "s.toml", feeds)
-        db = tmp_path / "data" / "wh.duckdb"
+        root = tmp_path / "data"
+        root.mkdir()
+        db = make_db()
+        if isinstance(db, Path):
+            db = root / "wh.duckdb"
+        else:
+            monkeypatch.chdir(root)
         summary = run_ingest(sources, db)
     assert summary["articles_new"] == 27
-    return sources, db
+    return sources, db, root
 
 
 @pytest.mark.slow
 def test_every_page_and_feed_is_in_the_archive_and_rows_point_at_their_page(archived):
-    sources, db = archived
-    files = list((db.parent / "warc").glob("*.warc.gz"))
+    sources, db, root = archived
+    files = list((root / "warc").glob("*.warc.gz"))
     assert files
     records = [r for f in files for r in iter_responses(str(f))]
     assert sum(r.url.endswith((".rss", ".atom", ".rdf", ".xml")) for r in records) == 4  # the feeds
@@ -55,13 +65,13 @@ def test_every_page_and_feed_is_in_the_archive_and_rows_point_at_their_page(arch
             assert warc_file is None
             continue
         assert not warc_file.startswith("/")  # relative to the warehouse's folder
-        record = read_at(str(resolve(warc_file, db.parent)), offset)
+        record = read_at(str(resolve(warc_file, root)), offset)
         assert record.status == 200 and b"<" in record.body
 
 
 @pytest.mark.slow
 def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor(archived, monkeypatch):
-    sources, db = archived
+    sources, db, _ = archived
     before = query(db, ROWS)
     report = reextract(db, load_settings(sources))  # the server is down: nothing may touch the network
     assert report.articles == 26 and report.changed == [] and report.missing == []
@@ -94,10 +104,12 @@ def test_reextract_offline_gives_identical_rows_then_applies_a_changed_extractor
 
 
 @pytest.mark.slow
-def test_ingest_from_warc_gives_the_same_articles(archived, tmp_path):
-    sources, db = archived
-    warc_files = [str(f) for f in (db.parent / "warc").glob("*.warc.gz")]
-    fresh = tmp_path / "fresh.duckdb"
+def test_ingest_from_warc_gives_the_same_articles(archived, tmp_path, make_db):
+    sources, db, root = archived
+    warc_files = [str(f) for f in (root / "warc").glob("*.warc.gz")]
+    fresh = make_db("fresh")
+    if isinstance(fresh, Path):
+        fresh = tmp_path / "fresh.duckdb"
     summary = asyncio.run(ingest(sources=str(sources), db=str(fresh), from_warc=warc_files))
     assert summary["feeds_total"] == 0 and summary["failures"] == 0
     original = query(db, "SELECT article_id, body FROM articles WHERE body_source = 'page' ORDER BY 1")

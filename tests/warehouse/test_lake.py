@@ -201,8 +201,7 @@ def test_a_reader_held_open_does_not_stop_a_writer(lake, tmp_path):
         reader.kill()
 
 
-@pytest.mark.parametrize("command", [["search", "x"], ["reindex"], ["reextract"], ["export", "-f", "jsonl", "-o", "o"],
-                                     ["serve"]])
+@pytest.mark.parametrize("command", [["serve"]])
 def test_commands_not_on_a_lake_yet_say_so(lake, command):
     db, _ = lake
     result = runner.invoke(app, [*command, "--db", db])
