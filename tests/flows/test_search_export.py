@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.conftest import DATA, SEEDS, seed_document
+from tests.conftest import DATA, SEEDS, _new_lake, seed_document
 from tests.flows.helpers import query, run_ingest
 
 runner = CliRunner()
@@ -16,9 +16,13 @@ runner = CliRunner()
 
 # One flow run on the seeds, shared by the module's tests: they are marked slow
 # because the first of them pays for it and for the Prefect test harness.
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory, prefect_harness):
-    db = tmp_path_factory.mktemp("seeded") / "wh.duckdb"
+# On both backends: the file, and a lake on the session's PostgreSQL.
+@pytest.fixture(scope="module", params=["file", "lake"])
+def seeded(request, tmp_path_factory, prefect_harness):
+    if request.param == "file":
+        db = tmp_path_factory.mktemp("seeded") / "wh.duckdb"
+    else:
+        db = _new_lake(request.getfixturevalue("postgres"), tmp_path_factory.mktemp("seeded"), "seeded")
     run_ingest(SEEDS / "sources.toml", db)
     return db
 
@@ -88,9 +92,13 @@ def test_search_is_usable_from_sql(seeded):
         {"title": "Kim Jong-Un travels to Russia to meet Putin", "rank": 1}]
 
 
-def test_search_without_an_index_says_so(seeded, tmp_path):
-    db = tmp_path / "copy.duckdb"
-    db.write_bytes(seeded.read_bytes())
+def test_search_without_an_index_says_so(seeded, tmp_path, monkeypatch):
+    if isinstance(seeded, str):  # a lake: another machine, which has no index of it yet
+        monkeypatch.setenv("NEWSDESK_SEARCH_DIR", str(tmp_path / "elsewhere"))
+        db = seeded
+    else:
+        db = tmp_path / "copy.duckdb"
+        db.write_bytes(seeded.read_bytes())
     result = runner.invoke(app, ["search", "Putin", "--db", str(db)])
     assert result.exit_code == 2 and "newsdesk reindex" in result.output
     result = runner.invoke(app, ["reindex", "--db", str(db)])

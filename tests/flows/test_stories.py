@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 @pytest.mark.slow
-def test_labelled_near_duplicates_cluster_into_stories(server, tmp_path, capsys):
+def test_labelled_near_duplicates_cluster_into_stories(server, tmp_path, capsys, make_db):
     truth = neardup_set.load_truth(EXTRACTION)
     pages = neardup_set.build(truth)
     for page in pages:
@@ -25,7 +25,7 @@ def test_labelled_near_duplicates_cluster_into_stories(server, tmp_path, capsys)
         listed = [p for p in pages if p.feed == name]
         feeds[name] = server.route(f"/feeds/{name}.xml", neardup_set.feed_xml(name, listed, server.url),
                                    content_type="application/rss+xml")
-    db = tmp_path / "wh.duckdb"
+    db = make_db()
     run1 = run_ingest(write_sources(tmp_path / "run1.toml", [("origin", feeds["origin"])], per_host_concurrency=8), db)
     sources = write_sources(tmp_path / "run2.toml", list(feeds.items()), per_host_concurrency=8)
     run2 = run_ingest(sources, db)
