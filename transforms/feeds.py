@@ -231,6 +231,7 @@ def parse_feed(
     entries: list[FeedEntry] = []
     rejected: list[tuple[str | None, str]] = []
     failed: list[ParseError] = []
+    spellings: dict[str, str] | None = None  # read from the document at the first refused link
     for item in parsed.entries:
         guid = one_line(item.get("id"))
         # A control in a link is no part of any URL: percent-encoded, as a browser does.
@@ -246,6 +247,14 @@ def parse_feed(
         published_at = _utc(date_parsed)
         if link:
             try:
+                scheme = urlsplit(link).scheme.lower()
+                if scheme not in ("", "http", "https"):
+                    # Any feed links to pages over http(s); a local feed's
+                    # relative links (the seeds') become files beside it.
+                    if spellings is None:
+                        spellings = _slash_spellings(decoded.text)
+                    raise ParseError(spellings.get(link, link), "scheme_not_allowed",
+                                     f"{scheme}: link refused: an entry's link must be http(s), or relative to the feed")
                 link = urljoin(url, link)
                 key = canonical_url(link)
             except ValueError as exc:  # urljoin on an unclosed IPv6 bracket
@@ -285,6 +294,21 @@ def parse_feed(
         encoding=decoded.encoding,
         failed=tuple(failed),
     )
+
+
+# The scheme's length is bounded so that a long run of letters costs one
+# pass, not one per starting letter.
+_EXTRA_SLASHES = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:)//(/+)([^\s<\"']+)")
+
+
+def _slash_spellings(document: str) -> dict[str, str]:
+    """feedparser drops the slashes after `scheme://` (its repair of
+    `http:///host`), so `file:///etc/passwd` reaches us as
+    `file://etc/passwd`: its spelling -> the document's, for every such URL,
+    so that a refused link is named as the feed wrote it. One pass over the
+    document, however many links are refused."""
+    return {f"{m[1]}//{html.unescape(m[3])}": f"{m[1]}//{m[2]}{html.unescape(m[3])}"
+            for m in _EXTRA_SLASHES.finditer(document)}
 
 
 _LANGUAGE_TAG = re.compile(rb"<(?:language|dc:language)>\s*([A-Za-z]{2,3})\b|\bxml:lang=[\"']([A-Za-z]{2,3})\b")

@@ -27,7 +27,11 @@ def canonical_url(url: str) -> str:
     them), no fragment. A URL courlan cannot parse is kept as given, minus its
     fragment, rather than dropped. A URL that is no URL at all (an unclosed
     IPv6 bracket, a port out of range, a host that cannot be encoded) raises
-    ParseError with reason `bad_url`: one such link is one failed entry."""
+    ParseError with reason `bad_url`: one such link is one failed entry.
+    Only http, https and local file: URLs have a canonical form: any other
+    scheme (data:, javascript:, mailto:, ftp: ...) or none raises ParseError
+    `scheme_not_allowed`. A file: URL keeps its whole path; one that names a
+    host or a relative path raises `bad_url`, as its path would change."""
     url = url.strip()
     check_url(url)
     try:
@@ -52,15 +56,29 @@ def _bad_host_char(ch: str) -> bool:
 
 
 def check_url(url: str) -> None:
-    """Raise ParseError (`bad_url`) unless `url` can be split into parts
-    with a valid port and, for http(s), a host that IDNA can encode."""
+    """Raise ParseError unless `url` is an http(s) URL that can be split into
+    parts with a valid port and a host that IDNA can encode (`bad_url`), or a
+    local file: URL with an absolute path (`bad_url`); any other scheme is
+    `scheme_not_allowed`."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError as exc:
         raise ParseError(url, "bad_url", f"{exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        # file://etc/passwd (feedparser's spelling of file:///etc/passwd)
+        # would become /passwd and file:etc/passwd /etc/passwd: another
+        # file than the one named, so neither gets a canonical form.
+        if parts.netloc.lower() not in ("", "localhost"):
+            raise ParseError(url, "bad_url", f"file: URL names host {parts.netloc!r}: only local files "
+                             "(file:///path) are read")
+        if not parts.path.startswith("/"):
+            raise ParseError(url, "bad_url", f"file: URL path {parts.path!r} is not absolute")
         return
+    if scheme not in ("http", "https"):
+        said = f"{scheme}: URLs are" if scheme else "a URL with no scheme is"
+        raise ParseError(url, "scheme_not_allowed", f"{said} not fetched (only http, https and local file:)")
     host = parts.hostname or ""
     if not host:
         raise ParseError(url, "bad_url", "no host")

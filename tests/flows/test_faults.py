@@ -185,6 +185,58 @@ def test_fault_server_run_accounts_for_everything(server, tmp_path, capsys):
               f"\n  page_attempts left: {by_reason}")
 
 
+FOREIGN_LINKS = ["file:///etc/passwd", "FILE:/etc/passwd", "data:text/html,&lt;h1&gt;owned&lt;/h1&gt;",
+                 "javascript:alert(document.cookie)"]
+FOREIGN_REDIRECTS = {"to-data.html": "data:text/html,<h1>owned</h1>", "to-file.html": "file:///etc/passwd",
+                     "to-js.html": "javascript:alert(1)"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_links_and_redirects_to_other_schemes_are_refused_failures(server, tmp_path):
+    """Links and redirects to data:, file:, javascript: end as failure rows
+    naming them as written, from a remote feed and from a local one, and
+    nothing is read from them; the local feed's relative link is still read."""
+    def item(link, title):
+        return f"<item><title>{title}</title><link>{link}</link><guid>{title}</guid></item>"
+
+    def rss(items):
+        return f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>{"".join(items)}</channel></rss>'
+
+    server.route("/p/ok.html", ARTICLE.format(title="Remote fine", word="Remote"))
+    for name, location in FOREIGN_REDIRECTS.items():
+        server.route(f"/p/{name}", b"", status=302, headers={"Location": location})
+    items = [item(server.url("/p/ok.html"), "Remote fine")] + [item(server.url(f"/p/{n}"), n) for n in FOREIGN_REDIRECTS]
+    items += [item(link, f"remote {n}") for n, link in enumerate(FOREIGN_LINKS)]
+    remote = server.route("/feeds/remote.xml", rss(items), content_type="application/rss+xml")
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "local.html").write_text(ARTICLE.format(title="Local fine", word="Local"))
+    (tmp_path / "feeds").mkdir()
+    local = tmp_path / "feeds" / "local.rss"
+    local.write_text(rss([item("../pages/local.html", "Local fine"), item("file:///etc/passwd", "local passwd")]))
+    db = tmp_path / "w.duckdb"
+
+    summary = run_ingest(write_sources(tmp_path / "s.toml", [("remote", remote), ("local", local.as_uri())]), db)
+
+    assert_accounting(summary)
+    assert summary["feeds_failed"] == 0
+    assert sorted(t for (t,) in query(db, "SELECT title FROM articles")) == ["Local fine", "Remote fine"]
+    failures = query(db, "SELECT source, url, stage, reason, error FROM failures ORDER BY source, url")
+    expected = [("local", "file:///etc/passwd", "parse", "scheme_not_allowed")]
+    expected += [("remote", link.replace("&lt;", "<").replace("&gt;", ">"), "parse", "scheme_not_allowed")
+                 for link in FOREIGN_LINKS]
+    expected += [("remote", server.url(f"/p/{n}"), "fetch", "redirect_not_allowed") for n in FOREIGN_REDIRECTS]
+    assert sorted(f[:4] for f in failures) == sorted(expected)
+    for source, url, stage, _, error in failures:
+        if stage == "fetch":  # the message names the scheme and the Location
+            location = FOREIGN_REDIRECTS[url.rsplit("/", 1)[1]]
+            assert f"{location.split(':')[0]}:" in error and location in error, error
+    assert not any("root:" in b or "owned" in b for (b,) in query(db, "SELECT body FROM articles"))
+    # Each redirect was asked for once (a permanent failure: not retried) and led nowhere else.
+    assert sorted(r.path for r in server.requests if r.path.startswith("/p/to-")) == sorted(f"/p/{n}" for n in FOREIGN_REDIRECTS)
+    assert all(r.path.startswith(("/p/", "/feeds/", "/robots.txt")) for r in server.requests)
+
+
 MANIFEST = json.loads((FEEDS_CORPUS / "manifest.json").read_text())
 WITH_HEADERS = [d for d in MANIFEST if d.get("http_headers")]
 

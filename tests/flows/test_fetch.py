@@ -64,6 +64,25 @@ def test_redirects_followed_and_loops_detected(server):
     assert fetch_error(server.url("/tofile")).reason == "redirect_not_allowed"
 
 
+@pytest.mark.parametrize("location", [
+    "data:text/html,<script>alert(1)</script>",
+    "data:text/html;base64,PGgxPm93bmVkPC9oMT4=",
+    "file:///etc/passwd",
+    "FILE:/etc/passwd",
+    "javascript:alert(document.cookie)",
+    "mailto:desk@example.com",
+    "ftp://127.0.0.1/x",
+])
+def test_redirect_to_a_scheme_other_than_http_is_refused_not_followed(server, location):
+    url = server.route("/r", b"", status=302, headers={"Location": location})
+    # allow_file (a local feed's page) does not let a server's redirect reach a file.
+    err = fetch_error(url, allow_file=True)
+    assert err.reason == "redirect_not_allowed" and not err.transient and err.url == url, err
+    scheme = location.split(":")[0].lower()
+    assert f"{scheme}:" in err.message and location in err.message, err.message
+    assert [r.path for r in server.requests] == ["/r"]  # neither retried nor followed anywhere
+
+
 def test_size_caps(server):
     big = server.route("/big", b"x" * 5000)
     assert fetch_error(big, FetchSettings(**LOOPBACK, max_bytes=1000)).reason == "too_large"

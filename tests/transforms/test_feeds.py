@@ -1,3 +1,4 @@
+import html
 import json
 import re
 from dataclasses import replace
@@ -470,3 +471,22 @@ def test_a_control_reference_in_a_summary_does_not_fail_the_feed():
     raw = f'<?xml version="1.0"?><rss version="2.0"><channel><title>f</title>{items}</channel></rss>'.encode()
     entry, = parse_feed(raw, source="f", url="https://news.example.com/feed").entries
     assert normalize_text(entry.feed_text) == "Before [2J after\n\nNext [31m one"
+
+
+FOREIGN_LINKS = ["file:///etc/passwd", "FILE:/etc/passwd", "file://localhost/etc/shadow", "data:text/html,<h1>x</h1>",
+                 "javascript:alert(1)", "mailto:desk@example.com", "ftp://example.com/a"]
+
+
+@pytest.mark.parametrize("feed_url", ["https://good.example/feeds/f.rss", "file:///srv/seeds/feeds/f.rss"])
+def test_links_that_are_not_http_fail_their_entry_named_as_written(feed_url):
+    """Only http(s) links are followed, from any feed; a local feed's relative
+    links (the seeds') resolve to local files beside it."""
+    links = FOREIGN_LINKS + ["https://good.example/1", "../pages/a.html"]
+    items = "".join(f"<item><title>t{i}</title><link>{html.escape(link)}</link></item>" for i, link in enumerate(links))
+    raw = f'<?xml version="1.0"?><rss version="2.0"><channel><title>f</title>{items}</channel></rss>'.encode()
+    parsed = parse_feed(raw, source="f", url=feed_url)
+    base = feed_url.rsplit("/feeds/", 1)[0]
+    assert [e.link for e in parsed.entries] == ["https://good.example/1", f"{base}/pages/a.html"]
+    assert [(e.url, e.reason) for e in parsed.failed] == [(link, "scheme_not_allowed") for link in FOREIGN_LINKS]
+    for error, link in zip(parsed.failed, FOREIGN_LINKS):
+        assert error.stage == "parse" and f"{link.split(':')[0].lower()}:" in error.message, error

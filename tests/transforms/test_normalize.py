@@ -122,6 +122,45 @@ def test_canonical_url_raises_a_typed_error_for_what_is_no_url(bad):
     assert caught.value.reason == "bad_url" and caught.value.url == bad
 
 
+@pytest.mark.parametrize("raw, expected", [
+    ("file:///etc/passwd", "file:///etc/passwd"),
+    ("FILE:/etc/passwd", "file:///etc/passwd"),
+    ("file://localhost/etc/passwd", "file:///etc/passwd"),
+])
+def test_canonical_url_keeps_a_file_urls_whole_path(raw, expected):
+    assert canonical_url(raw) == expected
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("file://etc/passwd", "host 'etc'"),  # what feedparser makes of file:///etc/passwd
+    ("file:etc/passwd", "not absolute"),  # courlan would make it /etc/passwd
+])
+def test_canonical_url_refuses_a_file_url_it_would_have_to_move(bad, says):
+    from transforms.errors import ParseError
+
+    with pytest.raises(ParseError) as caught:
+        canonical_url(bad)
+    assert caught.value.reason == "bad_url" and caught.value.url == bad
+    assert says in caught.value.message
+
+
+@pytest.mark.parametrize("bad, scheme", [
+    ("data:text/html,<script>alert(1)</script>", "data"),
+    ("DATA:text/plain;base64,aGk=", "data"),
+    ("javascript:alert(document.cookie)", "javascript"),
+    ("mailto:desk@example.com", "mailto"),
+    ("ftp://example.com/x", "ftp"),
+    ("/no/scheme", ""),
+])
+def test_canonical_url_refuses_schemes_that_are_not_fetched(bad, scheme):
+    from transforms.errors import ParseError
+
+    with pytest.raises(ParseError) as caught:
+        canonical_url(bad)
+    assert caught.value.reason == "scheme_not_allowed" and caught.value.url == bad
+    assert f"{scheme}:" in caught.value.message if scheme else "no scheme" in caught.value.message
+
+
 @pytest.mark.parametrize("good", ["http://[::1]:8080/a", "https://bücher.example/x", "http://xn--bcher-kva.example/",
                                   "file:///tmp/a b.html", "http://127.0.0.1:65535/"])
 def test_canonical_url_accepts_unusual_but_valid_urls(good):
