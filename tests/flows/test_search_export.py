@@ -62,20 +62,31 @@ def test_search_filters(seeded):
 
 
 @pytest.mark.slow
-def test_search_shows_one_row_per_story(seeded, tmp_path):
+def test_search_shows_one_row_per_story(seeded, tmp_path, make_lake):
     # Make the Spanish article a near-duplicate member of the seed article's story.
-    db = tmp_path / "copy.duckdb"
-    db.write_bytes(seeded.read_bytes())
-    root = query(seeded, "SELECT article_id FROM articles WHERE published_date = '2023-09-11'")[0][0]
-    con = duckdb.connect(str(db))
-    con.execute("UPDATE articles SET body = body || ' Putin Putin', story_id = ?, duplicate_of = ? "
-                "WHERE language = 'es'", [root, root])
-    con.close()
-    from flows.search_index import rebuild
+    from flows.search_index import rebuild, update
     from warehouse.connection import connect
 
-    with connect(db) as con:  # the copy has no index beside it: build one
-        rebuild(con, db)
+    root = query(seeded, "SELECT article_id FROM articles WHERE published_date = '2023-09-11'")[0][0]
+    change = ("UPDATE articles SET body = body || ' Putin Putin', story_id = ?, duplicate_of = ? "
+              "WHERE language = 'es'")
+    if isinstance(seeded, str):  # a lake of its own, moved in from a file copy, changed, indexed from the change feed
+        db = make_lake("stories")
+        copy = tmp_path / "copy.duckdb"
+        run_ingest(SEEDS / "sources.toml", copy)
+        assert runner.invoke(app, ["migrate", "--to", db, "--db", str(copy)]).exit_code == 0
+        with connect(db) as con:
+            rebuild(con, db)
+            con.execute(change, [root, root])
+            assert update(con, db).articles == 1  # the changed article, from the change feed
+    else:
+        db = tmp_path / "copy.duckdb"
+        db.write_bytes(seeded.read_bytes())
+        con = duckdb.connect(str(db))
+        con.execute(change, [root, root])
+        con.close()
+        with connect(db) as con:  # the copy has no index beside it: build one
+            rebuild(con, db)
     hits = search(db, "Putin")
     assert [h["title"] for h in hits].count("Kim Jong-Un travels to Russia to meet Putin") == 1
     assert len(hits) == len({h["url"] for h in hits})
