@@ -319,7 +319,7 @@ def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
-def test_exit_codes_say_whether_the_run_did_its_work(server, tmp_path):
+def test_exit_codes_say_whether_the_run_did_its_work(server, tmp_path, make_db):
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -331,9 +331,12 @@ def test_exit_codes_say_whether_the_run_did_its_work(server, tmp_path):
     gone = server.route("/gone.rss", b"", status=410)
     runner = CliRunner()
 
+    dbs = {}
+
     def ingest(name, feeds):
         sources = write_sources(tmp_path / f"{name}.toml", feeds, retries=0)
-        return runner.invoke(app, ["ingest", "--quiet", "--sources", str(sources), "--db", str(tmp_path / f"{name}.duckdb")])
+        db = dbs[name] = make_db(name)
+        return runner.invoke(app, ["ingest", "--quiet", "--sources", str(sources), "--db", str(db)])
 
     everything = ingest("ok", [("ok", ok)])
     assert everything.exit_code == 0, everything.output
@@ -344,7 +347,7 @@ def test_exit_codes_say_whether_the_run_did_its_work(server, tmp_path):
     assert nothing.exit_code == 1, nothing.output
     assert "run failed: every feed polled failed (2 of 2)" in nothing.output
     # The runs themselves completed: the code is about what they could do.
-    assert query(tmp_path / "nothing.duckdb", "SELECT status, feeds_failed FROM runs") == [("completed", 2)]
+    assert query(dbs["nothing"], "SELECT status, feeds_failed FROM runs") == [("completed", 2)]
 
 
 # -- a malformed WARC ----------------------------------------------------------------
