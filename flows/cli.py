@@ -32,6 +32,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # tracebacks only with --debug, and then plain ones
+    # Usage errors as click prints them: "Usage: ..." and "Error: ..." lines,
+    # not a boxed panel that a log or a cron mail shows as box-drawing
+    # characters. Typer ties its rich error panel and rich help to this one
+    # switch, so --help is click's plain layout too.
+    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 _debug = False
