@@ -110,11 +110,11 @@ def ingest(
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.settings import default_db_path, load_settings
-    from warehouse.connection import check_warehouse_file
+    from warehouse.connection import check_warehouse_target
 
     with _reporting():
         settings = load_settings(sources)  # fail on a bad sources file or --db before Prefect starts
-        check_warehouse_file(default_db_path(db))
+        check_warehouse_target(default_db_path(db))
 
     import asyncio
 
@@ -288,13 +288,14 @@ def reindex(
     from flows import search_index
     from flows.locks import ingest_lock
     from flows.settings import default_db_path, load_settings
-    from warehouse.connection import connect
+    from warehouse.connection import check_warehouse_target, connect
 
     db_path = default_db_path(db)
     with _reporting():
         settings = load_settings(sources)
         if not db_path.exists():
             raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
+        check_warehouse_target(db_path)  # before the lock file is created beside it
         # Busy (another ingest past lock_wait_s, the file held) is not bad input: exit 1.
         with ingest_lock(db_path, settings.pipeline.lock_wait_s), connect(db_path) as con:
             done = search_index.rebuild(con, db_path)
@@ -348,11 +349,11 @@ def serve(
     while another is going waits."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.settings import default_db_path, default_sources_path, load_settings
-    from warehouse.connection import check_warehouse_file
+    from warehouse.connection import check_warehouse_target
 
     with _reporting():
         settings = load_settings(sources)
-        check_warehouse_file(default_db_path(db))
+        check_warehouse_target(default_db_path(db))
     from flows.deployment import serve as serve_deployment
 
     serve_deployment(settings, str(default_sources_path(sources).resolve()), str(default_db_path(db).resolve()),

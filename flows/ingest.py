@@ -38,7 +38,7 @@ from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
 from warehouse import load, queries
-from warehouse.connection import Writer, connect
+from warehouse.connection import Writer, check_warehouse_file, connect
 
 
 def _now() -> datetime:
@@ -59,6 +59,7 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     sources, db = check_run_paths(sources, db, from_warc)  # under `newsdesk serve`: only the paths it allows
     settings: Settings = select_feeds(load_settings(sources), feeds)
     db_path = default_db_path(db)
+    check_warehouse_file(db_path)  # a directory, a FIFO, a text file: refused before the lock beside it
     lock = ingest_lock(db_path, settings.pipeline.lock_wait_s)
     waited = await asyncio.to_thread(lock.__enter__)
     if waited > 1:
