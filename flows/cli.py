@@ -34,6 +34,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # tracebacks only with --debug, and then plain ones
+    # Usage errors as click prints them: "Usage: ..." and "Error: ..." lines,
+    # not a boxed panel that a log or a cron mail shows as box-drawing
+    # characters. Typer ties its rich error panel and rich help to this one
+    # switch, so --help is click's plain layout too.
+    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 _debug = False
@@ -129,13 +134,13 @@ def ingest(
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.settings import default_db, load_settings
-    from warehouse.connection import check_warehouse_file
+    from warehouse.connection import check_warehouse_target
 
     with _reporting():
         settings = load_settings(sources)  # fail on a bad sources file or --db before Prefect starts
         target = default_db(db)
         if isinstance(target, Path):
-            check_warehouse_file(target)
+            check_warehouse_target(target)
         else:  # a new lake is made here, with its data folder; the flow's connections then find it
             from warehouse.lake import connect_lake
             from warehouse.target import parse_target
@@ -345,13 +350,15 @@ def reindex(
     from flows import search_index
     from flows.locks import ingest_lock
     from flows.settings import default_db, load_settings
-    from warehouse.connection import connect
+    from warehouse.connection import check_warehouse_target, connect
 
     with _reporting():
         db_path = default_db(db)
         settings = load_settings(sources)
         if isinstance(db_path, Path) and not db_path.exists():
             raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
+        if isinstance(db_path, Path):
+            check_warehouse_target(db_path)  # before the lock file is created beside it
         # Busy (another ingest past lock_wait_s, the file held) is not bad input: exit 1.
         # A lake has no ingest lock: this machine's index is its own (tantivy locks its writer).
         with (ingest_lock(db_path, settings.pipeline.lock_wait_s) if isinstance(db_path, Path) else nullcontext()), \
@@ -407,11 +414,11 @@ def serve(
     while another is going waits."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.settings import default_db_path, default_sources_path, load_settings
-    from warehouse.connection import check_warehouse_file
+    from warehouse.connection import check_warehouse_target
 
     with _reporting():
         settings = load_settings(sources)
-        check_warehouse_file(_file_only(db, "serve"))
+        check_warehouse_target(_file_only(db, "serve"))
     from flows.deployment import serve as serve_deployment
 
     serve_deployment(settings, str(default_sources_path(sources).resolve()), str(_file_only(db, "serve").resolve()),

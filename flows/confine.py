@@ -4,9 +4,9 @@ Whoever can reach the Prefect API (the UI's Run > Custom run) can set the
 flow's parameters. Under `newsdesk serve` a run therefore takes its
 `sources`, `db` and `from_warc` paths only from what the operator chose when
 starting serve: the sources file and warehouse serve was started with, or
-paths inside a directory named with `newsdesk serve --allow-dir DIR`.
-Anything else fails the run, naming the parameter, before a file is opened
-or created.
+paths strictly inside a directory named with `newsdesk serve --allow-dir
+DIR` (not the directory itself, nor any existing directory). Anything else
+fails the run, naming the parameter, before a file is opened or created.
 
 serve hands the rule to its runs in an environment variable, which the runs
 (subprocesses of serve) inherit and the API cannot set. Without it (a plain
@@ -43,11 +43,18 @@ def confine_runs(sources: str, db: str, allow_dirs: Sequence[str | os.PathLike])
 
 
 def _inside(path: Path, dirs: Sequence[str]) -> bool:
-    return any(path.is_relative_to(d) for d in dirs)
+    # Strictly inside: the allowed directory itself is no file path, and a
+    # warehouse there would put its lock file (<db>.ingest.lock) beside it,
+    # outside the directory.
+    return any(path != Path(d) and path.is_relative_to(d) for d in dirs)
 
 
 def _check(name: str, value: str, served: str | None, dirs: Sequence[str]) -> str:
     path = _resolved(value)
+    if path.is_dir():
+        # Every parameter names a file; a directory would fail later, after
+        # the lock file beside it was created.
+        raise ParameterNotAllowed(f"parameter {name!r}: {value} is a directory, not a file")
     if (served is not None and str(path) == served) or _inside(path, dirs):
         return str(path)
     where = ("the directories named with --allow-dir: " + ", ".join(dirs)) if dirs else \

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 import unicodedata
 from pathlib import Path
@@ -262,11 +263,45 @@ def _describe(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+# A sources file of 10,000 feeds is ~2 MB. The cap keeps a wrong path
+# (a log, a disk image) from being read whole into memory.
+MAX_SOURCES_BYTES = 4 * 1024 * 1024
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: Path, mode: int) -> SettingsError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    return SettingsError(f"{path}: not a regular file ({kind}); the sources file must be a TOML file")
+
+
+def _read_sources(path: Path) -> str:
+    """The sources file's text, read only if it is a regular file of at most
+    MAX_SOURCES_BYTES: a FIFO would block the read, /dev/zero never end it,
+    and opening some devices does something."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    # O_NONBLOCK: if a FIFO was put in its place since the stat, opening it
+    # does not wait for a writer; fstat then refuses it.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        data = f.read(MAX_SOURCES_BYTES + 1)
+    if len(data) > MAX_SOURCES_BYTES:
+        raise SettingsError(f"{path}: larger than {MAX_SOURCES_BYTES // (1024 * 1024)} MB, too large for a "
+                            f"sources file (is it the right file?)")
+    return data.decode("utf-8")
+
+
 def load_settings(sources: str | os.PathLike | None = None) -> Settings:
     """Read the sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
     path = default_sources_path(sources)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_sources(path))
     except FileNotFoundError:
         raise SettingsError(f"{path}: no such sources file") from None
     except UnicodeDecodeError as exc:

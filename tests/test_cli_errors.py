@@ -210,3 +210,175 @@ def test_sql_still_searches_and_describes(sandbox):
     assert result.exit_code == 0 and result.output.splitlines() == ["n", "0"], result.output
     assert runner.invoke(app, ["sql", "describe articles", "--db", str(db)]).exit_code == 0
     assert runner.invoke(app, ["sql", "explain select * from articles", "--db", str(db)]).exit_code == 0
+
+
+# -- paths that cannot hold a warehouse or a sources file --------------------
+
+DB_COMMANDS = ["ingest", "sql", "search", "runs", "export", "reextract", "reindex", "serve"]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "NEWSDESK_"))}
+    env.update(PREFECT_HOME=str(tmp / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def _run_all(commands: dict[str, list[str]], tmp: Path, timeout: float = 120,
+             limit_memory: bool = False) -> dict[str, subprocess.CompletedProcess | None]:
+    """Run the commands side by side as real processes (an old `serve` would
+    serve, an old read of a FIFO would block): None for one that did not
+    end within `timeout`; it is killed with everything it started."""
+    import signal
+    import time
+
+    def child():
+        os.setsid()  # its own process group: a timeout kills Prefect's server with it
+        if limit_memory:  # a command that reads /dev/zero must not take the machine's memory
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    procs = {}
+    for name, args in commands.items():
+        with open(tmp / f"{name}.out", "w") as out, open(tmp / f"{name}.err", "w") as errs:
+            procs[name] = subprocess.Popen([str(NEWSDESK), *args], env=_env(tmp), stdin=subprocess.DEVNULL,
+                                           stdout=out, stderr=errs, preexec_fn=child)
+    deadline = time.monotonic() + timeout
+    done: dict[str, subprocess.CompletedProcess | None] = {}
+    for name, proc in procs.items():
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, (tmp / f"{name}.out").read_text(),
+                                                     (tmp / f"{name}.err").read_text())
+        except subprocess.TimeoutExpired:
+            done[name] = None
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever it left running (nothing, when it ended well)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return done
+
+
+def _db_commands(db: Path, tmp: Path) -> dict[str, list[str]]:
+    return {**_commands(db, tmp), "ingest": ["ingest", "--db", str(db)], "reindex": ["reindex", "--db", str(db)],
+            "serve": ["serve", "--db", str(db)]}
+
+
+@pytest.mark.parametrize("kind", ["under-a-file", "proc", "fifo"])
+def test_a_db_path_that_cannot_hold_a_warehouse_is_exit_2(tmp_path, kind):
+    """A path under a regular file, a place where no file can be created,
+    a FIFO: every command that takes --db says so in a line, exit 2; ingest
+    and serve before Prefect starts, nothing blocks on the FIFO."""
+    text = tmp_path / "text.txt"
+    text.write_text("hello\n")
+    if kind == "under-a-file":
+        db = text / "x.duckdb"
+    elif kind == "proc":
+        db = Path("/proc/x.duckdb")
+    else:
+        db = tmp_path / "fifo.duckdb"
+        os.mkfifo(db)
+    commands = _db_commands(db, tmp_path)
+    # As processes, what could block or start Prefect; the rest in this process.
+    apart = DB_COMMANDS if kind == "fifo" else ["ingest", "serve"]
+    results = _run_all({c: commands[c] for c in apart}, tmp_path)
+    for command in DB_COMMANDS:
+        if command in apart:
+            run = results[command]
+            assert run is not None, f"{command} did not end"
+            code, output = run.returncode, run.stderr
+        else:
+            result = runner.invoke(app, commands[command])
+            code, output = result.exit_code, result.output
+        assert code == 2, (command, output[-2000:])
+        assert "Traceback" not in output and str(db) in output, (command, output[-2000:])
+        assert len(output.strip().splitlines()) <= 2, (command, output)
+    assert not (tmp_path / "prefect").exists() or not any((tmp_path / "prefect").rglob("*.db"))  # no Prefect server
+    assert not Path(str(db) + ".ingest.lock").exists()
+
+
+SOURCES_COMMANDS = ["ingest", "reextract", "reindex", "serve"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/null", "directory"])
+def test_a_sources_file_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
+    """Refused before it is read: a FIFO would block, /dev/zero fill the
+    memory (as processes, with a memory limit, so that neither can hang or
+    swamp the test run)."""
+    if kind == "fifo":
+        sources = tmp_path / "s.toml"
+        os.mkfifo(sources)
+    elif kind == "directory":
+        sources = tmp_path
+    else:
+        sources = Path(kind)
+    commands = {c: [c, "--sources", str(sources), "--db", str(tmp_path / "wh.duckdb")] for c in SOURCES_COMMANDS}
+    if kind in ("fifo", "/dev/zero"):
+        results = _run_all(commands, tmp_path, limit_memory=True)
+    else:
+        results = {c: None for c in commands}
+    for command, args in commands.items():
+        run = results[command]
+        if run is None:
+            assert kind not in ("fifo", "/dev/zero"), f"{command} did not end"
+            result = runner.invoke(app, args)
+            code, output = result.exit_code, result.output
+        else:
+            code, output = run.returncode, run.stderr
+        assert code == 2, (command, output[-2000:])
+        assert f"{sources}: not a regular file" in output and "Traceback" not in output, (command, output)
+
+
+def test_a_sources_file_past_the_size_cap_is_refused(tmp_path):
+    from flows.settings import MAX_SOURCES_BYTES
+
+    big = tmp_path / "s.toml"
+    line = "# " + "x" * 97 + "\n"
+    big.write_text(line * (MAX_SOURCES_BYTES // len(line) + 1))
+    for command in SOURCES_COMMANDS:
+        result = runner.invoke(app, [command, "--sources", str(big), "--db", str(tmp_path / "wh.duckdb")])
+        assert result.exit_code == 2, (command, result.output)
+        assert f"{big}: larger than" in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize("args, says", [
+    (["ingest", "--nope"], "No such option: --nope"),
+    (["sql"], "Missing argument 'query'"),
+    (["runs", "--limit", "many"], "Invalid value for '--limit'"),
+    (["export", "-f", "pdf", "-o", "x"], "Invalid value for '--format'"),
+    (["nope"], "No such command 'nope'"),
+])
+def test_usage_errors_are_plain_lines(args, says):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert not set("╭│╰─") & set(result.output), result.output
+    assert f"Error: {says}" in result.output and result.output.startswith("Usage: "), result.output
+
+
+def _foreign(path: Path) -> Path:
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE articles (id INTEGER, headline VARCHAR)")
+    con.execute("INSERT INTO articles VALUES (1, 'theirs')")
+    con.close()
+    return path
+
+
+def test_a_foreign_duckdb_file_is_refused_unchanged(tmp_path):
+    """A DuckDB file of another program, with an `articles` table of its
+    own: not a warehouse (exit 2), and not touched: no schema_migrations."""
+    foreign = _foreign(tmp_path / "theirs.duckdb")
+    before = foreign.read_bytes()
+    results = _run_all({c: [c, "--db", str(foreign)] for c in ("ingest", "serve", "reindex")}, tmp_path)
+    for command, run in results.items():
+        assert run is not None, f"{command} did not end"
+        assert run.returncode == 2, (command, run.stderr[-2000:])
+        assert "not a newsdesk warehouse" in run.stderr and "Traceback" not in run.stderr, (command, run.stderr)
+    for args in (["runs"], ["search", "x"], ["export", "-f", "jsonl", "-o", str(tmp_path / "out")], ["reextract"]):
+        result = runner.invoke(app, [*args, "--db", str(foreign)])
+        assert result.exit_code == 2 and "not a newsdesk warehouse" in result.output, (args, result.output)
+    assert foreign.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("theirs")) == ["theirs.duckdb"]

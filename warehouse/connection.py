@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import duckdb
 
-from warehouse.schema import migrate
+from warehouse.schema import NotAWarehouse, migrate, refuse_foreign
 from warehouse.target import LakeTarget, is_lake, parse_target
 
 # For type hints outside the warehouse, which never imports duckdb itself.
@@ -63,23 +63,71 @@ class WarehouseBusy(RuntimeError):
     """Another process held the DuckDB file for longer than we would wait."""
 
 
-class NotAWarehouse(ValueError):
-    """The path is not a DuckDB file we can open: a directory, a text file,
-    a truncated copy. A mistake in the user's input, not a failed run."""
+def _refuse_special(path: Path) -> None:
+    """A FIFO would block the open, a device feed it anything: only a
+    regular file (or nothing yet) can be a warehouse. Checked without
+    opening the path."""
+    if path.is_dir():
+        raise NotAWarehouse(f"{path} is a directory, not a DuckDB warehouse file")
+    if path.exists() and not path.is_file():
+        raise NotAWarehouse(f"{path} is not a regular file (a FIFO, a device or a socket), not a DuckDB warehouse file")
 
 
 def check_warehouse_file(path: str | os.PathLike) -> None:
     """Refuse a path that exists but cannot be a DuckDB file, without opening
-    it (an ingest may hold it): a directory, or a file whose header lacks
-    DuckDB's magic bytes. A missing file is fine: the ingest creates it."""
+    it (an ingest may hold it): a directory, a FIFO or a device, or a file
+    whose header lacks DuckDB's magic bytes. A missing file is fine here:
+    the ingest creates it (see check_warehouse_target)."""
     path = Path(path)
-    if path.is_dir():
-        raise NotAWarehouse(f"{path} is a directory, not a DuckDB warehouse file")
+    _refuse_special(path)
     if path.exists():
         with path.open("rb") as f:
             head = f.read(12)
         if head[8:12] != b"DUCK":
             raise NotAWarehouse(f"{path} is not a DuckDB warehouse file")
+
+
+def _check_creatable(path: Path) -> None:
+    """A missing warehouse must be creatable where it is named: the ingest
+    makes the missing parent directories, the file and its lock beside it.
+    Tried for real, with a file created and removed at once in the nearest
+    existing parent: permissions and mode bits do not tell (root may write
+    anywhere, yet nothing can be created in /proc)."""
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotAWarehouse(f"cannot create {path}: {parent} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".newsdesk-probe-", dir=parent)
+    except OSError as exc:
+        raise NotAWarehouse(f"cannot create {path}: no file can be created in {parent} "
+                            f"({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_warehouse_target(path: str | os.PathLike) -> None:
+    """For the commands that create or write the warehouse (ingest, serve,
+    reindex), before they start: check_warehouse_file; a missing file must
+    be creatable; an existing one must be a newsdesk warehouse or an empty
+    DuckDB file, not another program's (NotAWarehouse, the file untouched:
+    it is looked at read-only)."""
+    path = Path(path)
+    check_warehouse_file(path)
+    if not path.exists():
+        _check_creatable(path)
+        return
+    try:
+        con = _open(path, True, 0)
+    except (WarehouseBusy, NotAWarehouse, duckdb.Error):
+        # Held by an ingest (so a warehouse), or unreadable (a truncated
+        # copy): the run's own open and migration decide and report it.
+        return
+    try:
+        refuse_foreign(con)
+    finally:
+        con.close()
 
 
 # Rows per row group of the tables newsdesk writes. A checkpoint rewrites a
@@ -98,6 +146,7 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
     """Open the file as the connection's default database, waiting with
     backoff while another process holds it (DuckDB allows one writer
     process, and no reader beside it)."""
+    _refuse_special(path)
     deadline = time.monotonic() + wait_s
     delay = 0.05
     literal = "'" + str(path).replace("'", "''") + "'"
@@ -151,6 +200,8 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         con.execute("SET temp_directory = ?", [spill or f"{path}.tmp"])
         if not read_only:
             _writable(con)
+        else:
+            refuse_foreign(con)  # another program's file: say so, not "no column published_date"
         yield con
     finally:
         con.close()

@@ -375,6 +375,44 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+class NotAWarehouse(ValueError):
+    """The path is not a DuckDB file we can open or create: a directory, a
+    text file, a truncated copy, another program's DuckDB file, a place where
+    no file can be created. A mistake in the user's input, not a failed run."""
+
+
+# The columns of our schema_migrations: the mark of a newsdesk warehouse.
+_MARKER = {"version", "description", "applied_at"}
+
+
+def foreign_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables and views of the connection's database when it is not a
+    newsdesk warehouse: it has some, and no schema_migrations of ours.
+    Empty for a warehouse of any version, and for an empty database."""
+    names = [r[0] for r in con.execute(
+        "SELECT schema_name || '.' || table_name FROM duckdb_tables()"
+        " WHERE database_name = current_database() AND NOT temporary"
+        " UNION ALL SELECT schema_name || '.' || view_name FROM duckdb_views()"
+        " WHERE database_name = current_database() AND NOT internal AND NOT temporary ORDER BY 1"
+    ).fetchall()]
+    columns = {r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database()"
+        " AND schema_name = 'main' AND table_name = 'schema_migrations'"
+    ).fetchall()}
+    return [] if not names or _MARKER <= columns else names
+
+
+def refuse_foreign(con: duckdb.DuckDBPyConnection) -> None:
+    """NotAWarehouse, naming the file and some of its tables, when the
+    database is another program's."""
+    names = foreign_tables(con)
+    if names:
+        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise NotAWarehouse(f"{path} is not a newsdesk warehouse: a DuckDB file with tables of its own ({shown}) "
+                            f"and no newsdesk schema_migrations; it was left unchanged")
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -384,7 +422,10 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Bring the database to SCHEMA_VERSION; returns the version it is at."""
+    """Bring the database to SCHEMA_VERSION; returns the version it is at.
+    Another program's DuckDB file is refused (NotAWarehouse) before anything
+    is written to it; an empty one is initialised."""
+    refuse_foreign(con)
     current = schema_version(con)
     if current > SCHEMA_VERSION:
         raise RuntimeError(

@@ -43,6 +43,43 @@ def test_other_paths_fail_naming_the_parameter(rule, sources, db, warc, named):
     assert named in str(info.value) and "--allow-dir" in str(info.value)
 
 
+@pytest.mark.parametrize("sources, db, warc", [
+    (None, "{allowed}", None),  # the allowed directory itself: its lock file would land beside it
+    (None, "{allowed}/", None),
+    (None, "{allowed}/.", None),
+    (None, "{allowed}/sub", None),  # an existing directory inside
+    ("{allowed}", None, None),
+    (None, None, ["{allowed}"]),
+])
+def test_a_directory_is_never_a_file_path_inside(rule, sources, db, warc):
+    tmp_path, allowed = rule
+    (allowed / "sub").mkdir()
+    fill = (lambda v: v.format(allowed=allowed) if isinstance(v, str) else v)
+    with pytest.raises(ParameterNotAllowed) as info:
+        check_run_paths(fill(sources), fill(db), [fill(w) for w in warc] if warc else None)
+    named = "'db'" if db else "'sources'" if sources else "'from_warc'"
+    assert named in str(info.value), str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_refused_db_creates_nothing(rule):
+    """The ingest flow as a UI run calls it: refused before the ingest lock
+    (<db>.ingest.lock, beside the db) or anything else is created."""
+    import asyncio
+
+    from flows.ingest import ingest
+
+    tmp_path, allowed = rule
+    write_sources(tmp_path / "s.toml", [("f", (tmp_path / "feed.xml").as_uri())])  # fine: only the db is at stake
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ParameterNotAllowed):
+        asyncio.run(ingest(db=str(allowed)))
+    assert not (tmp_path / "allowed.ingest.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert list(allowed.iterdir()) == []
+
+
 def test_a_symlink_out_of_an_allowed_directory_is_judged_by_its_target(rule):
     tmp_path, allowed = rule
     (allowed / "passwd.toml").symlink_to("/etc/passwd")
@@ -88,6 +125,7 @@ def test_api_runs_are_confined_to_the_served_paths(prefect_server, server, tmp_p
             "sources": {"sources": "/etc/passwd"},
             "db": {"db": str(tmp_path / "elsewhere" / "new" / "x.duckdb"), "from_warc": None},
             "from_warc": {"from_warc": ["/etc/hosts"]},
+            "db-is-the-allowed-dir": {"db": str(allowed)},
         }
         ids = {name: trigger(api, deployment["id"], params) for name, params in refused.items()}
         ids["symlink"] = trigger(api, deployment["id"], {"sources": str(allowed / "passwd.toml")})
@@ -95,7 +133,7 @@ def test_api_runs_are_confined_to_the_served_paths(prefect_server, server, tmp_p
         for name, run_id in ids.items():
             run = wait(api, run_id)
             assert run["state"]["type"] == "FAILED", (name, run["state"])
-            named = "sources" if name == "symlink" else name
+            named = {"symlink": "sources", "db-is-the-allowed-dir": "db"}.get(name, name)
             assert f"parameter '{named}'" in run["state"]["message"], run["state"]["message"]
         assert wait(api, good)["state"]["type"] == "COMPLETED"
     finally:
@@ -107,5 +145,6 @@ def test_api_runs_are_confined_to_the_served_paths(prefect_server, server, tmp_p
         log.close()
         api.close()
     assert not (tmp_path / "elsewhere").exists()  # refused before anything was created
+    assert not (tmp_path / "allowed.ingest.lock").exists()  # not even the lock beside the allowed directory
     assert not db.exists()  # no run touched the served warehouse either
     assert query(allowed / "sub" / "x.duckdb", "SELECT DISTINCT source FROM articles") == [("world-desk",)]

@@ -39,6 +39,42 @@ def test_refuses_a_newer_schema(db):
             pass
 
 
+def _foreign(path):
+    """A DuckDB file of some other program, with an `articles` table of its own."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE articles (id INTEGER, headline VARCHAR)")
+    con.execute("INSERT INTO articles VALUES (1, 'theirs')")
+    con.close()
+    return path
+
+
+def _tables(path) -> list[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+    finally:
+        con.close()
+
+
+def test_a_foreign_duckdb_file_is_refused_and_left_unchanged(tmp_path):
+    from warehouse.connection import NotAWarehouse
+
+    foreign = _foreign(tmp_path / "theirs.duckdb")
+    before = foreign.read_bytes()
+    with pytest.raises(NotAWarehouse, match="not a newsdesk warehouse"):
+        with connect(foreign):
+            pass
+    assert foreign.read_bytes() == before
+    assert _tables(foreign) == ["articles"]  # no schema_migrations added
+
+
+def test_an_empty_duckdb_file_is_initialised(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    with connect(empty) as con:
+        assert schema_version(con) == SCHEMA_VERSION
+
+
 def _batch():
     e = entry(source="a", link="https://x.example/1?utm_source=a", canonical_link="https://x.example/1", guid="g1")
     art = build_article(e, None, page_problem="http_404", run_id="run-1", now=NOW)
