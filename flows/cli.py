@@ -99,15 +99,6 @@ DbOpt = Annotated[Optional[str], typer.Option(
                  "Default: $NEWSDESK_DB, else ./newsdesk.duckdb.")]
 
 
-def _file_only(db: str | None, command: str) -> Path:
-    """The warehouse file, for the commands that do not work on a lake yet."""
-    from flows.settings import default_db, default_db_path
-
-    if not isinstance(default_db(db), Path):
-        raise BadInput(f"`newsdesk {command}` does not work on a lake yet; every command but `serve` does "
-                       "(docs/warehouse.md, \"The lake\")")
-    return default_db_path(db)
-
 
 class Format(str, Enum):
     table = "table"
@@ -413,15 +404,18 @@ def serve(
     else the run fails naming the parameter. Runs never overlap: one started
     while another is going waits."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.settings import default_db_path, default_sources_path, load_settings
+    from flows.settings import default_db, default_sources_path, load_settings
     from warehouse.connection import check_warehouse_target
 
     with _reporting():
         settings = load_settings(sources)
-        check_warehouse_target(_file_only(db, "serve"))
+        target = default_db(db)
+        if isinstance(target, Path):
+            check_warehouse_target(target)
+            target = target.resolve()
     from flows.deployment import serve as serve_deployment
 
-    serve_deployment(settings, str(default_sources_path(sources).resolve()), str(_file_only(db, "serve").resolve()),
+    serve_deployment(settings, str(default_sources_path(sources).resolve()), str(target),
                      [str(d) for d in allow_dir or ()])
 
 

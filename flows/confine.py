@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from warehouse.target import is_lake
+
 CONFINE_ENV = "NEWSDESK_SERVE_CONFINE"
 
 
@@ -36,7 +38,8 @@ def _resolved(path: str | os.PathLike) -> Path:
 def confine_runs(sources: str, db: str, allow_dirs: Sequence[str | os.PathLike]) -> dict:
     """Called by serve before serving: every run of this process is confined.
     Returns the rule, as set in the environment."""
-    rule = {"sources": str(_resolved(sources)), "db": str(_resolved(db)),
+    # A lake is named, not a path: kept as given, and the only lake runs may use.
+    rule = {"sources": str(_resolved(sources)), "db": db if is_lake(db) else str(_resolved(db)),
             "dirs": [str(_resolved(d)) for d in allow_dirs]}
     os.environ[CONFINE_ENV] = json.dumps(rule)
     return rule
@@ -50,6 +53,12 @@ def _inside(path: Path, dirs: Sequence[str]) -> bool:
 
 
 def _check(name: str, value: str, served: str | None, dirs: Sequence[str]) -> str:
+    if is_lake(value):
+        # A lake's name reaches a PostgreSQL server: only the served one.
+        if value == served:
+            return value
+        raise ParameterNotAllowed(f"parameter {name!r}: the lake {value} is not allowed here; "
+                                  f"the served default is {served}")
     path = _resolved(value)
     if path.is_dir():
         # Every parameter names a file; a directory would fail later, after

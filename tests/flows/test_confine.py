@@ -148,3 +148,22 @@ def test_api_runs_are_confined_to_the_served_paths(prefect_server, server, tmp_p
     assert not (tmp_path / "allowed.ingest.lock").exists()  # not even the lock beside the allowed directory
     assert not db.exists()  # no run touched the served warehouse either
     assert query(allowed / "sub" / "x.duckdb", "SELECT DISTINCT source FROM articles") == [("world-desk",)]
+
+
+def test_a_served_lake_is_the_only_lake_a_run_may_use(tmp_path, monkeypatch):
+    """A lake's name reaches a PostgreSQL server: a run may not name another."""
+    monkeypatch.delenv(CONFINE_ENV, raising=False)
+    served = "ducklake:postgres:dbname=news host=127.0.0.1 user=newsdesk"
+    (tmp_path / "allowed").mkdir()
+    sources = tmp_path / "s.toml"
+    sources.write_text("")
+    confine_runs(str(sources), served, [tmp_path / "allowed"])
+    assert check_run_paths(None, None, None) == (str(sources.resolve()), served)
+    assert check_run_paths(None, served, None)[1] == served
+    for other in ("ducklake:postgres:dbname=news host=10.0.0.1 user=newsdesk",
+                  "ducklake:postgres:dbname=other host=127.0.0.1 user=newsdesk"):
+        with pytest.raises(ParameterNotAllowed, match="lake"):
+            check_run_paths(None, other, None)
+    # A file inside an allowed directory is still a file the operator allowed.
+    inside = tmp_path / "allowed" / "w.duckdb"
+    assert check_run_paths(None, str(inside), None)[1] == str(inside.resolve())

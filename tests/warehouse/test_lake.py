@@ -199,11 +199,3 @@ def test_a_reader_held_open_does_not_stop_a_writer(lake, tmp_path):
         assert out.strip() == "1", err
     finally:
         reader.kill()
-
-
-@pytest.mark.parametrize("command", [["serve"]])
-def test_commands_not_on_a_lake_yet_say_so(lake, command):
-    db, _ = lake
-    result = runner.invoke(app, [*command, "--db", db])
-    assert result.exit_code == 2, result.output
-    assert "does not work on a lake yet" in result.output
