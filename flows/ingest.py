@@ -38,7 +38,7 @@ from flows.settings import Settings, default_db, load_settings, select_feeds
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
-from warehouse import load, queries
+from warehouse import feed_registry, queries, run_rows
 from warehouse.connection import Writer, check_warehouse_file, connect
 
 
@@ -118,14 +118,14 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
 
     def begin() -> dict:
         with connect(db_path) as con:
-            load.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
+            feed_registry.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
             # We hold the ingest lock (on a lake: other runs' locks are checked): other 'running' rows are dead.
             abandon_dead_runs(con, run_id, started, logger)
             return queries.select_feed_state(con)
 
     feed_state = retrying(begin)  # writers of a lake register the same feeds at once
     with connect(db_path) as con:
-        load.start_run(con, run_id, started, flow_run.id)
+        run_rows.start_run(con, run_id, started, flow_run.id)
     with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
         # Articles loaded before stories existed, or before [stories] changed.
         clock = time.perf_counter()
@@ -166,10 +166,10 @@ async def _stages(settings: Settings, db_path: Path | str, run_id: str, started:
     archive = archive_for(settings.archive.enabled, settings.archive.dir, settings.archive.max_file_mb,
                           db_path if isinstance(db_path, Path) else Path.cwd() / "newsdesk.lake")
     async with Fetcher(settings.fetch) as fetcher:
-        await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id, started=started,
-                         policy=policy, summary=summary, archive=archive, logger=logger)
+        polled = await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
+                                  started=started, policy=policy, summary=summary, archive=archive, logger=logger)
         jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else (),
-                           unreadable=warc.failures if warc else ())
+                           unreadable=warc.failures if warc else (), polled=polled)
         pool = ExtractorPool(settings.pipeline.workers or default_workers())
         writer = Writer(db_path, hold_s=settings.pipeline.hold_db_s)
         try:

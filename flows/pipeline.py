@@ -35,7 +35,7 @@ from transforms.fingerprints import DedupeParams
 from transforms.pages import PageOutcome, plan_attempts, triage_pages
 from transforms.records import FeedEntry, PageAttempt
 from transforms.retries import RetryPolicy
-from warehouse import load, queries
+from warehouse import page_loads, queries
 from warehouse.connection import Writer
 
 Job = tuple[tuple[FeedEntry, ...], PageAttempt | None]  # entries sharing one link; the retry it is, if one
@@ -132,7 +132,7 @@ def _load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extr
         loading = time.perf_counter()
         # Every entry of a new page is settled by this batch (an article, a
         # sighting, a failure or a pending retry): it leaves the outbox with it.
-        load.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
+        page_loads.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
                         attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
                         dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None for e in p.entries],
                         before_commit=lambda: crash_point("loading"), run_id=run_id,

@@ -34,7 +34,7 @@ from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, due_feeds, readable_polls, triage_polls
 from transforms.records import FeedEntry, ParsedFeed, failure_of
 from transforms.retries import RetryPolicy
-from warehouse import load, queries
+from warehouse import feed_registry, page_loads, queries
 from warehouse.connection import connect
 
 _FEED_ACCEPT = ("application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,"
@@ -99,10 +99,11 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
 
 async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path,
                      run_id: str, started: datetime, policy: RetryPolicy, summary: RunSummary,
-                     archive: WarcArchive | None, logger) -> None:
+                     archive: WarcArchive | None, logger) -> frozenset[tuple[str, str]]:
     """Poll the due feeds and record, in one transaction, the polls, the
     feeds' new state, the failures, the sightings of articles already held
-    and the new entries (queued in the outbox for `work_outbox`)."""
+    and the new entries (queued in the outbox for `work_outbox`). Returns the
+    (feed, link) of the entries it found new, for `work_outbox`."""
     names = [f.name for f in feeds]
     due_names, waiting = due_feeds(names, {n: s.next_attempt_at for n, s in feed_state.items()}, started)
     for name, until in waiting:
@@ -148,7 +149,7 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
             # Entries of articles we already hold need no fetch: only a sighting.
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
-            load.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
+            feed_registry.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
                               queued=[e for group in plan.to_fetch for e in group], sightings=stored,
                               failures=triage.failures)
         return plan, stored
@@ -158,10 +159,14 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     summary.duplicates += len(stored)
     summary.dedupe_s += time.perf_counter() - clock
     crash_point("polls_recorded")
+    # Seen (counted) by this run's polls: on a lake another writer polling the
+    # same feed may have queued one of these first, under its run.
+    return frozenset((e.source, e.canonical_link) for group in plan.to_fetch for e in group)
 
 
 def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
-                unreadable: Sequence[tuple[str, NewsdeskError]] = ()) -> list[Job]:
+                unreadable: Sequence[tuple[str, NewsdeskError]] = (),
+                polled: frozenset[tuple[str, str]] = frozenset()) -> list[Job]:
     """The page jobs of the run: every entry in the outbox (this run's polls,
     and what a run that died left), grouped by link, then the retries that
     are due. Entries whose article was stored meanwhile become sightings.
@@ -179,13 +184,17 @@ def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Seque
             plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
-            load.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
+            page_loads.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
                             failures=lost, run_id=run_id)
             return queued, plan, stored, queries.select_due_attempts(con, now)
 
     queued, plan, stored, retries = retrying(work)
     # Seen by this run from the outbox: left by a run that did not finish.
-    summary.entries_seen += sum(queued_by != run_id for _, queued_by in queued) + len(extra) + len(unreadable)
+    summary.entries_seen += sum(queued_by != run_id and (e.source, e.canonical_link) not in polled
+                                for e, queued_by in queued) + len(extra) + len(unreadable)
+    # Polled here, queued, and gone from the outbox already: another writer of
+    # the lake worked them meanwhile. Known to this run, like a link seen before.
+    summary.entries_known += len(polled - {(e.source, e.canonical_link) for e, _ in queued})
     summary.entries_failed += len(unreadable)
     summary.add_failures(lost)
     summary.duplicates += len(stored)

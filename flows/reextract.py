@@ -14,7 +14,7 @@ from flows.extraction import ExtractJob, extract_one
 from flows.fetch import Response
 from flows.settings import Settings
 from transforms.records import Article, FeedEntry
-from warehouse import load, queries
+from warehouse import page_loads, queries
 from warehouse.connection import connect
 
 # What extraction decides; identity, feed, first sighting and story are kept.
@@ -69,6 +69,6 @@ def reextract(db: Path | str, settings: Settings, since: date | None = None,
             updates.append(article)
     if updates:
         with connect(db) as con:
-            load.apply_reextraction(con, updates)
+            page_loads.apply_reextraction(con, updates)
             search_index.update(con, db)
     return report

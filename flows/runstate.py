@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from flows.conflicts import retrying
-from warehouse import load
+from warehouse import run_rows
 from warehouse.connection import connect
 
 
 def abandon_dead_runs(con, run_id: str, now: datetime, logger) -> None:
     """Call only while holding the ingest lock of this warehouse."""
-    for dead in load.abandon_dead_runs(con, run_id, now):
+    for dead in run_rows.abandon_dead_runs(con, run_id, now):
         logger.warning("run %s never finished (its process ended): marked abandoned", dead)
 
 
@@ -47,7 +47,7 @@ def recorded_run(db_path: Path, run_id: str, summary: Any, logger) -> Iterator[N
 def _finish(db_path: Path | str, run_id: str, summary: Any, status: str, error: str | None) -> None:
     def finish() -> None:
         with connect(db_path) as con:
-            load.finish_run(con, run_id, finished_at=datetime.now(timezone.utc), status=status,
+            run_rows.finish_run(con, run_id, finished_at=datetime.now(timezone.utc), status=status,
                             counts=asdict(summary), error=error)
 
     retrying(finish)  # another writer of a lake may be updating its own run's row

@@ -10,7 +10,7 @@ from typing import Sequence
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import Article
 from transforms.stories import StoryRoot, assign_stories, candidate_window
-from warehouse import load, queries
+from warehouse import queries, story_keys
 from warehouse.connection import Connection, connect
 
 
@@ -50,7 +50,7 @@ def cluster_backlog(db: Path, params: DedupeParams, chunk: int = 2_000) -> int:
                         stored.setdefault(key, []).append(StoryRoot(b.article_id, fp, b.first_seen_at))
             unclustered = [(a, f, b.first_seen_at) for (a, f), b in zip(prints, backlog) if b.story_id is None]
             assignments = assign_stories(unclustered, stored, params)
-            load.save_stories(con, prints, [(s.article_id, s.story_id, s.duplicate_of, s.similarity)
+            story_keys.save_stories(con, prints, [(s.article_id, s.story_id, s.duplicate_of, s.similarity)
                                             for s in assignments])
         done += len(backlog)
         if len(backlog) < chunk:

@@ -1,4 +1,5 @@
-"""Loads into a lake: what `warehouse.load` does in one file transaction,
+"""Loads into a lake: what `warehouse.page_loads`, `feed_registry` and
+`story_keys` do in one file transaction,
 as one unit of `warehouse.twophase` (keyed state in PostgreSQL, the bulk in
 the lake).
 
@@ -19,6 +20,19 @@ import pyarrow as pa
 
 from transforms.records import Article, Failure, FeedEntry, FeedPoll, Fingerprint, PageAttempt, Sighting, SourceState
 from warehouse import twophase
+from warehouse.arrow_rows import (
+    ARTICLE_SCHEMA,
+    BAND_SCHEMA,
+    ENTRY_FIELDS,
+    FAILURE_SCHEMA,
+    FINGERPRINT_SCHEMA,
+    OUTBOX_SCHEMA,
+    SIGHTING_SCHEMA,
+    attempts_arrow,
+    feed_polls_arrow,
+    insert_rows,
+    to_arrow,
+)
 from warehouse.lake import KEYED_SCHEMA
 from warehouse.queries import lookup
 from warehouse.scopes import registered
@@ -70,7 +84,6 @@ def _claim(con: duckdb.DuckDBPyConnection, articles: Sequence[Article], unit: st
 
 
 def _sightings(con: duckdb.DuckDBPyConnection, sightings: Sequence[Sighting]) -> None:
-    from warehouse.load import SIGHTING_SCHEMA, to_arrow
 
     if not sightings:
         return
@@ -89,8 +102,6 @@ def _roots(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprin
            replace: bool) -> None:
     """Band keys and fingerprints of story roots, where new articles look
     their candidates up (the file reads them from its own tables)."""
-    from warehouse.load import BAND_SCHEMA
-
     if not roots:
         return
     ids = [a for a, _, _ in roots]
@@ -114,8 +125,6 @@ def _roots(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprin
 
 
 def _fingerprints(pairs: Sequence[tuple[str, Fingerprint]]) -> pa.Table:
-    from warehouse.load import FINGERPRINT_SCHEMA
-
     return pa.table({
         "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
         "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
@@ -130,15 +139,13 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
                failures: Sequence[Failure], attempts: Sequence[PageAttempt], upgrades: Sequence[Article],
                settled: Sequence[tuple[str, str]], dequeued: Sequence[tuple[str, str]], run_id: str,
                before_commit: Callable[[], None] | None, between_commits: Callable[[], None] | None) -> None:
-    from warehouse.load import ARTICLE_SCHEMA, FAILURE_SCHEMA, _attempts_arrow, _insert, to_arrow
-
     upgraded: list[Article] = []
     unit = twophase.new_unit()
 
     def keyed() -> None:
         _claim(con, articles, unit)
         _sightings(con, sightings)
-        _insert(con, f"{KEYS}.page_attempts", _attempts_arrow(attempts), """
+        insert_rows(con, f"{KEYS}.page_attempts", attempts_arrow(attempts), """
             ON CONFLICT (source, canonical_link) DO UPDATE SET
                 status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
                 last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
@@ -184,15 +191,14 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
 def record_polls(con: duckdb.DuckDBPyConnection, *, run_id: str, at: datetime, states: Sequence[SourceState],
                  polls: Sequence[FeedPoll], queued: Sequence[FeedEntry], sightings: Sequence[Sighting],
                  failures: Sequence[Failure]) -> None:
-    from warehouse.load import FAILURE_SCHEMA, OUTBOX_SCHEMA, _ENTRY_FIELDS, _insert, feed_polls_arrow, to_arrow
-    from warehouse.load import update_source_states
+    from warehouse.feed_registry import update_source_states
 
-    columns = {name: [getattr(e, name) for e in queued] for name in _ENTRY_FIELDS}
+    columns = {name: [getattr(e, name) for e in queued] for name in ENTRY_FIELDS}
     columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
 
     def keyed() -> None:
         update_source_states(con, states)
-        _insert(con, f"{KEYS}.entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
+        insert_rows(con, f"{KEYS}.entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
         _sightings(con, sightings)
 
     twophase.commit_unit(con, kind="polls", run_id=run_id, keyed=keyed,
@@ -202,7 +208,7 @@ def record_polls(con: duckdb.DuckDBPyConnection, *, run_id: str, at: datetime, s
 
 def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[str, Fingerprint]],
                  assignments: Sequence[tuple[str, str, str | None, float | None]]) -> None:
-    """The backlog's stories and fingerprints (see warehouse.load.save_stories)."""
+    """The backlog's stories and fingerprints (see warehouse.story_keys.save_stories)."""
     ids = [a for a, _ in fingerprints]
     first_seen = dict(lookup(con, "SELECT article_id, first_seen_at FROM lake.main.articles", "article_id", ids))
     new_roots = {a for a, story, _, _ in assignments if story == a}
@@ -222,10 +228,8 @@ def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[st
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
-    """See warehouse.load.apply_reextraction: a new body's page hash is
+    """See warehouse.page_loads.apply_reextraction: a new body's page hash is
     claimed (unless another article has it), a root's band keys replaced."""
-    from warehouse.load import ARTICLE_SCHEMA, to_arrow
-
     unit = twophase.new_unit()
     ids = [a.article_id for a in articles]
 

@@ -94,7 +94,7 @@ def _replace_fingerprints(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> Non
 
 
 def _upgrade(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
-    """The page body replaces a feed-text body (see warehouse.load._upgrade,
+    """The page body replaces a feed-text body (see warehouse.page_loads._upgrade,
     the file's version): the old version is kept as a revision."""
     with registered(con, "_part", rows):
         con.execute("""
@@ -131,7 +131,7 @@ def _stories(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
 
 def _reextract(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """What re-extraction decides replaces the stored (see
-    warehouse.load.apply_reextraction): a changed body is kept as a revision."""
+    warehouse.page_loads.apply_reextraction): a changed body is kept as a revision."""
     with registered(con, "_part", rows):
         con.execute("""
             INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,

@@ -269,12 +269,12 @@ def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path
 
     from flows.summary import RunSummary
     from flows.runstate import recorded_run
-    from warehouse import load
+    from warehouse import run_rows
     from warehouse.connection import connect
 
     db = tmp_path / "w.duckdb"
     with connect(db) as con:
-        load.start_run(con, "r1", datetime.now(timezone.utc), None)
+        run_rows.start_run(con, "r1", datetime.now(timezone.utc), None)
     summary = RunSummary(run_id="r1", db=str(db), feeds_total=2, feeds_ok=2, articles_new=7, entries_seen=7)
     with pytest.raises(RuntimeError, match="index refresh"):
         with recorded_run(db, "r1", summary, logging.getLogger("test")):
@@ -282,7 +282,7 @@ def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path
     assert query(db, "SELECT status, articles_new, feeds_ok, error LIKE '%index refresh%', finished_at IS NOT NULL "
                      "FROM runs") == [("failed", 7, 2, True, True)]
     with connect(db) as con:
-        load.start_run(con, "r2", datetime.now(timezone.utc), None)
+        run_rows.start_run(con, "r2", datetime.now(timezone.utc), None)
     with recorded_run(db, "r2", RunSummary(run_id="r2", db=str(db)), logging.getLogger("test")):
         pass
     assert query(db, "SELECT status FROM runs WHERE run_id = 'r2'") == [("completed",)]
@@ -292,21 +292,21 @@ def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_p
     from datetime import datetime, timezone
 
     from transforms.records import FeedPoll
-    from warehouse import load
+    from warehouse import feed_registry, run_rows
     from warehouse.connection import connect
 
     now = datetime(2026, 3, 1, tzinfo=timezone.utc)
     db = tmp_path / "w.duckdb"
     with connect(db) as con:
         for run in ("dead", "done", "live"):
-            load.start_run(con, run, now, None)
-        load.finish_run(con, "done", finished_at=now, status="completed", counts={"articles_new": 3})
-        load.insert_feed_polls(con, [FeedPoll(run_id="dead", source="a", fetched_at=now, status=200, ok=True,
+            run_rows.start_run(con, run, now, None)
+        run_rows.finish_run(con, "done", finished_at=now, status="completed", counts={"articles_new": 3})
+        feed_registry.insert_feed_polls(con, [FeedPoll(run_id="dead", source="a", fetched_at=now, status=200, ok=True,
                                               not_modified=False, error=None, entries=4, new_entries=4),
                                      FeedPoll(run_id="dead", source="b", fetched_at=now, status=None, ok=False,
                                               not_modified=False, error="timeout", entries=0, new_entries=0)])
-        assert load.abandon_dead_runs(con, "live", now) == ["dead"]
-        assert load.abandon_dead_runs(con, "live", now) == []  # once
+        assert run_rows.abandon_dead_runs(con, "live", now) == ["dead"]
+        assert run_rows.abandon_dead_runs(con, "live", now) == []  # once
     assert query(db, "SELECT run_id, status, feeds_total, feeds_ok, feeds_failed, articles_new FROM runs "
                      "ORDER BY run_id") == [
         ("dead", "abandoned", 2, 1, 1, 0), ("done", "completed", 0, 0, 0, 3), ("live", "running", None, None, None, None),
@@ -421,7 +421,7 @@ def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
 
     from tests.transforms.test_articles import entry
     from transforms.articles import build_article
-    from warehouse import load
+    from warehouse import page_loads
     from warehouse.connection import connect
 
     db = tmp_path / "w.duckdb"
@@ -432,7 +432,7 @@ def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
                   feed_text=f"Article number {n}. " + "Words of the article. " * 50)
         articles.append(build_article(e, None, page_problem=None, run_id="r", now=datetime(2026, 3, 5, tzinfo=timezone.utc)))
     with connect(db) as con:
-        load.load_batch(con, articles=articles)
+        page_loads.load_batch(con, articles=articles)
     out = tmp_path / "out"
     env = cli_env(tmp_path)
     args = [str(NEWSDESK), "export", "--format", "parquet", "--out", str(out), "--db", str(db)]

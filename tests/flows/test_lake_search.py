@@ -12,7 +12,7 @@ import pytest
 from flows import search_index
 from tests.flows.helpers import run_ingest, serve_seeds, write_sources
 from tests.warehouse.test_warehouse import _batch
-from warehouse import load
+from warehouse import page_loads
 from warehouse.connection import connect
 from warehouse.lake import current_snapshot
 
@@ -40,7 +40,7 @@ def test_a_lake_run_indexes_what_changed_and_another_machine_builds_its_own(serv
     _, art, _, _ = _batch()
     art = replace(art, title="Harbour festival draws record crowds", body="Harbour festival " * 40)
     with connect(db) as con:
-        load.load_batch(con, articles=[art], run_id="other-writer")
+        page_loads.load_batch(con, articles=[art], run_id="other-writer")
         done = search_index.update(con, db)
     assert (done.articles, done.rebuilt) == (1, False)
     assert sorted(search_index.indexed_ids(db)) == sorted(r[0] for r in _ids(db))

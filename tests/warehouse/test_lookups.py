@@ -11,7 +11,7 @@ from flows.settings import StorySettings
 from tests.warehouse.profiling import Profiled, rows_scanned
 from transforms.fingerprints import fingerprint
 from transforms.records import Article, Sighting
-from warehouse import load, queries
+from warehouse import page_loads, queries
 from warehouse.connection import connect
 
 ROWS = 250_000
@@ -139,7 +139,7 @@ def test_an_upgrade_reads_its_articles_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         profiled = Profiled(con)
-        load.load_batch(profiled, upgrades=pages)
+        page_loads.load_batch(profiled, upgrades=pages)
         assert sorted(con.execute("SELECT article_id, body, body_source FROM articles WHERE body_source = 'page' "
                                   "AND article_id IN (?, ?)", targets).fetchall()) == sorted(
             (t, texts[t], "page") for t in targets)
@@ -173,7 +173,7 @@ def test_a_batch_load_reads_its_keys_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         profiled = Profiled(con)
-        load.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
+        page_loads.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == ROWS + 40
         assert con.execute("SELECT article_id, run_id FROM article_sightings WHERE canonical_link = ?",
                            [again.canonical_link]).fetchall() == [(_md5("7")[:20], "r")]

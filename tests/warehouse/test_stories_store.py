@@ -12,7 +12,7 @@ from flows.stories import cluster_backlog, cluster_new
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.fingerprints import DedupeParams, fingerprint
-from warehouse import load, queries
+from warehouse import arrow_rows, page_loads, queries
 from warehouse.connection import connect
 from warehouse.schema import MIGRATIONS
 
@@ -35,7 +35,7 @@ def article(n: int, text: str, minutes: int = 0, params: DedupeParams = P):
 
 def load_clustered(con, articles, params=P):
     clustered, near = cluster_new(con, articles, params)
-    load.load_batch(con, articles=clustered)
+    page_loads.load_batch(con, articles=clustered)
     return clustered, near
 
 
@@ -97,10 +97,10 @@ def test_backlog_clusters_a_warehouse_from_before_stories(tmp_path):
         con.execute(ddl)
         con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, description])
     old = [article(1, base), article(2, body(2), 1), article(3, " ".join(base.split()[:280]), 2)]
-    v2_columns = pa.schema([f for f in load.ARTICLE_SCHEMA
+    v2_columns = pa.schema([f for f in arrow_rows.ARTICLE_SCHEMA
                             if f.name not in ("story_id", "duplicate_of", "story_similarity", "warc_file", "warc_offset",
                                                   "published_raw")])
-    con.register("_a", load.to_arrow(old, v2_columns))
+    con.register("_a", arrow_rows.to_arrow(old, v2_columns))
     con.execute("INSERT INTO articles BY NAME SELECT * FROM _a")
     con.close()
 
@@ -126,7 +126,7 @@ def test_upgrade_replaces_the_fingerprint_of_a_feed_text_root(tmp_path):
         [root], _ = load_clustered(con, [article(1, "a short summary from the feed " * 3)])
         page_body = body(7)
         upgraded = replace(article(1, page_body), article_id=root.article_id, body_source="page")
-        load.load_batch(con, upgrades=[upgraded])
+        page_loads.load_batch(con, upgrades=[upgraded])
         stored = con.execute("SELECT signature FROM article_fingerprints WHERE article_id = ?",
                              [root.article_id]).fetchone()[0]
         assert bytes(stored) == fingerprint(page_body, P).signature

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from flows.settings import StorySettings
 from transforms.stories import candidate_window
-from warehouse import load, queries
+from warehouse import queries, story_keys
 from warehouse.connection import ROW_GROUP_SIZE, connect
 from tests.warehouse.profiling import rows_scanned
 from warehouse.schema import MIGRATIONS, migrate
@@ -105,7 +105,7 @@ def test_replacing_a_roots_band_keys_reads_its_row_groups_not_the_history(tmp_pa
     gone = [(ids[i], first_seen[i]) for i in (roots - 3, roots - 2)]
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
-        scanned = rows_scanned(con, lambda: load._drop_bands(con, gone))
+        scanned = rows_scanned(con, lambda: story_keys._drop_bands(con, gone))
         left = con.execute("SELECT count(*), count(DISTINCT story_id) FROM story_bands").fetchone()
         assert con.execute("SELECT count(*) FROM story_bands WHERE story_id IN (?, ?)",
                            [gone[0][0], gone[1][0]]).fetchone()[0] == 0

@@ -7,8 +7,8 @@ import pytest
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import Failure, FeedPoll
-from warehouse import load, queries
+from transforms.records import Failure, FeedPoll, SourceState
+from warehouse import feed_registry, page_loads, queries, run_rows
 from warehouse.connection import connect
 from warehouse.schema import SCHEMA_VERSION, migrate, schema_version
 
@@ -87,8 +87,8 @@ def _batch():
 def test_load_batch_is_idempotent_and_typed(db):
     e, art, s, f = _batch()
     with connect(db) as con:
-        load.load_batch(con, articles=[art], sightings=[s], failures=[f])
-        load.load_batch(con, articles=[art], sightings=[s])
+        page_loads.load_batch(con, articles=[art], sightings=[s], failures=[f])
+        page_loads.load_batch(con, articles=[art], sightings=[s])
         assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == 1
         row = con.execute("SELECT published_at, published_date, typeof(published_at), body_source, body_note FROM articles").fetchone()
@@ -103,7 +103,7 @@ def test_load_batch_is_all_or_nothing(db):
     broken = replace(art, article_id="other", body=None)  # violates NOT NULL
     with connect(db) as con:
         with pytest.raises(duckdb.Error):
-            load.load_batch(con, articles=[art, broken], sightings=[s])
+            page_loads.load_batch(con, articles=[art, broken], sightings=[s])
         assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == 0
 
@@ -112,7 +112,7 @@ def test_known_keys_queries(db):
     e, art, s, _f = _batch()
     other = entry(source="b", link="https://x.example/1", canonical_link="https://x.example/1", guid="zz")
     with connect(db) as con:
-        load.load_batch(con, articles=[art], sightings=[s])
+        page_loads.load_batch(con, articles=[art], sightings=[s])
         known = queries.select_known_for_entries(con, [e, other])
         assert known.by_url == {"https://x.example/1": art.article_id}
         assert known.sighted_links == {("a", "https://x.example/1")}
@@ -122,7 +122,7 @@ def test_known_keys_queries(db):
         assert queries.select_known_articles(con, [], [art.content_hash]).by_hash == {}
         page = replace(art, article_id="p1", url="https://x.example/p", body="A page body.", content_hash="h-page",
                        body_source="page")
-        load.load_batch(con, articles=[page])
+        page_loads.load_batch(con, articles=[page])
         by_hash = queries.select_known_articles(con, [], [art.content_hash, "h-page", "nope"])
         assert by_hash.by_hash == {"h-page": "p1"}
         assert queries.select_known_articles(con, [], []).by_hash == {}
@@ -130,18 +130,18 @@ def test_known_keys_queries(db):
 
 def test_sources_and_runs(db):
     with connect(db) as con:
-        load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed", "tags": ["x"]}])
-        load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed2", "language": "en"}])
-        load.update_source_states(con, [load.SourceState("a", NOW, 200, ok=True, etag='"v1"', last_modified="Mon", title="A")])
-        load.update_source_states(con, [load.SourceState("a", NOW, 304, ok=True)])  # 304 keeps validators
-        load.update_source_states(con, [load.SourceState("a", NOW, 500, ok=False, error="boom")])
+        feed_registry.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed", "tags": ["x"]}])
+        feed_registry.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed2", "language": "en"}])
+        feed_registry.update_source_states(con, [SourceState("a", NOW, 200, ok=True, etag='"v1"', last_modified="Mon", title="A")])
+        feed_registry.update_source_states(con, [SourceState("a", NOW, 304, ok=True)])  # 304 keeps validators
+        feed_registry.update_source_states(con, [SourceState("a", NOW, 500, ok=False, error="boom")])
         state = queries.select_feed_state(con)["a"]
         assert (state.etag, state.last_modified, state.consecutive_failures) == ('"v1"', "Mon", 1)
         assert state.next_attempt_at is None  # the caller sets the backoff
         row = con.execute("SELECT url, language, title, last_status, last_error, consecutive_failures, last_success_at FROM sources").fetchone()
         assert row == ("https://a.example/feed2", "en", "A", 500, "boom", 1, NOW)
-        load.start_run(con, "r1", NOW, None)
-        load.finish_run(con, "r1", finished_at=NOW, status="completed", counts={"articles_new": 3})
+        run_rows.start_run(con, "r1", NOW, None)
+        run_rows.finish_run(con, "r1", finished_at=NOW, status="completed", counts={"articles_new": 3})
         run = queries.select_run(con, "r1")
         assert run["status"] == "completed" and run["articles_new"] == 3 and run["failures"] == 0
 
@@ -167,24 +167,24 @@ def test_page_attempts_upsert_due_and_upgrade(db):
                           last_error="ReadTimeout", first_failed_at=NOW, last_attempt_at=NOW,
                           next_attempt_at=NOW + timedelta(minutes=15))
     with connect(db) as con:
-        load.load_batch(con, articles=[art], sightings=[s], attempts=[pending])
+        page_loads.load_batch(con, articles=[art], sightings=[s], attempts=[pending])
         assert queries.select_due_attempts(con, NOW) == []
         due = queries.select_due_attempts(con, NOW + timedelta(hours=1))
         assert [d.entry for d in due] == [e] and due[0].article_id == art.article_id
         # The entry is now known to its feed, so the feed does not re-offer it.
         assert ("a", e.canonical_link) in queries.select_known_for_entries(con, [e]).sighted_links
         # A second failure updates the same row.
-        load.load_batch(con, attempts=[replace(pending, attempts=2, article_id=None)])
+        page_loads.load_batch(con, attempts=[replace(pending, attempts=2, article_id=None)])
         assert con.execute("SELECT attempts, article_id FROM page_attempts").fetchall() == [(2, art.article_id)]
         # The page arrives: the same article row is upgraded, the attempt settled.
         page_version = replace(art, body="The page body.", body_source="page", body_note=None, content_hash="h2",
                                extractor="trafilatura x", word_count=3)
-        load.load_batch(con, upgrades=[page_version], settled=[("a", e.canonical_link)])
+        page_loads.load_batch(con, upgrades=[page_version], settled=[("a", e.canonical_link)])
         assert con.execute("SELECT count(*), any_value(body), any_value(body_source) FROM articles").fetchone() == (
             1, "The page body.", "page")
         assert con.execute("SELECT count(*) FROM page_attempts").fetchone() == (0,)
         # A second upgrade aimed at a row that already has its page body changes nothing.
-        load.load_batch(con, upgrades=[replace(page_version, body="Another page.", content_hash="h3")])
+        page_loads.load_batch(con, upgrades=[replace(page_version, body="Another page.", content_hash="h3")])
         assert con.execute("SELECT body FROM articles").fetchone() == ("The page body.",)
         # The feed-text version that the page replaced is kept, once.
         assert con.execute("SELECT reason, body_source, body FROM article_revisions").fetchall() == [
@@ -193,8 +193,8 @@ def test_page_attempts_upsert_due_and_upgrade(db):
 
 def test_views_exist_and_balance(db):
     with connect(db) as con:
-        load.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed"}])
-        load.insert_feed_polls(con, [
+        feed_registry.upsert_sources(con, [{"name": "a", "url": "https://a.example/feed"}])
+        feed_registry.insert_feed_polls(con, [
             FeedPoll(**{"run_id": "r1", "source": "a", "fetched_at": NOW, "status": 200, "ok": True, "not_modified": False,
              "error": None, "entries": 4, "new_entries": 4}),
             FeedPoll(**{"run_id": "r2", "source": "a", "fetched_at": NOW, "status": 304, "ok": True, "not_modified": True,
@@ -204,7 +204,7 @@ def test_views_exist_and_balance(db):
         ])
         health = con.execute("SELECT polls, success_rate, share_304, new_items_per_poll FROM feed_health").fetchone()
         assert health == (3, 0.667, 0.333, 2.0)
-        load.start_run(con, "r1", NOW, None)
-        load.finish_run(con, "r1", finished_at=NOW, status="completed",
+        run_rows.start_run(con, "r1", NOW, None)
+        run_rows.finish_run(con, "r1", finished_at=NOW, status="completed",
                         counts={"entries_seen": 5, "entries_known": 1, "articles_new": 2, "duplicates": 1, "entries_pending": 1})
         assert con.execute("SELECT accounted, balanced FROM run_accounting").fetchone() == (5, True)

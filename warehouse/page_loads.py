@@ -1,0 +1,191 @@
+"""A batch of pages, loaded: new articles, sightings, failures, page
+attempts, upgrades of feed-text bodies, and the outbox entries they settle,
+in one transaction; re-extraction's replacements with their revisions.
+
+`INSERT ... ON CONFLICT DO NOTHING` (or a lookup of the stored keys first)
+makes loading a batch twice change nothing. On a lake each of these is one
+unit of `warehouse.twophase` (`warehouse.lakeload`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from transforms.records import Article, Failure, PageAttempt, Sighting
+from warehouse.queries import lookup
+from warehouse.arrow_rows import (
+    ARTICLE_SCHEMA,
+    FAILURE_SCHEMA,
+    SIGHTING_SCHEMA,
+    attempts_arrow,
+    chunks,
+    insert_rows,
+    marks,
+    to_arrow,
+)
+from warehouse.scopes import registered, transaction
+from warehouse.search import queue_articles
+from warehouse.story_keys import put_bands, put_fingerprints, refingerprint
+from warehouse.twophase import is_lake
+
+
+def load_batch(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    articles: Sequence[Article] = (),
+    sightings: Sequence[Sighting] = (),
+    failures: Sequence[Failure] = (),
+    attempts: Sequence[PageAttempt] = (),
+    upgrades: Sequence[Article] = (),
+    settled: Sequence[tuple[str, str]] = (),
+    dequeued: Sequence[tuple[str, str]] = (),
+    before_commit: Callable[[], None] | None = None,
+    run_id: str = "",
+    between_commits: Callable[[], None] | None = None,
+) -> None:
+    """Load one batch in one transaction: all of it, or none of it.
+
+    `attempts` are upserted into page_attempts; `upgrades` replace the body of
+    feed-text articles whose page has now been fetched (same article_id);
+    `settled` (source, canonical_link) pairs leave page_attempts, `dequeued`
+    ones leave entry_outbox. `before_commit` runs last inside the transaction
+    (the crash-injection tests kill the process there). On a lake the batch
+    is one unit of `warehouse.twophase` for the run `run_id`, and
+    `between_commits` runs between its PostgreSQL and its lake commit."""
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.load_batch(con, articles=articles, sightings=sightings, failures=failures,
+                                   attempts=attempts, upgrades=upgrades, settled=settled, dequeued=dequeued,
+                                   run_id=run_id, before_commit=before_commit, between_commits=between_commits)
+    with transaction(con):
+        new = insert_rows(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING", "article_id")
+        insert_sightings(con, sightings)
+        insert_rows(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
+        insert_rows(con, "page_attempts", attempts_arrow(attempts), """
+            ON CONFLICT (source, canonical_link) DO UPDATE SET
+                status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
+                last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
+                next_attempt_at = excluded.next_attempt_at,
+                article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
+        put_fingerprints(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
+        put_bands(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
+                         if a.fingerprint and a.story_id == a.article_id and a.article_id in new], replace=False)
+        _upgrade(con, upgrades)
+        if settled:
+            pairs = pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]})
+            with registered(con, "_settled", pairs):
+                con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
+        _dequeue(con, dequeued)
+        if before_commit is not None:
+            before_commit()
+
+
+def _dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
+    if not keys:
+        return
+    done = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
+    with registered(con, "_done", done):
+        con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
+
+
+def insert_sightings(con: duckdb.DuckDBPyConnection, sightings: Sequence[Sighting]) -> None:
+    """Store the sightings not stored yet: one per (source, canonical_link),
+    the first. Stored ones are looked up by link (the sightings_link index)
+    rather than left to ON CONFLICT: DuckDB 1.5 checks a conflict on a
+    two-column key with a hash join over the whole table, every batch."""
+    if not sightings:
+        return
+    stored = set(lookup(con, "SELECT source, canonical_link FROM article_sightings", "canonical_link",
+                        [s.canonical_link for s in sightings]))
+    fresh: dict[tuple[str, str], Sighting] = {}
+    for s in sightings:
+        if (s.source, s.canonical_link) not in stored:
+            fresh.setdefault((s.source, s.canonical_link), s)
+    insert_rows(con, "article_sightings", to_arrow(list(fresh.values()), SIGHTING_SCHEMA), "")
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> None:
+    """The page body replaces the feed text; identity, first sighting, story
+    and a feed date stay as they were. The new body's fingerprint replaces
+    the old one (and a root's band keys with it)."""
+    if not upgrades:
+        return
+    with registered(con, "_up", to_arrow(upgrades, ARTICLE_SCHEMA)):
+        upgraded = {article_id for article_id, body_source in lookup(
+            con, "SELECT article_id, body_source FROM articles", "article_id", [a.article_id for a in upgrades])
+            if body_source == "feed"}
+        # By key, with the ids as constants: a join with _up alone would read
+        # the id column of every article (tests/warehouse/test_lookups.py).
+        for ids in chunks(sorted(upgraded)):
+            _keep_revisions(con, "_up", "upgrade", ids)
+            con.execute(f"""
+                UPDATE articles SET
+                    body = u.body, body_source = u.body_source, body_note = u.body_note,
+                    word_count = u.word_count, content_hash = u.content_hash, language = u.language,
+                    extractor = u.extractor, title = coalesce(articles.title, u.title),
+                    warc_file = u.warc_file, warc_offset = u.warc_offset,
+                    author = coalesce(articles.author, u.author),
+                    published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                        THEN u.published_at ELSE articles.published_at END,
+                    published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                          THEN u.published_date ELSE articles.published_date END,
+                    date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                                       THEN 'page' ELSE articles.date_source END
+                FROM _up AS u
+                -- only a feed-text body is replaced (`upgraded`): a page body
+                -- already stored stays. No other condition beside the id list:
+                -- it would keep DuckDB from answering it with the index.
+                WHERE articles.article_id = u.article_id AND articles.article_id IN ({marks(ids)})
+            """, ids)
+        if upgraded:
+            with registered(con, "_upgraded", pa.table({"article_id": sorted(upgraded)})):
+                queue_articles(con, "_upgraded")
+    refingerprint(con, [(a.article_id, a.fingerprint) for a in upgrades if a.article_id in upgraded and a.fingerprint])
+
+
+def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str,
+                    ids: Sequence[str] | None = None) -> None:
+    """Copy the current version of the articles in the registered table
+    `changes` whose body is about to change into article_revisions. With
+    `ids` (a batch's worth), only those articles are read, by primary key."""
+    # MATERIALIZED: inlined, the id list would be merged with the join's
+    # conditions and DuckDB would scan the whole table instead of the index.
+    stored = (f"(WITH k AS MATERIALIZED (SELECT * FROM articles WHERE article_id IN ({marks(ids)})) "
+              "SELECT * FROM k)") if ids is not None else "articles"
+    con.execute(f"""
+        INSERT INTO article_revisions (article_id, revised_at, reason, title, body, body_source, content_hash,
+                                       extractor, published_at, language)
+        SELECT a.article_id, now(), ?, a.title, a.body, a.body_source, a.content_hash, a.extractor,
+               a.published_at, a.language
+        FROM {stored} a JOIN {changes} c USING (article_id)
+        WHERE a.content_hash <> c.content_hash
+    """, [reason, *(ids or ())])
+
+
+def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
+    """Replace what extraction decides (body, metadata from the page, language,
+    fingerprint) of these stored articles, keeping each previous version whose
+    body changed in article_revisions. Identity, URL, feed and story stay."""
+    if not articles:
+        return
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.apply_reextraction(con, articles)
+    with transaction(con):
+        with registered(con, "_re", to_arrow(articles, ARTICLE_SCHEMA)):
+            _keep_revisions(con, "_re", "reextract")
+            con.execute("""
+                UPDATE articles SET
+                    title = r.title, author = r.author, published_at = r.published_at,
+                    published_date = r.published_date, date_source = r.date_source, date_note = r.date_note,
+                    language = r.language, body = r.body, body_source = r.body_source, body_note = r.body_note,
+                    word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
+                FROM _re r WHERE articles.article_id = r.article_id
+            """)
+            queue_articles(con, "_re")
+        refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])

@@ -1,0 +1,79 @@
+"""The run lifecycle: a run's row is written 'running' when it starts and
+ends 'completed', 'failed' or, found dead by a later run, 'abandoned'.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from warehouse.scopes import transaction
+from warehouse.twophase import alive, is_lake, keyed_dsn
+
+
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime, flow_run_id: str | None) -> None:
+    con.execute(
+        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, ?)",
+        [run_id, flow_run_id, started_at, "running"],
+    )
+
+
+RUN_COUNTS = (
+    "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
+    "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
+    "pages_fetched", "failures", "feeds_skipped", "entries_pending", "retries", "retries_loaded",
+    "near_duplicates", "fetch_s", "parse_s", "extract_s", "dedupe_s", "load_s",
+)
+
+
+def finish_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    finished_at: datetime,
+    status: str,
+    counts: dict[str, int],
+    error: str | None = None,
+) -> None:
+    sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
+    con.execute(
+        f"UPDATE runs SET finished_at = ?, status = ?, error = ?, {sets} WHERE run_id = ?",
+        [finished_at, status, error, *(counts.get(name, 0) for name in RUN_COUNTS), run_id],
+    )
+
+
+def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: datetime) -> list[str]:
+    """Mark every other run still 'running' as 'abandoned'. Called by a run
+    that holds the warehouse's ingest lock: no other run can be alive, so one
+    still 'running' died without finishing (killed, out of power). Counts it
+    had recorded stay; those it had not are taken from the rows it left
+    (articles, sightings, failures, feed polls); the entry counts stay NULL,
+    so run_accounting shows its balance as unknown, not as true."""
+    dead = [r[0] for r in con.execute(
+        "SELECT run_id FROM runs WHERE status = 'running' AND run_id <> ?", [live_run_id]).fetchall()]
+    if dead and is_lake(con):  # writers share a lake: a run is dead when its lock is free
+        live = alive(keyed_dsn(con), dead)
+        dead = [r for r in dead if r not in live]
+    if not dead:
+        return []
+    with transaction(con):
+        con.execute("""
+            UPDATE runs SET
+                status = 'abandoned',
+                finished_at = coalesce(runs.finished_at, ?),
+                error = coalesce(runs.error, 'abandoned: its process ended before the run finished'),
+                feeds_total = coalesce(runs.feeds_total, (SELECT count(*) FROM feed_polls p WHERE p.run_id = runs.run_id)),
+                feeds_ok = coalesce(runs.feeds_ok, (SELECT count(*) FILTER (WHERE p.ok) FROM feed_polls p
+                                                    WHERE p.run_id = runs.run_id)),
+                feeds_not_modified = coalesce(runs.feeds_not_modified, (
+                    SELECT count(*) FILTER (WHERE p.not_modified) FROM feed_polls p WHERE p.run_id = runs.run_id)),
+                feeds_failed = coalesce(runs.feeds_failed, (SELECT count(*) FILTER (WHERE NOT p.ok) FROM feed_polls p
+                                                            WHERE p.run_id = runs.run_id)),
+                articles_new = coalesce(runs.articles_new, (SELECT count(*) FROM articles a WHERE a.run_id = runs.run_id)),
+                articles_from_feed = coalesce(runs.articles_from_feed, (
+                    SELECT count(*) FILTER (WHERE a.body_source = 'feed') FROM articles a WHERE a.run_id = runs.run_id)),
+                failures = coalesce(runs.failures, (SELECT count(*) FROM failures f WHERE f.run_id = runs.run_id))
+            WHERE status = 'running' AND run_id IN (SELECT unnest(?::VARCHAR[]))
+        """, [at, dead])
+    return dead

@@ -1,0 +1,100 @@
+"""Story state: each article's fingerprint under the current scheme, and the
+LSH band keys of story roots that new articles are matched against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from transforms.records import Fingerprint
+from warehouse.queries import lookup
+from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, insert_rows
+from warehouse.scopes import registered, transaction
+from warehouse.search import queue_articles
+from warehouse.twophase import is_lake
+
+
+def put_fingerprints(con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, Fingerprint]]) -> None:
+    rows = pa.table({
+        "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
+        "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
+    }, schema=FINGERPRINT_SCHEMA)
+    insert_rows(con, "article_fingerprints", rows, """ON CONFLICT (article_id) DO UPDATE SET
+        scheme = excluded.scheme, shingles = excluded.shingles, signature = excluded.signature""")
+
+
+def put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprint, datetime]],
+               replace: bool) -> None:
+    """Add the band keys of these story roots (id, fingerprint, first seen);
+    with `replace`, drop the keys they had first. New roots have none, and
+    the DELETE would scan the whole table, so only re-fingerprints replace."""
+    if not roots:
+        return
+    rows = pa.table({
+        "band_key": [k for _, f, _ in roots for k in f.band_keys],
+        "story_id": [a for a, f, _ in roots for _ in f.band_keys],
+        "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
+    }, schema=BAND_SCHEMA)
+    if replace:
+        _drop_bands(con, [(a, t) for a, _, t in roots])
+    insert_rows(con, "story_bands", rows, "")
+
+
+def _drop_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, datetime]]) -> None:
+    """Delete the band keys of these story roots (id, first seen).
+
+    Story ids are random, so a filter on story_id alone reads every row
+    group of story_bands. Each row carries its root's first sighting and rows
+    are stored in that order: the time bound lets DuckDB skip all row groups
+    but those of the roots' time on their min/max (an upgrade touches recent
+    roots, a backlog chunk roots seen close together)."""
+    if not roots:
+        return
+    times = [t for _, t in roots]
+    with registered(con, "_roots", pa.table({"story_id": [a for a, _ in roots]})):
+        con.execute("DELETE FROM story_bands WHERE first_seen_at BETWEEN ? AND ? "
+                    "AND story_id IN (SELECT story_id FROM _roots)", [min(times), max(times)])
+
+
+def refingerprint(con: duckdb.DuckDBPyConnection, prints: Sequence[tuple[str, Fingerprint]]) -> None:
+    """New fingerprints for stored articles; those that are story roots get
+    their band keys replaced too (members have none)."""
+    if not prints:
+        return
+    put_fingerprints(con, prints)
+    roots = {article_id: first_seen_at for article_id, first_seen_at, story_id in lookup(
+        con, "SELECT article_id, first_seen_at, story_id FROM articles", "article_id", [a for a, _ in prints])
+        if story_id == article_id}
+    put_bands(con, [(a, f, roots[a]) for a, f in prints if a in roots], replace=True)
+
+
+def save_stories(
+    con: duckdb.DuckDBPyConnection,
+    fingerprints: Sequence[tuple[str, Fingerprint]],
+    assignments: Sequence[tuple[str, str, str | None, float | None]],
+) -> None:
+    """For articles already loaded: store (new-scheme) fingerprints, give
+    unclustered articles their story, and index the roots' band keys, in one
+    transaction. `assignments` are (article_id, story_id, duplicate_of, similarity)."""
+    if is_lake(con):
+        from warehouse import lakeload
+
+        return lakeload.save_stories(con, fingerprints, assignments)
+    with transaction(con):
+        if assignments:
+            stories = pa.table({
+                "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
+                "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
+            }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
+                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+            with registered(con, "_stories", stories):
+                con.execute("""
+                    UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
+                                        story_similarity = s.similarity
+                    FROM _stories s WHERE articles.article_id = s.article_id AND articles.story_id IS NULL""")
+                queue_articles(con, "_stories")  # the index keeps each article's story
+        refingerprint(con, fingerprints)  # after the stories: new roots get their band keys
