@@ -152,7 +152,7 @@ def test_api_runs_are_confined_to_the_served_paths(prefect_server, server, tmp_p
 
 def test_a_served_lake_is_the_only_lake_a_run_may_use(tmp_path, monkeypatch):
     """A lake's name reaches a PostgreSQL server: a run may not name another."""
-    monkeypatch.delenv(CONFINE_ENV, raising=False)
+    monkeypatch.setenv(CONFINE_ENV, "")  # restored (removed) after the test: confine_runs sets it
     served = "ducklake:postgres:dbname=news host=127.0.0.1 user=newsdesk"
     (tmp_path / "allowed").mkdir()
     sources = tmp_path / "s.toml"
