@@ -454,7 +454,7 @@ def migrate(
     it copies nothing."""
     from flows.locks import ingest_lock
     from flows.settings import default_db_path
-    from warehouse.connection import connect, check_warehouse_file
+    from warehouse.connection import connect, check_warehouse_file, check_warehouse_target
     from warehouse.moving import move_into_lake
     from warehouse.target import FileTarget, parse_target
 
@@ -463,6 +463,9 @@ def migrate(
         check_warehouse_file(source)
         if not source.exists():
             raise FileNotFoundError(f"no warehouse at {source}")
+        # Read-only, before the lock and the writable open: opening another
+        # program's file for writing would replay its WAL into it.
+        check_warehouse_target(source)
         target = parse_target(to, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
         if isinstance(target, FileTarget):
             raise BadInput(f"--to {to!r} is not a lake (ducklake:postgres:...)")

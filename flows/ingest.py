@@ -39,7 +39,7 @@ from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
 from warehouse import feed_registry, queries, run_rows
-from warehouse.connection import Writer, check_warehouse_file, connect
+from warehouse.connection import Writer, check_warehouse_target, connect
 
 
 def _now() -> datetime:
@@ -63,7 +63,9 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     if not isinstance(target, Path):  # a lake: writers share it, no lock file
         return await _ingest(settings, target, from_warc, logger)
     db_path = target
-    check_warehouse_file(db_path)  # a directory, a FIFO, a text file: refused before the lock beside it
+    # A directory, a FIFO, a text file, another program's DuckDB file (looked at read-only: a
+    # writable open would replay its WAL): refused before the lock beside it.
+    check_warehouse_target(db_path)
     lock = ingest_lock(db_path, settings.pipeline.lock_wait_s)
     waited = await asyncio.to_thread(lock.__enter__)
     if waited > 1:

@@ -15,6 +15,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # the status line's reason phrase; None: the standard one
 
 
 @dataclass
@@ -55,7 +56,7 @@ class LocalServer:
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                    self.send_response(reply.status)
+                    self.send_response(reply.status, reply.reason)
                     headers = {"Content-Length": str(len(reply.body)), **reply.headers}
                     if headers.get("Content-Length") is None:
                         # No length: the body ends when the connection closes.

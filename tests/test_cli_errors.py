@@ -382,3 +382,26 @@ def test_a_foreign_duckdb_file_is_refused_unchanged(tmp_path):
         assert result.exit_code == 2 and "not a newsdesk warehouse" in result.output, (args, result.output)
     assert foreign.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("theirs")) == ["theirs.duckdb"]
+
+
+def test_migrate_refuses_a_foreign_duckdb_file_unchanged_with_its_wal(tmp_path):
+    """migrate looks at the file read-only before it takes the lock or opens
+    it for writing: a writable open would replay another program's pending
+    WAL into its file (and leave our lock file beside it)."""
+    script = (
+        "import duckdb, os, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute('CREATE TABLE articles (id INTEGER, headline VARCHAR)')\n"
+        "con.execute('CHECKPOINT')\n"
+        "con.execute(\"SET checkpoint_threshold = '10GB'\")\n"
+        "con.execute(\"INSERT INTO articles VALUES (1, 'theirs')\")\n"
+        "os._exit(0)  # no checkpoint at close: the insert stays in the WAL\n"
+    )
+    foreign = tmp_path / "theirs.duckdb"
+    subprocess.run([sys.executable, "-c", script, str(foreign)], check=True)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(files) == {"theirs.duckdb", "theirs.duckdb.wal"}
+    result = runner.invoke(app, ["migrate", "--to", "ducklake:postgres:dbname=x host=127.0.0.1 port=1",
+                                 "--data-path", str(tmp_path / "data"), "--db", str(foreign)])
+    assert result.exit_code == 2 and "not a newsdesk warehouse" in result.output, result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files

@@ -8,6 +8,8 @@ recorded, never swallowed: the flow turns each one into a `failures` row.
 
 from __future__ import annotations
 
+from transforms.controls import strip_controls
+
 
 class NewsdeskError(Exception):
     """Root of every error the pipeline records."""
@@ -17,7 +19,9 @@ class NewsdeskError(Exception):
     def __init__(self, url: str | None, reason: str, message: str = "", *, transient: bool = False):
         self.url = url
         self.reason = reason
-        self.message = message or reason
+        # A message may quote the other side (a server's reason phrase): it
+        # is stored and logged, so no terminal control character stays in it.
+        self.message = strip_controls(message) or reason
         # A transient error (timeout, 5xx, 429) is worth retrying in a later run.
         self.transient = transient
         super().__init__(f"[{self.stage}:{reason}] {url}: {self.message}")

@@ -289,7 +289,7 @@ def parse_feed(
         title=normalize_title(_field_text(feed_meta, "title")),
         language=feed_language,
         entries=tuple(entries),
-        warning="; ".join(warnings) or None,
+        warning=strip_controls("; ".join(warnings)) or None,  # feedparser quotes the server's Content-Type
         rejected=tuple(rejected),
         encoding=decoded.encoding,
         failed=tuple(failed),

@@ -80,6 +80,37 @@ def test_a_refused_db_creates_nothing(rule):
     assert list(allowed.iterdir()) == []
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_foreign_duckdb_file_inside_an_allowed_directory_is_left_unchanged(rule):
+    """A UI run whose db is another program's DuckDB file (with a pending
+    WAL) inside an allowed directory: refused before the lock, and the file
+    is not opened for writing (which would replay the WAL into it)."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from flows.ingest import ingest
+    from warehouse.schema import NotAWarehouse
+
+    tmp_path, allowed = rule
+    write_sources(tmp_path / "s.toml", [("f", (tmp_path / "feed.xml").as_uri())])
+    theirs = allowed / "theirs.duckdb"
+    subprocess.run([sys.executable, "-c", (
+        "import duckdb, os, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute('CREATE TABLE articles (id INTEGER)')\n"
+        "con.execute('CHECKPOINT')\n"
+        "con.execute(\"SET checkpoint_threshold = '10GB'\")\n"
+        "con.execute('INSERT INTO articles VALUES (1)')\n"
+        "os._exit(0)\n"), str(theirs)], check=True)
+    files = {p.name: p.read_bytes() for p in allowed.iterdir()}
+    assert set(files) == {"theirs.duckdb", "theirs.duckdb.wal"}
+    with pytest.raises(NotAWarehouse):
+        asyncio.run(ingest(db=str(theirs)))
+    assert {p.name: p.read_bytes() for p in allowed.iterdir()} == files
+
+
 def test_a_symlink_out_of_an_allowed_directory_is_judged_by_its_target(rule):
     tmp_path, allowed = rule
     (allowed / "passwd.toml").symlink_to("/etc/passwd")

@@ -225,6 +225,15 @@ def test_unparsable_redirect_is_a_permanent_failure(server, location):
     assert len(server.hits("/r")) == 1  # not retried
 
 
+def test_control_characters_in_a_reason_phrase_are_not_kept(server):
+    """The reason phrase is the server's text: it becomes the failure's
+    message (stored, logged by the run), so no terminal control survives."""
+    server.routes["/busy"] = Reply(404, b"", reason="Gone \x1b[31mred\x07 \x1b]0;title\x07")
+    err = fetch_error(server.url("/busy"))
+    assert err.reason == "http_404", err
+    assert err.message == "Gone [31mred ]0;title" and "\x1b" not in str(err) and "\x07" not in str(err)
+
+
 def test_invalid_response_header_is_a_permanent_failure(server):
     url = server.route("/h", "x", headers={"Bad Header": "x"})
     err = fetch_error(url)

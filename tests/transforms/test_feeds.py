@@ -490,3 +490,13 @@ def test_links_that_are_not_http_fail_their_entry_named_as_written(feed_url):
     assert [(e.url, e.reason) for e in parsed.failed] == [(link, "scheme_not_allowed") for link in FOREIGN_LINKS]
     for error, link in zip(parsed.failed, FOREIGN_LINKS):
         assert error.stage == "parse" and f"{link.split(':')[0].lower()}:" in error.message, error
+
+
+def test_a_warning_holds_no_control_character_from_the_response():
+    """A feed's warning is stored and logged: the server's Content-Type, which
+    feedparser quotes in it, must not carry ESC to a terminal."""
+    raw = b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>a</title>' \
+          b'<link>https://example.org/a</link></item></channel></rss>'
+    parsed = parse_feed(raw, source="s", url="https://example.org/feed", headers={"Content-Type": "text/\x1b[32mweird"})
+    assert parsed.warning and "weird" in parsed.warning
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", parsed.warning), parsed.warning
