@@ -353,6 +353,40 @@ def profile(b: Bench, label: str, db: str, sources: Path) -> dict:
 # -- 2. the 40-article run at empty and at each size ---------------------------------------------------
 
 
+def band_lookup_cost(lake_db: str) -> tuple[float, float, int]:
+    """ms to look up 2,000 stored band keys in the lake's story_bands the way
+    a run does (warehouse.queries.lookup through DuckDB's postgres scanner),
+    then the same with the scanner's ctid-range split turned off; and the
+    table's pages. The scanner splits a scan into one query per
+    pg_pages_per_task pages (1,000), each a TID range scan that filters
+    its pages: PostgreSQL's index on band_key is not used."""
+    import psycopg
+
+    from warehouse.connection import connect
+    from warehouse.queries import lookup
+    from warehouse.target import parse_target
+
+    # As autovacuum leaves it a minute after a large load (the runs above
+    # came later than that); right after `migrate` the table has no
+    # statistics yet, and the scanner then reads it as one task.
+    with psycopg.connect(parse_target(lake_db).dsn, autocommit=True) as pg:
+        pg.execute("ANALYZE newsdesk.story_bands")
+    select = "SELECT band_key, story_id, first_seen_at FROM keys.newsdesk.story_bands"
+    with connect(lake_db, read_only=True) as con:
+        keys = [k for k, in con.execute("SELECT band_key FROM keys.newsdesk.story_bands "
+                                        "USING SAMPLE 2000 ROWS").fetchall()]
+        pages = con.execute("SELECT relpages FROM postgres_query('keys', "
+                            "'SELECT relpages FROM pg_class WHERE oid = ''newsdesk.story_bands''::regclass')"
+                            ).fetchone()[0]
+        times = []
+        for setting in ("RESET pg_use_ctid_scan", "SET pg_use_ctid_scan = false"):
+            con.execute(setting)
+            started = time.perf_counter()
+            lookup(con, select, "band_key", keys)
+            times.append((time.perf_counter() - started) * 1000)
+    return times[0], times[1], int(pages)
+
+
 def scale(b: Bench, sizes: list[int], runs: int, template: Path | None, want_profile: bool) -> tuple[Path, str]:
     print("\n== 2. the 40-article run, file vs lake, at empty and at " + ", ".join(f"{s:,}" for s in sizes), flush=True)
     results: dict[str, dict[str, list]] = {}
@@ -399,6 +433,11 @@ def scale(b: Bench, sizes: list[int], runs: int, template: Path | None, want_pro
               f"reindex {file_reindex:.1f} s; migrate --to a new lake {migrate_s:.1f} s (file {_size(grown) / 1e6:.0f} MB, "
               f"lake data {_size(data) / 1e6:.0f} MB); lake reindex {lake_reindex:.1f} s", flush=True)
         measure(label, grown, lake_db)
+        as_read, no_ctid, pages = band_lookup_cost(lake_db)
+        print(f"  [{label} lake] 2,000 band keys looked up in story_bands ({pages:,} pages): {as_read:.0f} ms as "
+              f"newsdesk reads them, {no_ctid:.0f} ms with pg_use_ctid_scan = false", flush=True)
+        b.figures.append((f"{label}: lookup of 2,000 band keys in story_bands, ms (pg_use_ctid_scan = false)", "",
+                          f"{as_read:.0f} ({no_ctid:.0f})"))
         b.figures.append((f"{label}: migrate --to a lake, s", "", f"{migrate_s:.1f}"))
         b.figures.append((f"{label}: reindex s", f"{file_reindex:.1f}", f"{lake_reindex:.1f}"))
 
