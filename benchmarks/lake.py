@@ -31,7 +31,7 @@ benchmarks/run.py and benchmarks/scale.py, whose machinery this reuses.
 4. Commits per second of 1, 2 and 4 writer processes to one new lake, each
    with its own connection, each committing `--commits` batches of
    `--articles` synthetic articles (with fingerprints, sightings) through
-   warehouse.load.load_batch wrapped in flows.conflicts.retrying, as the
+   warehouse.page_loads.load_batch wrapped in flows.conflicts.retrying, as the
    flow wraps its loads; retries counted; directly and behind a 10 ms proxy
    (tests/latency_proxy.py) in front of PostgreSQL.
 
@@ -113,7 +113,7 @@ def writer_child(target: str, writer: int, commits: int, per_commit: int) -> Non
     from transforms.fingerprints import fingerprint
     from transforms.records import Article, Sighting
     from warehouse.connection import connect
-    from warehouse.load import load_batch
+    from warehouse.page_loads import load_batch
 
     params = StorySettings().params()  # the defaults a run fingerprints with
     words = ("harbour council budget river bridge school market railway festival museum hospital library "
