@@ -136,6 +136,7 @@ def _age(db: str, snapshots: int, days: int) -> None:
                    "WHERE snapshot_id <= %s", [days, snapshots])
 
 
+@pytest.mark.slow
 def test_maintain_expires_snapshots_past_the_retention_and_prints_what_it_did(lake):
     db, data = lake
     snapshots = _lake_with_runs(db, data, 6)
