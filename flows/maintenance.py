@@ -63,12 +63,12 @@ def describe(done: Maintained, grace_hours: float) -> list[str]:
     lines = [f"maintained {done.target}:", "  files per table (data and delete files the last snapshot reads), "
              "before -> after:"]
     for table, n in r.files_before.items():
-        flushed = f" ({r.inlined_rows[table]} inlined rows flushed)" if r.inlined_rows.get(table) else ""
+        rows = r.inlined_rows.get(table, 0)
+        flushed = f" ({rows} inlined row{'s' if rows != 1 else ''} flushed)" if rows else ""
         lines.append(f"    {table}: {n} -> {r.files_after[table]}{flushed}")
-    expired = (f"{len(r.expired)} expired (ids {r.expired[0]}-{r.expired[-1]}, older than {_when(r.expired_before)})"
-               if r.expired else f"none older than {_when(r.expired_before)}")
-    lines.append(f"  snapshots: {expired}; {r.kept} kept, the oldest {r.oldest_kept[0]} "
-                 f"from {_when(r.oldest_kept[1])}")
+    ids = f" (ids {r.expired[0]}-{r.expired[-1]})" if r.expired else ""
+    lines.append(f"  snapshots older than {_when(r.expired_before)} expired: {len(r.expired)}{ids}; "
+                 f"kept: {r.kept}, the oldest {r.oldest_kept[0]} from {_when(r.oldest_kept[1])}")
     lines.append(f"  files deleted: {len(r.deleted)} no longer referenced, {len(r.orphans)} orphaned; "
                  f"{r.waiting} unreferenced for less than {grace_hours:g} h are left for the next run")
     return lines

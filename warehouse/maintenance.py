@@ -33,6 +33,7 @@ No Prefect, no files of our own: the lake's data files are DuckLake's.
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ TABLES = (*LAKE_TABLES, "lake_loads")
 # The rewrite keeps the deleted rows for snapshots that still see them.
 REWRITE_DELETE_THRESHOLD = 0.0
 _LOCK = "newsdesk maintain"
+_WRITERS = "newsdesk lake writers"
 
 
 class MaintenanceRunning(RuntimeError):
@@ -75,16 +77,44 @@ class LakeMaintenance:
 
 
 @contextmanager
-def hold_maintenance(dsn: str) -> Iterator[None]:
+def hold_maintenance(dsn: str, wait_s: float = 7200.0) -> Iterator[None]:
     """Hold the lake's maintenance lock for the block, or raise
-    MaintenanceRunning at once. The lock lives in the catalog's PostgreSQL
-    session, so it dies with the process that holds it."""
+    MaintenanceRunning at once; then wait (up to `wait_s`) for the lake's
+    writers to finish their runs, and keep new ones waiting (`writing`)
+    until the block ends. Both locks live in a PostgreSQL session, so they
+    go with the process that holds them."""
     pg = psycopg.connect(dsn, autocommit=True)
     try:
         if not pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_LOCK]).fetchone()[0]:
             raise MaintenanceRunning("another `newsdesk maintain` is running on this lake (its PostgreSQL "
                                      "advisory lock is held); run this one when it has finished")
+        pg.execute(f"SET lock_timeout = '{int(wait_s * 1000)}ms'")
+        try:
+            pg.execute("SELECT pg_advisory_lock(hashtext(%s))", [_WRITERS])
+        except psycopg.errors.LockNotAvailable:
+            raise MaintenanceRunning(f"ingest runs kept writing to this lake for {wait_s:g} s: "
+                                     "maintenance waits for them and gave up") from None
         yield
+        # Released here rather than left to the session's end, which
+        # PostgreSQL processes after close() returns: the next holder would
+        # find it still held.
+        pg.execute("SELECT pg_advisory_unlock_all()")
+    finally:
+        pg.close()
+
+
+@contextmanager
+def writing(dsn: str) -> Iterator[None]:
+    """Held by a lake writer for its run, shared with other writers: a
+    maintenance waits for it, and it waits for a maintenance. DuckLake lost
+    an UPDATE's delete when a flush or rewrite of the same rows committed
+    meanwhile (the old and new article both read back, measured in
+    tests/warehouse/test_maintenance.py), which its conflict check let by."""
+    pg = psycopg.connect(dsn, autocommit=True)
+    try:
+        pg.execute("SELECT pg_advisory_lock_shared(hashtext(%s))", [_WRITERS])
+        yield
+        pg.execute("SELECT pg_advisory_unlock_all()")
     finally:
         pg.close()
 
@@ -95,17 +125,33 @@ def _files(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                                [table]).fetchone()[0] for table in TABLES}
 
 
-def _step(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, attempts: int = 5) -> list[tuple]:
+def _lost_race(exc: duckdb.Error) -> bool:
+    return (isinstance(exc, duckdb.TransactionException) or retryable(exc)
+            or "TransactionContext Error" in str(exc))
+
+
+def _step(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, attempts: int = 10) -> list[tuple]:
     """One DuckLake maintenance function, in its own transaction; run again
-    when it lost a race with a writer's commit (it starts over from the
-    catalog as it is then)."""
+    when its commit failed, which is a race lost to a writer: it starts over
+    from the catalog as it is then, nothing of the failed try was kept.
+    Beside a writer committing every ~100 ms (tests/warehouse/
+    test_maintenance.py) these came up: "Transaction conflict - attempting
+    to delete from table ... but another transaction has inserted into it"
+    (a flush), "Failed to delete flushed inlined data ... Current transaction
+    is aborted", and that transaction still open on the connection (hence
+    the ROLLBACK). The waits grow to 2 s, with jitter, so that a flush finds
+    a gap between a writer's commits."""
     for attempt in range(attempts):
         try:
             return con.execute(sql, params or []).fetchall()
         except duckdb.Error as exc:
-            if attempt == attempts - 1 or not retryable(exc):
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # nothing was open
+            if attempt == attempts - 1 or not _lost_race(exc):
                 raise
-            time.sleep(0.2 * 2 ** attempt)
+            time.sleep(min(2.0, 0.1 * 2 ** attempt) * random.uniform(0.5, 1.5))
     return []
 
 
