@@ -24,9 +24,10 @@ Rewriting and merging keep time travel: a snapshot within the retention
 reads the same rows afterwards (measured: tests/warehouse/test_maintenance.py).
 Two compactions of one table conflict whatever files they touch
 (duckdb/ducklake#1452), so one maintenance runs at a time per lake, held by
-a PostgreSQL advisory lock (`hold_maintenance`). A step that loses a race
-with a writer's commit is run again; the writer's own retry covers the
-other side (warehouse/twophase.py).
+a PostgreSQL advisory lock (`hold_maintenance`); and it does not overlap
+ingest runs either, which hold a shared lock for their life (`writing`):
+beside a writer, a flush lost an upgrade's delete. A step whose commit
+still fails is rolled back and run again.
 
 No Prefect, no files of our own: the lake's data files are DuckLake's.
 """
