@@ -491,6 +491,40 @@ def migrate(
         raise typer.Exit(1)
 
 
+@app.command()
+def maintain(
+    db: DbOpt = None,
+    sources: SourcesOpt = None,
+    keep_days: Annotated[Optional[int], typer.Option(
+        "--keep-days", min=0, metavar="N",
+        help="Expire the lake's snapshots older than N days; --as-of reads the younger ones. "
+             "Default: the sources file's [maintenance] keep_days, 30.")] = None,
+    grace_hours: Annotated[Optional[float], typer.Option(
+        "--grace-hours", min=0, metavar="H",
+        help="Delete files no snapshot needs once they have been unreferenced H hours (a query that started "
+             "before may still read them). Default: [maintenance] grace_hours, 24.")] = None,
+) -> None:
+    """Maintain the warehouse: on a lake, flush inlined rows, expire old snapshots, merge small files, delete unreferenced files.
+
+    Prints the files per table before and after, the snapshots expired and
+    the files deleted. One maintenance runs at a time per lake: a second one
+    exits 1 at once. On a DuckDB file it runs a CHECKPOINT (a file keeps no
+    snapshots and no small files)."""
+    from flows.maintenance import describe, maintain as run_maintenance
+    from flows.settings import default_db, load_settings
+
+    with _reporting():
+        settings = load_settings(sources).maintenance
+        keep = settings.keep_days if keep_days is None else keep_days
+        grace = settings.grace_hours if grace_hours is None else grace_hours
+        target = default_db(db)
+    with _reporting("maintain failed"):
+        done = run_maintenance(target, keep_days=keep, grace_hours=grace)
+    out = Console(highlight=False, markup=False, soft_wrap=True)
+    for line in describe(done, grace):
+        out.print(line)
+
+
 class ExportFormat(str, Enum):
     parquet = "parquet"
     text = "text"

@@ -99,9 +99,11 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
     from warehouse.target import parse_target
+    from warehouse.maintenance import writing
     from warehouse.twophase import hold_run, replay_staged
 
-    with hold_run(parse_target(db_path).dsn, run_id):
+    # writing: no `newsdesk maintain` compacts the lake while the run writes.
+    with writing(parse_target(db_path).dsn), hold_run(parse_target(db_path).dsn, run_id):
         with connect_lake(parse_target(db_path)) as con:
             replayed = replay_staged(con)  # what writers that died between their two commits left
         if replayed:

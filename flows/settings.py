@@ -195,6 +195,15 @@ class ScheduleSettings(_Strict):
         return value
 
 
+class MaintenanceSettings(_Strict):
+    """`newsdesk maintain` on a lake (warehouse/maintenance.py)."""
+
+    keep_days: Annotated[int, Field(ge=0, le=36_500)] = 30  # snapshots younger stay readable with --as-of
+    # Files no snapshot needs are deleted once unreferenced this long: a
+    # query that started before they were replaced may still be reading them.
+    grace_hours: Annotated[float, Field(ge=0, le=8_760)] = 24
+
+
 class FeedSettings(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     url: str
@@ -230,6 +239,7 @@ class Settings(_Strict):
     stories: StorySettings = Field(StorySettings(), validation_alias=AliasChoices("stories", "dedupe"))
     archive: ArchiveSettings = ArchiveSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     @field_validator("feeds")
     @classmethod
