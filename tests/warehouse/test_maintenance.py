@@ -19,7 +19,7 @@ from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
 from transforms.records import Failure, FeedPoll
-from warehouse import load
+from warehouse import feed_registry, page_loads, run_rows
 from warehouse.connection import connect
 from warehouse.lake import connect_lake, current_snapshot
 from warehouse.maintenance import TABLES, MaintenanceRunning, hold_maintenance, maintain_lake, writing
@@ -34,14 +34,14 @@ BOUND = 2
 
 
 def _small_run(con, i: int, first: int) -> int:
-    """One run as an ingest makes it, through warehouse.load: the run's row
+    """One run as an ingest makes it, through the warehouse loads: the run's row
     (inserted, then updated when it finishes), a feed poll, a few articles
     with their sightings (12 every third run: Parquet; 2 otherwise: inlined
     in the catalog), a failure; every fifth run upgrades an earlier article
     to its page body (an UPDATE: a delete file). Returns the next article
     number."""
     run, at = f"run-{i}", NOW + timedelta(minutes=30 * i)
-    load.start_run(con, run, at, None)
+    run_rows.start_run(con, run, at, None)
     articles, sightings = [], []
     for n in range(first, first + (12 if i % 3 == 0 else 2)):
         e = entry(source="a", link=f"https://x.example/{n}", canonical_link=f"https://x.example/{n}",
@@ -57,11 +57,11 @@ def _small_run(con, i: int, first: int) -> int:
         upgrades.append(build_article(e, None, page_problem=None, run_id=run, now=at))
     failure = Failure(run_id=run, stage="fetch", url=f"https://x.example/gone/{i}", source="a", reason="http_404",
                       error="Not Found", at=at, transient=False, outcome="feed_fallback")
-    load.record_polls(con, run_id=run, at=at, states=[], queued=[], polls=[
+    feed_registry.record_polls(con, run_id=run, at=at, states=[], queued=[], polls=[
         FeedPoll(run_id=run, source="a", fetched_at=at, status=200, ok=True, not_modified=False, error=None,
                  entries=len(articles), new_entries=len(articles))])
-    load.load_batch(con, articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades, run_id=run)
-    load.finish_run(con, run, finished_at=at, status="completed", counts={"articles_new": len(articles)})
+    page_loads.load_batch(con, articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades, run_id=run)
+    run_rows.finish_run(con, run, finished_at=at, status="completed", counts={"articles_new": len(articles)})
     return first + len(articles)
 
 
@@ -196,7 +196,7 @@ def test_maintain_on_a_file_checkpoints_it(tmp_path):
     missing = runner.invoke(app, ["maintain", "--db", str(db)])
     assert missing.exit_code == 2 and "no warehouse at" in missing.output
     with connect(db) as con:
-        load.start_run(con, "r", NOW, None)
+        run_rows.start_run(con, "r", NOW, None)
     result = runner.invoke(app, ["maintain", "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"checkpointed {db}: a DuckDB file keeps no snapshots")
