@@ -88,12 +88,6 @@ def test_served_deployment_runs_from_the_api_with_parameters(served, capsys):
     schedule = deployment["schedules"][0]["schedule"]
     assert (schedule["cron"], schedule["timezone"]) == (TEST_CRON, "Europe/Paris")  # from the sources file
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-    with PatientClient(base_url=prefect_server.api, timeout=30) as api:
-        resp = api.get("/deployments/name/maintain/newsdesk-maintain")
-        assert resp.status_code == 200, resp.text
-        maintain = resp.json()
-    assert maintain["entrypoint"] == "flows/maintenance_flow.py:maintain"
-    assert maintain["concurrency_limit"] == 1 and maintain["schedules"][0]["schedule"]["cron"] == "17 3 * * *"
     assert deployment["global_concurrency_limit"]["limit"] == 1
     assert deployment["parameters"]["db"] == str(db.resolve())
 
