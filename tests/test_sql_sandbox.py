@@ -61,7 +61,7 @@ def test_explain_runs_only_queries(warehouse_dir, statement, monkeypatch):
                                  "--allow-read", str(tmp_path)])
     assert result.exit_code == 2, result.output
     # Refused by the gate, before DuckDB runs anything (not by a failure on the way).
-    assert "EXPLAIN runs only on a query" in result.output
+    assert "EXPLAIN runs only on a query" in result.output or "changes the connection" in result.output
     assert _state(tmp_path) == before
     count = runner.invoke(app, ["sql", "select count(*) as n from runs", "--db", str(db), "-f", "csv"])
     assert count.exit_code == 0 and count.output.splitlines() == ["n", "0"], count.output
@@ -140,3 +140,21 @@ def test_the_warehouse_survives_every_attempt(warehouse_dir):
     with db.open("rb") as f:
         assert f.read(12)[8:12] == b"DUCK"
     assert os.path.getsize(db) > 8
+
+
+@pytest.mark.parametrize("statement", [
+    "select * from enable_logging(storage='file', storage_path='{dir}/log.csv')",
+    "select * from enable_profiling()",
+    "SELECT * FROM Force_Checkpoint()",
+])
+def test_functions_that_change_the_connection_are_refused(warehouse_dir, statement):
+    tmp_path, db = warehouse_dir
+    result = runner.invoke(app, ["sql", statement.format(dir=tmp_path), "--db", str(db), "--allow-read", str(tmp_path)])
+    assert result.exit_code == 2 and "not allowed here" in result.output, result.output
+
+
+def test_a_string_naming_such_a_function_is_only_a_string(warehouse_dir):
+    tmp_path, db = warehouse_dir
+    result = runner.invoke(app, ["sql", "select 'enable_logging' as x", "--db", str(db), "-f", "csv"])
+    assert result.exit_code == 0 and result.output.splitlines() == ["x", "enable_logging"]
+

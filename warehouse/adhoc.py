@@ -88,9 +88,22 @@ def _explained(sql: str) -> str:
     return sql[offsets[i]:]
 
 
+# Table functions that are queries by their shape but change the
+# connection (logging or profiling to a file, a checkpoint): the locked
+# configuration does not stop them, so the gate does.
+_FORBIDDEN_FUNCTIONS = {"enable_logging", "disable_logging", "truncate_duckdb_logs", "enable_profiling",
+                        "disable_profiling", "checkpoint", "force_checkpoint"}
+
+
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Refuse, with a message, anything but exactly one query or the plan of
     one query."""
+    try:
+        named = {text.lower() for text, kind in _tokens(sql)[0] if kind != duckdb.token_type.string_const}
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from exc
+    if named & _FORBIDDEN_FUNCTIONS:
+        raise QueryError(f"{', '.join(sorted(named & _FORBIDDEN_FUNCTIONS))} changes the connection: not allowed here")
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
@@ -140,7 +153,11 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str, tables: dict[str, dic
             columns = [d[0] for d in cur.description]
             rows: list[tuple] = []
             held = 0
-            while chunk := cur.fetchmany(10_000):
+            # Few rows at a time at first: one row may be huge, and the size
+            # is checked between fetches.
+            size = 16
+            while chunk := cur.fetchmany(size):
+                size = min(size * 2, 10_000)
                 rows.extend(chunk)
                 held += _held_bytes(chunk)
                 if len(rows) > limits.max_rows:
