@@ -32,6 +32,24 @@ from warehouse.story_keys import put_bands, put_fingerprints, refingerprint
 from warehouse.twophase import is_lake
 
 
+# What an upgrade changes (the page body `u` replaces a feed-text body):
+# identity, first sighting, story and a feed date stay. Shared with the
+# lake's version (warehouse.twophase).
+UPGRADE_SET = """
+    body = u.body, body_source = u.body_source, body_note = u.body_note,
+    word_count = u.word_count, content_hash = u.content_hash, language = u.language,
+    extractor = u.extractor, title = coalesce(articles.title, u.title),
+    warc_file = u.warc_file, warc_offset = u.warc_offset,
+    author = coalesce(articles.author, u.author),
+    published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                        THEN u.published_at ELSE articles.published_at END,
+    published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                          THEN u.published_date ELSE articles.published_date END,
+    date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
+                       THEN 'page' ELSE articles.date_source END
+"""
+
+
 def load_batch(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -123,18 +141,7 @@ def _upgrade(con: duckdb.DuckDBPyConnection, upgrades: Sequence[Article]) -> Non
         for ids in chunks(sorted(upgraded)):
             _keep_revisions(con, "_up", "upgrade", ids)
             con.execute(f"""
-                UPDATE articles SET
-                    body = u.body, body_source = u.body_source, body_note = u.body_note,
-                    word_count = u.word_count, content_hash = u.content_hash, language = u.language,
-                    extractor = u.extractor, title = coalesce(articles.title, u.title),
-                    warc_file = u.warc_file, warc_offset = u.warc_offset,
-                    author = coalesce(articles.author, u.author),
-                    published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                        THEN u.published_at ELSE articles.published_at END,
-                    published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                          THEN u.published_date ELSE articles.published_date END,
-                    date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                       THEN 'page' ELSE articles.date_source END
+                UPDATE articles SET {UPGRADE_SET}
                 FROM _up AS u
                 -- only a feed-text body is replaced (`upgraded`): a page body
                 -- already stored stays. No other condition beside the id list:

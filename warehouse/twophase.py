@@ -96,6 +96,8 @@ def _replace_fingerprints(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> Non
 def _upgrade(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """The page body replaces a feed-text body (see warehouse.page_loads._upgrade,
     the file's version): the old version is kept as a revision."""
+    from warehouse.page_loads import UPGRADE_SET  # page_loads imports this module
+
     with registered(con, "_part", rows):
         con.execute("""
             INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
@@ -104,19 +106,8 @@ def _upgrade(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
                    a.published_at, a.language
             FROM lake.main.articles a JOIN _part u USING (article_id)
             WHERE a.body_source = 'feed' AND a.content_hash <> u.content_hash""")
-        con.execute("""
-            UPDATE lake.main.articles SET
-                body = u.body, body_source = u.body_source, body_note = u.body_note,
-                word_count = u.word_count, content_hash = u.content_hash, language = u.language,
-                extractor = u.extractor, title = coalesce(articles.title, u.title),
-                warc_file = u.warc_file, warc_offset = u.warc_offset,
-                author = coalesce(articles.author, u.author),
-                published_at = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                    THEN u.published_at ELSE articles.published_at END,
-                published_date = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                      THEN u.published_date ELSE articles.published_date END,
-                date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
-                                   THEN 'page' ELSE articles.date_source END
+        con.execute(f"""
+            UPDATE lake.main.articles SET {UPGRADE_SET}
             FROM _part AS u
             WHERE articles.article_id = u.article_id AND articles.body_source = 'feed'""")
 
