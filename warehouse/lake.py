@@ -46,6 +46,9 @@ KEYED_TABLES = ("sources", "article_sightings", "entry_outbox", "page_attempts",
 VIEWS = ("feed_health", "run_accounting", "stories")
 
 KEYED_SCHEMA = "newsdesk"
+# Raise it with every file migration that changes a lake or keyed table: a
+# lake at an older version gets the columns added (keyed_upgrades,
+# lake_upgrades) the next time a writer opens it.
 LAKE_VERSION = 1
 
 # Tables only the lake needs: in the file, the articles table is its own
@@ -155,6 +158,29 @@ def lake_ddl() -> list[str]:
     return out
 
 
+def _added_column(name: str, kind: str, default: str | None) -> str:
+    # Added columns stay nullable: rows written before them have no value.
+    col = f'"{name}" {kind}'
+    return col + (f" DEFAULT {default}" if default is not None and not default.startswith("nextval") else "")
+
+
+def keyed_upgrades() -> list[str]:
+    """ALTER TABLE ... ADD COLUMN IF NOT EXISTS for every column of the keyed
+    tables: no-ops on a lake made by this version, the new columns on an
+    older one."""
+    schema = _file_schema()
+    return [f"ALTER TABLE {KEYED_SCHEMA}.{table} ADD COLUMN IF NOT EXISTS "
+            + _added_column(name, _PG_TYPES[kind], default)
+            for table in KEYED_TABLES for name, kind, _, default in schema["columns"][table]]
+
+
+def lake_upgrades() -> list[str]:
+    """The same for the lake tables, in DuckDB's dialect."""
+    schema = _file_schema()
+    return [f"ALTER TABLE lake.main.{table} ADD COLUMN IF NOT EXISTS " + _added_column(name, kind, None)
+            for table in LAKE_TABLES for name, kind, _, _ in schema["columns"][table]]
+
+
 def keyed_ddl() -> str:
     """PostgreSQL DDL for the keyed tables: the file's columns, keys and
     indexes in PostgreSQL's types, then the lake's own tables."""
@@ -212,7 +238,13 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
                 return
             with pg.transaction():
                 pg.execute(keyed_ddl())
+                # An older lake: the columns later migrations added (CREATE
+                # TABLE IF NOT EXISTS leaves an existing table as it was).
+                for statement in keyed_upgrades():
+                    pg.execute(statement)
             for ddl in lake_ddl():
+                con.execute(ddl)
+            for ddl in lake_upgrades():
                 con.execute(ddl)
             pg.execute(f"INSERT INTO {KEYED_SCHEMA}.lake_schema (version, applied_at) VALUES (%s, now()) "
                        "ON CONFLICT DO NOTHING", [LAKE_VERSION])

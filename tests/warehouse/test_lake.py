@@ -77,6 +77,25 @@ def test_the_lake_has_the_files_columns_and_postgres_has_the_keys(lake):
         assert con.execute("SELECT count(*) FROM lake_loads").fetchone()[0] == 0
 
 
+def test_an_older_lake_gets_the_columns_later_migrations_added(lake):
+    db, data = lake
+    target = parse_target(db, data)
+    with connect_lake(target):
+        pass
+    # As a lake made before the last columns of sources and feed_polls: the
+    # columns gone, its schema version behind this newsdesk's.
+    with connect_lake(target) as con:
+        con.execute("ALTER TABLE lake.main.feed_polls DROP COLUMN warning")
+    with psycopg.connect(target.dsn, autocommit=True) as pg:
+        pg.execute(f"ALTER TABLE {KEYED_SCHEMA}.sources DROP COLUMN last_warning")
+        pg.execute(f"DELETE FROM {KEYED_SCHEMA}.lake_schema")
+    with connect_lake(target) as con:
+        assert con.execute("SELECT count(*) FROM sources WHERE last_warning IS NULL").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM feed_polls WHERE warning IS NULL").fetchone() == (0,)
+    with psycopg.connect(target.dsn) as pg:
+        assert pg.execute(f"SELECT count(*) FROM {KEYED_SCHEMA}.lake_schema").fetchone() == (1,)
+
+
 def test_a_new_lake_needs_a_data_folder(lake):
     db, _ = lake
     result = runner.invoke(app, ["runs", "--db", db])
