@@ -290,6 +290,10 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
         raise LakeError(f"cannot attach the lake {target.attach}: {message}") from None
     keyed = f"ATTACH {_literal(target.dsn)} AS keys (TYPE postgres" + (", READ_ONLY" if read_only else "") + ")"
     con.execute(keyed)
+    # The scanner splits a scan of a keyed table into ctid ranges, each a
+    # whole-table pass for PostgreSQL: a point lookup (`band_key IN (...)`)
+    # then grows with the history instead of using the table's index.
+    con.execute("SET pg_use_ctid_scan = false")
     if not read_only and as_of is None:
         _ensure_schema(con, target.dsn)
     elif not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = 'runs'"
