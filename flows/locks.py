@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class IngestBusy(RuntimeError):
@@ -23,7 +23,19 @@ class IngestBusy(RuntimeError):
 def ingest_lock(db: Path, wait_s: float) -> Iterator[float]:
     """Hold <db>.ingest.lock for the block; wait up to `wait_s` for it, with
     backoff. Yields the seconds spent waiting. The lock dies with the process."""
-    path = Path(str(db) + ".ingest.lock")
+    def busy(holder: str, waited: float) -> Exception:
+        return IngestBusy(f"another ingest ({holder}) is writing {db}; waited {waited:.0f} s "
+                          f"(lock_wait_s = {wait_s:g}), giving up")
+
+    with exclusive(Path(str(db) + ".ingest.lock"), wait_s, busy) as waited:
+        yield waited
+
+
+@contextmanager
+def exclusive(path: Path, wait_s: float, busy: Callable[[str, float], Exception]) -> Iterator[float]:
+    """Hold an flock on `path` for the block, waiting up to `wait_s` with
+    backoff; past that, raise `busy(holder, waited)`. The file says which
+    process holds it. Yields the seconds spent waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     started = time.monotonic()
@@ -37,8 +49,7 @@ def ingest_lock(db: Path, wait_s: float) -> Iterator[float]:
                 waited = time.monotonic() - started
                 if waited + delay > wait_s:
                     holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                    raise IngestBusy(f"another ingest ({holder}) is writing {db}; waited {waited:.0f} s "
-                                     f"(lock_wait_s = {wait_s:g}), giving up") from None
+                    raise busy(holder, waited) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
         os.ftruncate(fd, 0)

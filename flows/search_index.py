@@ -41,6 +41,7 @@ from transforms.languages import (
     plain_query,
 )
 from transforms.ranking import Hit, best_of_each_story
+from flows.locks import exclusive
 from warehouse import search as store
 from warehouse.connection import Connection
 from warehouse.target import is_lake
@@ -206,7 +207,27 @@ class IndexUpdate:
     damage: str | None = None  # why the index it replaced could not be read, when it was rebuilt for that
 
 
+# Two writers on one machine may update one lake's index at once (the file
+# warehouse's ingest lock already keeps its writers apart): the second waits
+# for the first, then finds the index in sync and adds only what is left.
+# A rebuild of a million articles takes minutes.
+INDEX_LOCK_WAIT_S = 1800.0
+
+
+def _index_lock(path: Path):
+    def busy(holder: str, waited: float) -> Exception:
+        return IndexUnusable(path, f"is being written by another process ({holder}); waited {waited:.0f} s")
+
+    return exclusive(path.with_name(path.name + ".lock"), INDEX_LOCK_WAIT_S, busy)
+
+
 def update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
+    """`_update` while holding the index's lock."""
+    with _index_lock(index_dir(db)):
+        return _update(con, db)
+
+
+def _update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
     """Index what the loads queued since the last commit; the whole warehouse
     when the index is missing, from another build or unreadable (damaged).
     Called with the writer's connection at the end of a run (or of a
@@ -266,13 +287,19 @@ def _rebuild_in_run(con: Connection, db: str | os.PathLike, damage: str | None) 
     index stays as it was (missing, damaged) or no longer matches the id the
     warehouse holds, so the next run rebuilds again."""
     try:
-        return replace(rebuild(con, db), damage=damage)
+        return replace(_rebuild(con, db), damage=damage)
     except (OSError, ValueError) as exc:
         raise IndexUnusable(index_dir(db), f"could not be rebuilt ({type(exc).__name__}: {exc}); "
                                            "the next run tries again") from exc
 
 
 def rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: int = 400) -> IndexUpdate:
+    """`_rebuild` while holding the index's lock."""
+    with _index_lock(index_dir(db)):
+        return _rebuild(con, db, threads, heap_mb)
+
+
+def _rebuild(con: Connection, db: str | os.PathLike, threads: int = 2, heap_mb: int = 400) -> IndexUpdate:
     """Index every article into a fresh directory, then swap it in. Searches
     keep using the old index until the swap."""
     started = time.perf_counter()

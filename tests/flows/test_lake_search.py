@@ -60,3 +60,45 @@ def test_a_lake_run_indexes_what_changed_and_another_machine_builds_its_own(serv
 def _ids(db):
     with connect(db, read_only=True) as con:
         return con.execute("SELECT article_id FROM articles").fetchall()
+
+
+_UPDATE = """
+import os, sys, time
+from flows import search_index
+from warehouse.connection import connect
+with connect(sys.argv[1], read_only=True) as con:
+    open(sys.argv[2] + "." + str(os.getpid()), "w").close()
+    while not os.path.exists(sys.argv[2]):  # both connected: go at once
+        time.sleep(0.01)
+    done = search_index.update(con, sys.argv[1])
+print(done.articles, done.rebuilt)
+"""
+
+
+def test_two_writers_on_one_machine_share_its_index_of_a_lake(tmp_path, make_lake):
+    """Both find the index missing at once: the first builds it, the second
+    waits for it and then has nothing left to add (before the index lock,
+    the second's build killed the first's tantivy writer)."""
+    import subprocess
+    import sys
+    import time
+
+    db = make_lake()
+    with connect(db) as con:
+        for n in range(30):
+            _, art, _, _ = _batch()
+            page_loads.load_batch(con, articles=[replace(art, article_id=f"a{n}", url=f"https://x.example/{n}",
+                                                        content_hash=f"h{n}", title=f"Story {n}")],
+                                  run_id=f"w{n}")
+    go = tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, "-c", _UPDATE, db, str(go)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    results = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in results]
+    outcomes = sorted(out.split()[-2:] for out, _ in results)
+    assert outcomes == [["0", "False"], ["30", "True"]]
+    assert sorted(search_index.indexed_ids(db)) == sorted(r[0] for r in _ids(db))
