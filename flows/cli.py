@@ -70,12 +70,12 @@ def _reporting(failed: str = "error", *, run: bool = False):
     from warehouse.connection import NotAWarehouse
     from warehouse.queries import QueryError
 
-    from warehouse.lake import NewLakeNeedsDataPath
+    from warehouse.lake import NewLakeNeedsDataPath, SnapshotNotKept
     from warehouse.moving import LakeNotEmpty
     from warehouse.target import BadTarget
 
     bad_input = (BadInput, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
-                 IsADirectoryError, FileExistsError, BadTarget, LakeNotEmpty, NewLakeNeedsDataPath)
+                 IsADirectoryError, FileExistsError, BadTarget, LakeNotEmpty, NewLakeNeedsDataPath, SnapshotNotKept)
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):

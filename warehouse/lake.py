@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -104,6 +104,11 @@ _PG_TYPES = {
 
 class LakeError(RuntimeError):
     """The lake could not be opened or set up (catalog unreachable)."""
+
+
+class SnapshotNotKept(ValueError):
+    """`--as-of` names a snapshot the lake does not have (not yet made, or
+    expired by maintenance)."""
 
 
 class NewLakeNeedsDataPath(ValueError):
@@ -253,6 +258,25 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
     con.execute("CALL pg_clear_cache()")
 
 
+def _as_of_words(as_of: int | datetime) -> str:
+    return f"{as_of}" if isinstance(as_of, int) else f"at {as_of.isoformat(sep=' ', timespec='seconds')}"
+
+
+def _kept_snapshots(con: duckdb.DuckDBPyConnection, target: LakeTarget) -> str:
+    """The range of snapshots the lake still has, in words, for a message."""
+    try:
+        con.execute(f"ATTACH {_literal(target.attach)} AS kept (READ_ONLY)")
+        first, last, since, until = con.execute(
+            "SELECT min(snapshot_id), max(snapshot_id), min(snapshot_time), max(snapshot_time) "
+            "FROM ducklake_snapshots('kept')").fetchone()
+        con.execute("DETACH kept")
+    except duckdb.Error as exc:
+        return f"snapshots it could not list ({exc})"
+    when = lambda t: t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")  # noqa: E731
+    return (f"snapshots {first} to {last}, from {when(since)} to {when(until)} "
+            "(`newsdesk maintain` expires those older than `[maintenance] keep_days`)")
+
+
 def _views(con: duckdb.DuckDBPyConnection) -> None:
     for name in VIEWS:
         sql = _file_schema()["views"][name]
@@ -284,6 +308,9 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
         if "does not exist" in message and (read_only or as_of is not None):
             raise FileNotFoundError(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
                                     "`newsdesk migrate --to` first") from None
+        if "No snapshot found" in message and as_of is not None:
+            raise SnapshotNotKept(f"the lake has no snapshot {_as_of_words(as_of)}: it keeps "
+                                  f"{_kept_snapshots(con, target)}") from None
         if "DATA_PATH" in message or "data path" in message.lower():
             raise NewLakeNeedsDataPath(f"{target.attach} is a new lake: give it a data folder with --data-path DIR "
                             f"(DuckDB: {message})") from None
@@ -298,6 +325,9 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
         _ensure_schema(con, target.dsn)
     elif not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = 'runs'"
                          ).fetchone()[0]:
+        if as_of is not None:
+            raise SnapshotNotKept(f"the lake held no warehouse yet at snapshot {_as_of_words(as_of)}: it keeps "
+                                  f"{_kept_snapshots(con, target)}")
         raise FileNotFoundError(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
                                 "`newsdesk migrate --to` first")
     con.execute("USE lake")  # resets the search path: set after it

@@ -170,6 +170,13 @@ def test_sql_as_of_reads_the_lake_as_it_was(lake, tmp_path):
     assert bad.exit_code == 2 and "neither a snapshot id nor a time" in bad.output
     on_file = runner.invoke(app, ["sql", "select 1", "--db", str(src), "--as-of", "1"])
     assert on_file.exit_code == 2 and "needs a lake" in on_file.output
+    # A snapshot the lake does not have (not yet made, or expired): the range it keeps, exit 2.
+    for gone in [str(moved + 1000), "2001-01-01T00:00"]:
+        missing = runner.invoke(app, ["sql", "select 1", "--db", db, "--as-of", gone])
+        assert missing.exit_code == 2, missing.output
+        assert "the lake has no snapshot" in missing.output and f"to {moved + 1}, from" in missing.output
+    before = runner.invoke(app, ["sql", "select 1", "--db", db, "--as-of", "0"])
+    assert before.exit_code == 2 and "held no warehouse yet at snapshot 0" in before.output
 
 
 def test_the_sql_gate_holds_on_a_lake(lake, tmp_path):
