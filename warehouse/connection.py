@@ -239,18 +239,26 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
         # Extensions are neither installed nor loaded from here: not from a
         # repository, not from a file, not a community one.
         con.execute("SET allow_community_extensions = false")
-        if allow_read:
-            # Only honoured while external access is off: exactly our case.
-            # DuckDB's list grants writing as well as reading: that no
-            # statement writes is the gate's work (warehouse/adhoc.py).
-            dirs = [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
-            con.execute("SET allowed_directories = ?", [dirs])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        _lock_down(con, _directories(allow_read))
         yield con
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _directories(allow_read: Sequence[str | os.PathLike]) -> list[str]:
+    return [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, dirs: list[str]) -> None:
+    """No file but under `dirs`, and no setting changed from here on."""
+    if dirs:
+        # Only honoured while external access is off: exactly our case.
+        # DuckDB's list grants writing as well as reading: that no
+        # statement writes is the gate's work (warehouse/adhoc.py).
+        con.execute("SET allowed_directories = ?", [dirs])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 @contextmanager
@@ -269,13 +277,10 @@ def _sandboxed_lake(target: LakeTarget, allow_read: Sequence[str | os.PathLike],
         con.execute("SET allow_community_extensions = false")
         attach(con, target, read_only=True, as_of=as_of)
         data = con.execute("SELECT value FROM lake.options() WHERE option_name = 'data_path'").fetchone()
-        dirs = [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
+        dirs = _directories(allow_read)
         if data and "://" not in data[0]:
             dirs.append(data[0].rstrip("/") + "/")
-        if dirs:
-            con.execute("SET allowed_directories = ?", [dirs])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        _lock_down(con, dirs)
         yield con
     finally:
         con.close()

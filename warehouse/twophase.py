@@ -93,19 +93,25 @@ def _replace_fingerprints(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> Non
                     "SELECT article_id, scheme, shingles, signature FROM _part")
 
 
+def _keep_revisions(con: duckdb.DuckDBPyConnection, reason: str, changed: str) -> None:
+    """The stored version of each article in `_part` (as `u`) that is about
+    to be replaced, where `changed` (over `a`, the stored, and `u`) holds."""
+    con.execute(f"""
+        INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
+                                                 content_hash, extractor, published_at, language)
+        SELECT a.article_id, now(), '{reason}', a.title, a.body, a.body_source, a.content_hash, a.extractor,
+               a.published_at, a.language
+        FROM lake.main.articles a JOIN _part u USING (article_id)
+        WHERE {changed}""")
+
+
 def _upgrade(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """The page body replaces a feed-text body (see warehouse.page_loads._upgrade,
     the file's version): the old version is kept as a revision."""
     from warehouse.page_loads import UPGRADE_SET  # page_loads imports this module
 
     with registered(con, "_part", rows):
-        con.execute("""
-            INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
-                                                     content_hash, extractor, published_at, language)
-            SELECT a.article_id, now(), 'upgrade', a.title, a.body, a.body_source, a.content_hash, a.extractor,
-                   a.published_at, a.language
-            FROM lake.main.articles a JOIN _part u USING (article_id)
-            WHERE a.body_source = 'feed' AND a.content_hash <> u.content_hash""")
+        _keep_revisions(con, "upgrade", "a.body_source = 'feed' AND a.content_hash <> u.content_hash")
         con.execute(f"""
             UPDATE lake.main.articles SET {UPGRADE_SET}
             FROM _part AS u
@@ -124,13 +130,7 @@ def _reextract(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """What re-extraction decides replaces the stored (see
     warehouse.page_loads.apply_reextraction): a changed body is kept as a revision."""
     with registered(con, "_part", rows):
-        con.execute("""
-            INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
-                                                     content_hash, extractor, published_at, language)
-            SELECT a.article_id, now(), 'reextract', a.title, a.body, a.body_source, a.content_hash, a.extractor,
-                   a.published_at, a.language
-            FROM lake.main.articles a JOIN _part r USING (article_id)
-            WHERE a.content_hash <> r.content_hash""")
+        _keep_revisions(con, "reextract", "a.content_hash <> u.content_hash")
         con.execute("""
             UPDATE lake.main.articles SET
                 title = r.title, author = r.author, published_at = r.published_at,
