@@ -51,18 +51,10 @@ def clear_queue(con: duckdb.DuckDBPyConnection, upto: int) -> None:
     con.execute("DELETE FROM search_queue WHERE seq <= ?", [upto])
 
 
-def queue_length(con: duckdb.DuckDBPyConnection) -> int:
-    return con.execute("SELECT count(*) FROM search_queue").fetchone()[0]
-
-
 def select_index_id(con: duckdb.DuckDBPyConnection) -> str | None:
     """The id of the index build the warehouse was last synced with."""
     row = con.execute("SELECT index_id FROM search_index").fetchone()
     return row[0] if row else None
-
-
-def article_count(con: duckdb.DuckDBPyConnection) -> int:
-    return con.execute("SELECT count(*) FROM articles").fetchone()[0]
 
 
 def begin_rebuild(con: duckdb.DuckDBPyConnection, rows_per_batch: int = 2_000) -> tuple[int, Iterator[pa.RecordBatch]]:

@@ -16,7 +16,7 @@ from flows.settings import load_settings
 from tests.conftest import EXTRACTION
 from tests.flows.helpers import query, run_ingest, serve_seeds, write_sources
 from tests.httpserver import LocalServer
-from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.fingerprints import fingerprint
 
 ROWS = "SELECT * EXCLUDE (run_id) FROM articles ORDER BY article_id"
 

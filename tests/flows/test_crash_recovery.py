@@ -10,7 +10,6 @@ and the same sightings. Runs are real CLI processes against one real
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

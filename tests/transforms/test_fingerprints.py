@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from flows.settings import StorySettings
-from transforms.fingerprints import DedupeParams, fingerprint, shingles, similarity
+from transforms.fingerprints import fingerprint, shingles, similarity
 
 P = StorySettings().params()
 WORDS = [f"w{i}" for i in range(5000)]

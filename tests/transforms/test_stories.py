@@ -2,7 +2,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 from flows.settings import StorySettings
-from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.fingerprints import fingerprint
 from transforms.records import StoryRoot
 from transforms.stories import assign_stories, candidate_window
 
