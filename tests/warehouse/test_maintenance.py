@@ -160,7 +160,8 @@ def test_maintain_expires_snapshots_past_the_retention_and_prints_what_it_did(la
     with connect_lake(parse_target(db), as_of=snapshots[3]) as con:
         assert _contents(con) == {t: kept_rows[t] for t in TABLES}
     gone = runner.invoke(app, ["sql", "select count(*) from runs", "--db", db, "--as-of", str(snapshots[1])])
-    assert gone.exit_code != 0 and f"No snapshot found at version {snapshots[1]}" in gone.output
+    assert gone.exit_code == 2, gone.output
+    assert f"the lake has no snapshot {snapshots[1]}: it keeps snapshots {snapshots[2] + 1} to " in gone.output
     # With no grace, the files the first maintenance replaced go.
     again = runner.invoke(app, ["maintain", "--db", db, "--grace-hours", "0"])
     assert again.exit_code == 0, again.output
