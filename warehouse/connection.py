@@ -164,9 +164,13 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
             if "lock" not in str(exc).lower():
                 raise NotAWarehouse(f"cannot open {path} as a DuckDB warehouse: {exc}") from None
             if time.monotonic() + delay > deadline:
+                # DuckDB's message names the holder's program and PID.
                 raise WarehouseBusy(
-                    f"{path} is held by another process (an ingest loading a batch?) and stayed locked for "
-                    f"{wait_s:g} s: {exc}") from None
+                    f"{path} is held by another process and stayed locked for {wait_s:g} s: {exc}. DuckDB lets no "
+                    "other process open a file while one holds it: an ingest loading a batch lets go within "
+                    "seconds, a notebook, DBeaver or the duckdb CLI holding it open does not. Close that "
+                    "connection, or keep the warehouse in a lake, where readers and writers never wait for each "
+                    "other (docs/warehouse.md)") from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
