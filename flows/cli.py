@@ -118,8 +118,11 @@ def ingest(
         "--data-path", metavar="DIR", help="With a new lake as --db: the folder for its data files (local or "
                                            "shared; object storage URLs pass to DuckDB). Default: $NEWSDESK_DATA_PATH.")]
     = None,
+    all_feeds: Annotated[bool, typer.Option(
+        "--all-feeds", help="Poll every feed now, whether due or not (and those backing off after failures).")]
+    = False,
 ) -> None:
-    """Run the `ingest` flow once: fetch the feeds, extract new articles, load them."""
+    """Run the `ingest` flow once: fetch the due feeds, extract new articles, load them."""
     # No telemetry from the temporary server: the machine may have no internet.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if quiet:
@@ -152,7 +155,7 @@ def ingest(
     reap_children_on_exit()  # our helper processes (Prefect's server, the forkserver) end with us, even on SIGKILL
 
     params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
-                  from_warc=[str(p) for p in from_warc] if from_warc else None)
+                  from_warc=[str(p) for p in from_warc] if from_warc else None, all_feeds=all_feeds)
     show_progress = not quiet and sys.stderr.isatty()
     with _reporting("ingest failed", run=True):  # the flow already recorded the failed run
         if show_progress:
@@ -207,7 +210,9 @@ def _plain_console_logs() -> None:
 def _print_summary(s: dict) -> None:
     out = Console()
     out.print(escape_controls(
-        f"feeds: {s['feeds_ok']}/{s['feeds_total']} fetched ({s['feeds_not_modified']} unchanged, {s['feeds_failed']} failed)\n"
+        f"feeds: {s['feeds_ok']}/{s['feeds_total']} fetched ({s['feeds_not_modified']} unchanged, {s['feeds_failed']} failed"
+        + (f", {s['feeds_not_due']} not due" if s.get("feeds_not_due") else "")
+        + (f", {s['feeds_skipped']} backing off" if s.get("feeds_skipped") else "") + ")\n"
         f"entries seen: {s['entries_seen']} ({s['entries_known']} already known)\n"
         f"articles new: {s['articles_new']} ({s['articles_from_feed']} from feed text)\n"
         f"duplicates skipped: {s['duplicates']}\n"

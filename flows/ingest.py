@@ -48,11 +48,12 @@ def _now() -> datetime:
 
 @flow(name="ingest", log_prints=False)
 async def ingest(sources: str | None = None, db: str | None = None, feeds: list[str] | None = None,
-                 from_warc: list[str] | None = None) -> dict:
-    """Fetch the feeds of the sources file (all, or those named or tagged in
-    `feeds`), extract the new articles and load them into the DuckDB
-    warehouse. Returns the run's counts. With `from_warc`, the pages come
-    from those WARC files instead of the feeds.
+                 from_warc: list[str] | None = None, all_feeds: bool = False) -> dict:
+    """Fetch the due feeds of the sources file (of all, or of those named or
+    tagged in `feeds`; every one of them with `all_feeds`), extract the new
+    articles and load them into the warehouse. Returns the run's counts.
+    With `from_warc`, the pages come from those WARC files instead of the
+    feeds.
 
     Only one ingest writes a warehouse at a time: a second one waits for the
     first (up to [pipeline] lock_wait_s), then gives up with an error."""
@@ -61,7 +62,7 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     settings: Settings = select_feeds(load_settings(sources), feeds)
     target = default_db(db)
     if not isinstance(target, Path):  # a lake: writers share it, no lock file
-        return await _ingest(settings, target, from_warc, logger)
+        return await _ingest(settings, target, from_warc, logger, all_feeds)
     db_path = target
     # A directory, a FIFO, a text file, another program's DuckDB file (looked at read-only: a
     # writable open would replay its WAL): refused before the lock beside it.
@@ -71,7 +72,7 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     if waited > 1:
         logger.info("waited %.0f s for another ingest of %s to finish", waited, db_path)
     try:
-        return await _ingest(settings, db_path, from_warc, logger)
+        return await _ingest(settings, db_path, from_warc, logger, all_feeds)
     finally:
         lock.__exit__(None, None, None)
 
@@ -91,10 +92,11 @@ def flow_for(settings: Settings):
     return ingest.with_options(task_runner=runner)
 
 
-async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] | None, logger) -> dict:
+async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] | None, logger,
+                  all_feeds: bool = False) -> dict:
     run_id = str(flow_run.id or uuid.uuid4())
     if isinstance(db_path, Path):
-        return await _run(settings, db_path, run_id, from_warc, logger)
+        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds)
     # On a lake the run holds a lock in PostgreSQL for its life: other
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
@@ -109,10 +111,11 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
         if replayed:
             logger.info("finished %d unit(s) of work that a killed writer had committed to PostgreSQL only",
                         replayed)
-        return await _run(settings, db_path, run_id, from_warc, logger)
+        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds)
 
 
-async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger) -> dict:
+async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger,
+               all_feeds: bool = False) -> dict:
     started = _now()
     warc = None
     if from_warc:
@@ -137,7 +140,7 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
         summary.dedupe_s += time.perf_counter() - clock
         if backlog:
             logger.info("fingerprinted %d stored articles for the current [stories] settings", backlog)
-        await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc)
+        await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc, all_feeds)
         with connect(db_path) as con:
             # Search sees this run's articles: the index takes only what the run's loads queued
             # (on a lake: what changed since the snapshot this machine's index has).
@@ -151,9 +154,10 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
             await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
                                             description=f"newsdesk ingest into {db_path}")
     logger.info(
-        "run %s: %d feeds (%d failed, %d backing off), %d entries, %d new articles, %d duplicates, "
+        "run %s: %d feeds (%d failed, %d backing off, %d not due), %d entries, %d new articles, %d duplicates, "
         "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
-        run_id, summary.feeds_total, summary.feeds_failed, summary.feeds_skipped, summary.entries_seen,
+        run_id, summary.feeds_total, summary.feeds_failed, summary.feeds_skipped, summary.feeds_not_due,
+        summary.entries_seen,
         summary.articles_new, summary.duplicates, summary.near_duplicates, summary.entries_pending, summary.failures,
         summary.retries, summary.retries_loaded,
     )
@@ -161,7 +165,7 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
 
 
 async def _stages(settings: Settings, db_path: Path | str, run_id: str, started: datetime, summary: RunSummary,
-                  feed_state: dict, logger, warc: WarcInput | None) -> None:
+                  feed_state: dict, logger, warc: WarcInput | None, all_feeds: bool = False) -> None:
     """Poll the feeds, then fetch, extract and load their pages (or the
     pages of the WARC files)."""
     deadline = time.monotonic() + settings.pipeline.max_run_s
@@ -171,7 +175,8 @@ async def _stages(settings: Settings, db_path: Path | str, run_id: str, started:
                           db_path if isinstance(db_path, Path) else Path.cwd() / "newsdesk.lake")
     async with Fetcher(settings.fetch) as fetcher:
         polled = await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
-                                  started=started, policy=policy, summary=summary, archive=archive, logger=logger)
+                                  started=started, policy=policy, schedule=settings.schedule.rule(), summary=summary,
+                                  archive=archive, logger=logger, all_feeds=all_feeds)
         jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else (),
                            unreadable=warc.failures if warc else (), polled=polled)
         pool = ExtractorPool(settings.pipeline.workers or default_workers())

@@ -31,9 +31,10 @@ from flows.summary import RunSummary
 from transforms.dedupe import plan_entries, sighting
 from transforms.errors import FetchError, NewsdeskError, ParseError
 from transforms.feeds import parse_feed
-from transforms.polls import PolledFeed, due_feeds, readable_polls, triage_polls
+from transforms.polls import PolledFeed, readable_polls, triage_polls
 from transforms.records import FeedEntry, ParsedFeed, failure_of
 from transforms.retries import RetryPolicy
+from transforms.schedule import ScheduleRule, cache_max_age, due_feeds, next_poll
 from warehouse import feed_registry, page_loads, queries
 from warehouse.connection import connect
 
@@ -87,6 +88,7 @@ def _parse_all(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
             name=item.feed.name, fetched_at=item.fetched_at, status=resp.status if resp else None,
             not_modified=bool(resp and resp.not_modified), etag=resp.headers.get("etag") if resp else None,
             last_modified=resp.headers.get("last-modified") if resp else None, parsed=parsed, error=error,
+            max_age_s=cache_max_age(resp.headers.get("cache-control")) if resp else None,
         ))
     return out
 
@@ -98,18 +100,25 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
 
 
 async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path,
-                     run_id: str, started: datetime, policy: RetryPolicy, summary: RunSummary,
-                     archive: WarcArchive | None, logger) -> frozenset[tuple[str, str]]:
-    """Poll the due feeds and record, in one transaction, the polls, the
-    feeds' new state, the failures, the sightings of articles already held
-    and the new entries (queued in the outbox for `work_outbox`). Returns the
-    (feed, link) of the entries it found new, for `work_outbox`."""
-    names = [f.name for f in feeds]
-    due_names, waiting = due_feeds(names, {n: s.next_attempt_at for n, s in feed_state.items()}, started)
-    for name, until in waiting:
+                     run_id: str, started: datetime, policy: RetryPolicy, schedule: ScheduleRule, summary: RunSummary,
+                     archive: WarcArchive | None, logger, all_feeds: bool = False) -> frozenset[tuple[str, str]]:
+    """Poll the due feeds (all of them with `all_feeds`) and record, in one
+    transaction, the polls, the feeds' new state and next poll, the
+    failures, the sightings of articles already held and the new entries
+    (queued in the outbox for `work_outbox`). Returns the (feed, link) of
+    the entries it found new, for `work_outbox`."""
+    overrides = {f.name: f.interval_min * 60 for f in feeds if f.interval_min is not None}
+    polls_at = {n: next_poll(s.next_poll_at, s.last_fetched_at, overrides.get(n)) for n, s in feed_state.items()}
+    plan = due_feeds([f.name for f in feeds], {n: s.next_attempt_at for n, s in feed_state.items()}, polls_at,
+                     started, every_feed=all_feeds)
+    for name, until in plan.backing_off:
         logger.info("feed %s is backing off until %s", name, until)
-    due = [f for f in feeds if f.name in set(due_names)]
-    summary.feeds_skipped = len(waiting)
+    if plan.not_due:
+        first = min(plan.not_due, key=lambda item: item[1])
+        logger.info("%d feeds not due yet (the next, %s, at %s)", len(plan.not_due), first[0], first[1])
+    due = [f for f in feeds if f.name in set(plan.due)]
+    summary.feeds_skipped = len(plan.backing_off)
+    summary.feeds_not_due = len(plan.not_due)
 
     progress.report("feeds", 0, len(due))
     validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
@@ -126,7 +135,9 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     progress.report("feeds", len(due), len(due))
 
     triage = triage_polls(polled, {n: s.consecutive_failures for n, s in feed_state.items()}, run_id=run_id,
-                          policy=policy)
+                          policy=policy, rule=schedule,
+                          overrides=overrides,
+                          intervals={n: (s.poll_interval_s, s.poll_reason) for n, s in feed_state.items()})
     for poll in polled:
         if poll.error is not None:
             logger.warning("feed %s failed: %s", poll.name, str(poll.error))

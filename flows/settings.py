@@ -163,10 +163,28 @@ class ArchiveSettings(_Strict):
 
 
 class ScheduleSettings(_Strict):
-    """When `newsdesk serve` runs the ingest: a cron line, in a time zone."""
+    """When `newsdesk serve` runs the ingest (a cron line, in a time zone),
+    and how often each feed is polled within those runs (transforms/schedule.py)."""
 
     cron: str = "*/30 * * * *"
     timezone: str = "UTC"
+    min_interval_min: Annotated[int, Field(ge=0, le=10_080)] = 5  # a busy feed is polled no more often
+    max_interval_min: Annotated[int, Field(ge=1, le=10_080)] = 1_440  # a quiet feed no less often
+    default_interval_min: Annotated[int, Field(ge=0, le=10_080)] = 60  # a feed whose entries have no dates
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ScheduleSettings":
+        if self.min_interval_min > self.max_interval_min:
+            raise ValueError(f"min_interval_min ({self.min_interval_min}) is more than max_interval_min "
+                             f"({self.max_interval_min})")
+        return self
+
+    def rule(self):
+        from transforms.schedule import ScheduleRule
+
+        return ScheduleRule(min_s=self.min_interval_min * 60, max_s=self.max_interval_min * 60,
+                            default_s=min(max(self.default_interval_min, self.min_interval_min),
+                                          self.max_interval_min) * 60)
 
     @field_validator("cron")
     @classmethod
@@ -209,6 +227,8 @@ class FeedSettings(_Strict):
     url: str
     language: str | None = None
     tags: tuple[str, ...] = ()
+    # This feed's own poll interval, over its history and [schedule]'s bounds; 0: every run.
+    interval_min: Annotated[int | None, Field(ge=0, le=10_080)] = None
 
     @field_validator("name", mode="before")
     @classmethod

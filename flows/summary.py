@@ -25,7 +25,8 @@ class RunSummary:
     entries_failed: int = 0
     failures: int = 0
     pages_fetched: int = 0
-    feeds_skipped: int = 0
+    feeds_skipped: int = 0  # backing off after failures
+    feeds_not_due: int = 0  # healthy, their next poll later (transforms/schedule.py)
     entries_pending: int = 0
     retries: int = 0
     retries_loaded: int = 0

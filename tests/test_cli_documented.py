@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import click
 import typer
 
 from flows.cli import app
@@ -19,11 +18,11 @@ def _docs() -> str:
     return "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
-def _commands(group: click.Group, prefix: str = ""):
+def _commands(group, prefix: str = ""):
     for name, command in group.commands.items():
         path = f"{prefix}{name}"
         yield path, command
-        if isinstance(command, click.Group):
+        if hasattr(command, "commands"):  # a group (typer's are not click.Group instances either)
             yield from _commands(command, path + " ")
 
 
@@ -34,7 +33,8 @@ def test_every_command_and_option_is_documented():
         if not re.search(rf"newsdesk {re.escape(path)}\b", docs):
             missing.append(f"command `newsdesk {path}`")
         for param in command.params:
-            if not isinstance(param, click.Option) or param.hidden:
+            # typer's options are not click.Option instances (typer carries its own click)
+            if param.param_type_name != "option" or param.hidden:
                 continue
             flags = [f for f in param.opts + param.secondary_opts if f.startswith("--") and f != "--help"]
             if flags and not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", docs) for f in flags):

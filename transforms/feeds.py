@@ -293,7 +293,20 @@ def parse_feed(
         rejected=tuple(rejected),
         encoding=decoded.encoding,
         failed=tuple(failed),
+        ttl_min=_positive_int(feed_meta.get("ttl")),
+        update_period=(str(feed_meta.get("sy_updateperiod") or "").strip().lower() or None),
+        update_frequency=_positive_int(feed_meta.get("sy_updatefrequency")),
     )
+
+
+def _positive_int(value) -> int | None:
+    """A count the feed wrote as text (`<ttl> 60 </ttl>`); None if it is no
+    positive whole number."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
 
 
 # The scheme's length is bounded so that a long run of letters costs one

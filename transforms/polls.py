@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Mapping, Sequence
 
 from transforms.errors import NewsdeskError, ParseError
@@ -23,19 +23,7 @@ from transforms.records import (
     failure_of,
 )
 from transforms.retries import RetryPolicy, next_feed_attempt
-
-
-def due_feeds(names: Sequence[str], next_attempt_at: Mapping[str, datetime | None],
-              now: datetime) -> tuple[list[str], list[tuple[str, datetime]]]:
-    """(feeds to poll now, [(feed, backing off until)]) in the given order."""
-    due, waiting = [], []
-    for name in names:
-        until = next_attempt_at.get(name)
-        if until is not None and until > now:
-            waiting.append((name, until))
-        else:
-            due.append(name)
-    return due, waiting
+from transforms.schedule import FeedHints, ScheduleRule, kept_interval, poll_interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +38,7 @@ class PolledFeed:
     last_modified: str | None = None
     parsed: ParsedFeed | None = None  # None for a 304 or a failure
     error: NewsdeskError | None = None  # the fetch or parse error
+    max_age_s: int | None = None  # the response's Cache-Control max-age
 
 
 @dataclass(slots=True)
@@ -70,9 +59,13 @@ class PollTriage:
 
 
 def triage_polls(polled: Sequence[PolledFeed], failures_so_far: Mapping[str, int], *, run_id: str,
-                 policy: RetryPolicy) -> PollTriage:
-    """Sort each poll into a failed feed (its failure, its backoff) or a
-    readable one (its entries, its new validators)."""
+                 policy: RetryPolicy, rule: ScheduleRule = ScheduleRule(),
+                 overrides: Mapping[str, int] = {},
+                 intervals: Mapping[str, tuple[int | None, str | None]] = {}) -> PollTriage:
+    """Sort each poll into a failed feed (its failure, its backoff, no
+    sooner than its Retry-After) or a readable one (its entries, its new
+    validators, its next poll: transforms/schedule.py). `overrides` are the
+    feeds' own interval_min in seconds; `intervals` what each feed had."""
     out = PollTriage()
     for poll in polled:
         if poll.error is not None:
@@ -80,8 +73,12 @@ def triage_polls(polled: Sequence[PolledFeed], failures_so_far: Mapping[str, int
             out.failures.append(failure_of(poll.error, run_id=run_id, source=poll.name, at=poll.fetched_at,
                                            outcome="not_loaded"))
             failures = failures_so_far.get(poll.name, 0) + 1
+            retry_at = next_feed_attempt(failures, poll.fetched_at, policy)
+            asked = getattr(poll.error, "retry_after", None)  # 429 or 503 with Retry-After
+            if asked and retry_at is not None:
+                retry_at = max(retry_at, poll.fetched_at + timedelta(seconds=min(asked, policy.max_backoff_s)))
             out.states.append(SourceState(poll.name, poll.fetched_at, poll.status, ok=False, error=str(poll.error),
-                                          next_attempt_at=next_feed_attempt(failures, poll.fetched_at, policy)))
+                                          next_attempt_at=retry_at))
             out.failed_polls.append(FeedPoll(run_id=run_id, source=poll.name, fetched_at=poll.fetched_at,
                                              status=poll.status, ok=False, not_modified=False, error=str(poll.error),
                                              entries=0, new_entries=0))
@@ -102,10 +99,22 @@ def triage_polls(polled: Sequence[PolledFeed], failures_so_far: Mapping[str, int
                 out.failures.append(failure_of(error, run_id=run_id, source=poll.name, at=poll.fetched_at,
                                                outcome="not_loaded"))
                 out.entries_rejected += 1
+        override = overrides.get(poll.name)
+        if poll.parsed is None:  # a 304
+            interval = kept_interval(*intervals.get(poll.name, (None, None)), poll.max_age_s, rule,
+                                     override_s=override)
+        else:
+            feed = poll.parsed
+            hints = FeedHints(entry_dates=tuple(e.published_at for e in feed.entries if e.published_at is not None),
+                              ttl_min=feed.ttl_min, update_period=feed.update_period,
+                              update_frequency=feed.update_frequency, max_age_s=poll.max_age_s)
+            interval = poll_interval(hints, poll.fetched_at, rule, override_s=override)
         out.states.append(SourceState(poll.name, poll.fetched_at, poll.status, ok=True, etag=poll.etag,
                                       last_modified=poll.last_modified,
                                       title=poll.parsed.title if poll.parsed is not None else None,
-                                      warning=poll.parsed.warning if poll.parsed is not None else None))
+                                      warning=poll.parsed.warning if poll.parsed is not None else None,
+                                      next_poll_at=interval.next_at(poll.fetched_at),
+                                      poll_interval_s=interval.seconds, poll_reason=interval.reason))
     return out
 
 

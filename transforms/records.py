@@ -54,6 +54,10 @@ class ParsedFeed:
     encoding: str | None = None  # the codec the document was read with
     # Entries that could not be read (a malformed link ...), one error each.
     failed: tuple[ParseError, ...] = ()
+    # How often the publisher says to come back (transforms/schedule.py).
+    ttl_min: int | None = None  # RSS <ttl>
+    update_period: str | None = None  # sy:updatePeriod
+    update_frequency: int | None = None  # sy:updateFrequency
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,10 @@ class SourceState:
     title: str | None = None
     next_attempt_at: datetime | None = None  # when a failing feed is polled again
     warning: str | None = None  # a readable feed's problem (encoding, ill-formed XML): sources.last_warning
+    # A readable feed's schedule (transforms/schedule.py); None on a failure.
+    next_poll_at: datetime | None = None
+    poll_interval_s: int | None = None
+    poll_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

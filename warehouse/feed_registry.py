@@ -83,6 +83,7 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
         ("name", pa.string()), ("fetched_at", TS), ("status", pa.int32()), ("ok", pa.bool_()),
         ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
         ("next_attempt_at", TS), ("warning", pa.string()),
+        ("next_poll_at", TS), ("poll_interval_s", pa.int32()), ("poll_reason", pa.string()),
     ]))
     with registered(con, "_states", table):
         # A 304 carries no validators of its own: keep the ones we had.
@@ -99,7 +100,11 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
                 last_modified = CASE WHEN s.ok THEN coalesce(s.last_modified, sources.last_modified)
                                      ELSE sources.last_modified END,
                 title = coalesce(s.title, sources.title),
-                next_attempt_at = s.next_attempt_at
+                next_attempt_at = s.next_attempt_at,
+                -- a failure leaves the schedule as it was: the backoff decides
+                next_poll_at = CASE WHEN s.ok THEN s.next_poll_at ELSE sources.next_poll_at END,
+                poll_interval_s = CASE WHEN s.ok THEN s.poll_interval_s ELSE sources.poll_interval_s END,
+                poll_reason = CASE WHEN s.ok THEN s.poll_reason ELSE sources.poll_reason END
             FROM _states AS s
             WHERE sources.name = s.name
         """)

@@ -129,11 +129,16 @@ class FeedState(NamedTuple):
     last_modified: str | None
     next_attempt_at: datetime | None
     consecutive_failures: int
+    next_poll_at: datetime | None
+    poll_interval_s: int | None
+    poll_reason: str | None
+    last_fetched_at: datetime | None
 
 
 def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, FeedState]:
-    """What the last polls left per feed: validators for conditional GET, backoff."""
-    rows = con.execute("SELECT name, etag, last_modified, next_attempt_at, consecutive_failures FROM sources").fetchall()
+    """What the last polls left per feed: validators for conditional GET,
+    backoff, the schedule."""
+    rows = con.execute("SELECT name, " + ", ".join(FeedState._fields) + " FROM sources").fetchall()
     return {name: FeedState(*rest) for name, *rest in rows}
 
 

@@ -23,7 +23,7 @@ RUN_COUNTS = (
     "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
     "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
     "pages_fetched", "failures", "feeds_skipped", "entries_pending", "retries", "retries_loaded",
-    "near_duplicates", "fetch_s", "parse_s", "extract_s", "dedupe_s", "load_s",
+    "near_duplicates", "feeds_not_due", "fetch_s", "parse_s", "extract_s", "dedupe_s", "load_s",
 )
 
 

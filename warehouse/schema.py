@@ -360,6 +360,38 @@ CREATE INDEX sightings_link ON article_sightings (canonical_link);
 CREATE INDEX sightings_guid ON article_sightings (guid);
 """
 
+_V10 = """
+-- Each feed's own schedule (transforms/schedule.py): a healthy feed is
+-- polled again no sooner than next_poll_at; a failing one backs off
+-- (next_attempt_at). poll_reason says why the interval is what it is.
+ALTER TABLE sources ADD COLUMN next_poll_at TIMESTAMPTZ;
+ALTER TABLE sources ADD COLUMN poll_interval_s INTEGER;
+ALTER TABLE sources ADD COLUMN poll_reason VARCHAR;
+
+ALTER TABLE runs ADD COLUMN feeds_not_due INTEGER;      -- healthy feeds whose next poll was later
+
+CREATE OR REPLACE VIEW feed_health AS
+SELECT
+    s.name AS source,
+    s.url,
+    count(p.source)                                            AS polls,
+    round(avg(p.ok::INTEGER), 3)                               AS success_rate,
+    round(avg(p.not_modified::INTEGER), 3)                     AS share_304,
+    round(avg(p.new_entries) FILTER (WHERE p.ok), 2)           AS new_items_per_poll,
+    s.last_success_at,
+    (SELECT max(g.seen_at) FROM article_sightings g WHERE g.source = s.name) AS last_new_item_at,
+    now() - (SELECT max(g.seen_at) FROM article_sightings g WHERE g.source = s.name) AS staleness,
+    s.consecutive_failures,
+    s.last_error,
+    s.next_attempt_at,
+    round(s.poll_interval_s / 60, 1)                           AS poll_interval_min,
+    s.poll_reason,
+    s.next_poll_at
+FROM sources s
+LEFT JOIN feed_polls p ON p.source = s.name
+GROUP BY ALL;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
@@ -371,6 +403,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (8, "search index queue (tantivy index beside the warehouse) instead of the fts extension", _V8),
     (9, "story band keys carry their root's first sighting, stored in that order (the story window); "
         "sightings indexed by link and GUID", _V9),
+    (10, "a schedule per feed: next_poll_at, poll_interval_s, poll_reason; runs.feeds_not_due", _V10),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

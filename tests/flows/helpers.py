@@ -11,8 +11,10 @@ from tests.httpserver import LocalServer
 CONTENT_TYPES = {".rss": "application/rss+xml", ".atom": "application/atom+xml", ".rdf": "application/rdf+xml"}
 
 
-def write_sources(path: Path, feeds: list[tuple[str, str]], **fetch) -> Path:
-    """A sources file for the test server: loopback allowed, no politeness delay."""
+def write_sources(path: Path, feeds: list[tuple[str, str]], *, every_run: bool = True, **fetch) -> Path:
+    """A sources file for the test server: loopback allowed, no politeness
+    delay; each feed polled every run (`interval_min = 0`), as tests that run
+    twice expect, unless `every_run` is False (the tests of the schedule)."""
     settings = {"allow_private_networks": ["127.0.0.0/8"], "per_host_delay_s": 0, "retry_backoff_s": 0.01,
                 "timeout_s": 5, "user_agent": "newsdesk-tests/1.0 (+https://example.invalid/newsdesk)"}
     settings.update(fetch)
@@ -20,7 +22,7 @@ def write_sources(path: Path, feeds: list[tuple[str, str]], **fetch) -> Path:
     for key, value in settings.items():
         lines.append(f"{key} = {_toml(value)}")
     for name, url in feeds:
-        lines += ["", "[[feeds]]", f'name = "{name}"', f'url = "{url}"']
+        lines += ["", "[[feeds]]", f'name = "{name}"', f'url = "{url}"'] + (["interval_min = 0"] if every_run else [])
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -47,10 +49,10 @@ def serve_seeds(server: LocalServer) -> list[tuple[str, str]]:
     return feeds
 
 
-def run_ingest(sources: Path, db: Path) -> dict:
+def run_ingest(sources: Path, db: Path, *, all_feeds: bool = False) -> dict:
     from flows.ingest import ingest
 
-    return asyncio.run(ingest(sources=str(sources), db=str(db)))
+    return asyncio.run(ingest(sources=str(sources), db=str(db), all_feeds=all_feeds))
 
 
 def query(db: Path, sql: str, params=None) -> list[tuple]:

@@ -1,23 +1,15 @@
-"""Feed-poll decisions with plain values: due feeds, failed / 304 / readable polls."""
+"""Feed-poll decisions with plain values: failed / 304 / readable polls."""
 
 from datetime import datetime, timedelta, timezone
 
 from tests.transforms.test_articles import entry
 from transforms.errors import FetchError, ParseError
-from transforms.polls import PolledFeed, due_feeds, readable_polls, triage_polls
+from transforms.polls import PolledFeed, readable_polls, triage_polls
 from transforms.records import ParsedFeed
 from transforms.retries import RetryPolicy
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
 POLICY = RetryPolicy(page_attempts=3, page_backoff_s=60, feed_backoff_s=600, max_backoff_s=86_400)
-
-
-def test_a_feed_backing_off_is_skipped_until_its_time():
-    later, earlier = NOW + timedelta(minutes=5), NOW - timedelta(minutes=5)
-    due, waiting = due_feeds(["a", "b", "c", "d"], {"a": later, "b": earlier, "c": None}, NOW)
-    assert due == ["b", "c", "d"]
-    assert waiting == [("a", later)]
-    assert due_feeds(["a"], {"a": NOW}, NOW) == (["a"], [])  # due at its time exactly
 
 
 def test_a_failed_poll_backs_off_by_its_consecutive_failures_and_keeps_no_validators():
