@@ -80,6 +80,12 @@ def _reporting(failed: str = "error", *, run: bool = False):
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
         raise
+    except BrokenPipeError:
+        # The reader of stdout left (`newsdesk sql ... | head`): end quietly, as
+        # a tool killed by SIGPIPE does (128 + 13), and keep Python from
+        # complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None
     except Exception as exc:
         code = 2 if isinstance(exc, bad_input) and not run else 1
         if _debug:

@@ -141,3 +141,21 @@ def test_the_ingest_summary_is_escaped(capsys):
     out = capsys.readouterr().out
     _assert_printable(out)
     assert "http\\x1b[2J: 1" in out and "/tmp/w\\x1b[2Jh.duckdb" in out and "r\\x9b1" in out
+
+
+def test_sql_into_a_reader_that_leaves_early_ends_quietly(tmp_path):
+    """`newsdesk sql ... | head`: no error line, and the exit code of a tool
+    killed by SIGPIPE (141), not a failure of newsdesk's own (1)."""
+    from warehouse.connection import connect
+
+    db = tmp_path / "wh.duckdb"
+    with connect(db):
+        pass
+    newsdesk = Path(sys.executable).with_name("newsdesk")
+    proc = subprocess.Popen([str(newsdesk), "sql", "select * from range(300000)", "--db", str(db), "-f", "csv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert first.rstrip() == b"range" and err == b""
