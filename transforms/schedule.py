@@ -121,6 +121,8 @@ def kept_interval(previous_s: int | None, reason: str | None, max_age_s: int | N
         return poll_interval(FeedHints(), datetime.min, rule, override_s=override_s)
     seconds = previous_s if previous_s is not None else rule.default_s
     why = reason or "no dated entries"
+    if seconds < rule.min_s:  # an interval_min = 0 since removed: back within the bounds
+        seconds, why = rule.min_s, f"{why}, raised to min_interval_min"
     if max_age_s and max_age_s > seconds:
         seconds, why = min(max_age_s, LONGEST_HINT_S), f"Cache-Control max-age {max_age_s} s"
     return PollInterval(seconds, why)

@@ -75,6 +75,8 @@ def test_a_304_keeps_the_interval_it_had_under_its_max_age():
     longer = kept_interval(600, "x", 3_600, RULE)
     assert (longer.seconds, longer.reason) == (3_600, "Cache-Control max-age 3600 s")
     assert kept_interval(7_200, "x", None, RULE, override_s=0).seconds == 0
+    # Once polled every run, then the override removed: a 304 does not keep it at 0.
+    assert kept_interval(0, "every run (interval_min = 0)", None, RULE).seconds == 300
 
 
 @pytest.mark.parametrize("header, seconds", [
