@@ -57,13 +57,13 @@ def publishing_rate(dates: Iterable[datetime], now: datetime) -> tuple[int, floa
     """(entries dated within the last week, the seconds they span), or None
     if none is. A feed shows only its latest items: thirty items of the last
     thirty hours are a rate of one an hour, not thirty a week. The span is
-    at least a day, so that one fresh item does not read as a torrent.
-    Dates in the future count as now."""
+    at least an hour, and a lone item's at least a day, so that one fresh
+    item does not read as a torrent. Dates in the future count as now."""
     since = now - timedelta(seconds=WEEK_S)
     recent = [min(d, now) for d in dates if d >= since]
     if not recent:
         return None
-    return len(recent), max((now - min(recent)).total_seconds(), 86_400.0)
+    return len(recent), max((now - min(recent)).total_seconds(), 3_600.0 if len(recent) > 1 else 86_400.0)
 
 
 def _span(seconds: float) -> str:

@@ -36,6 +36,8 @@ def _dates(n: int, span_h: float, *, ago_h: float = 0) -> tuple[datetime, ...]:
     (FeedHints(_dates(169, 168)), None, 3_578, "169 entries in 7 days"),
     (FeedHints(_dates(31, 30)), None, 3_483, "31 entries in 30 h"),  # a feed shows its latest items only
     (FeedHints(_dates(1, 0)), None, 86_400, "1 entries in 24 h"),  # one fresh item: a day at least
+    (FeedHints(_dates(30, 2.9)), None, 348, "30 entries in 3 h"),  # a busy feed showing its last 3 hours
+    (FeedHints(_dates(2, 0.1)), None, 1_800, "2 entries in 1 h"),  # two fresh items: an hour at least
     # Clamped to the bounds.
     (FeedHints(_dates(5_000, 24)), None, 300, "5000 entries in 24 h, raised to min_interval_min"),
     (FeedHints(_dates(2, 160)), None, 86_400, "2 entries in 7 days, lowered to max_interval_min"),
@@ -66,7 +68,7 @@ def test_the_interval_comes_from_the_history_within_bounds_and_never_under_the_p
 
 def test_entries_dated_in_the_future_count_as_now():
     got = poll_interval(FeedHints(tuple(NOW + timedelta(days=d) for d in range(24))), NOW, RULE)
-    assert (got.seconds, got.reason) == (3_600, "24 entries in 24 h")
+    assert (got.seconds, got.reason) == (300, "24 entries in 1 h, raised to min_interval_min")
 
 
 def test_a_304_keeps_the_interval_it_had_under_its_max_age():
