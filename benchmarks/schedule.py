@@ -87,7 +87,8 @@ def main() -> None:
         intervals = sorted(s.poll_interval_s for s in triage.states)
         print("interval min / median / max, min:", intervals[0] // 60, intervals[len(intervals) // 2] // 60,
               intervals[-1] // 60)
-        tenth = [p for p in polls if p.name in set(due.due)][: args.feeds // 10]
+        chosen = set(due.due)
+        tenth = [p for p in polls if p.name in chosen][: args.feeds // 10]
         again = triage_polls(tenth, {}, run_id="bench2", policy=policy, rule=ScheduleRule())
 
         def store_tenth():

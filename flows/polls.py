@@ -116,7 +116,8 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     if plan.not_due:
         first = min(plan.not_due, key=lambda item: item[1])
         logger.info("%d feeds not due yet (the next, %s, at %s)", len(plan.not_due), first[0], first[1])
-    due = [f for f in feeds if f.name in set(plan.due)]
+    chosen = set(plan.due)
+    due = [f for f in feeds if f.name in chosen]
     summary.feeds_skipped = len(plan.backing_off)
     summary.feeds_not_due = len(plan.not_due)
 

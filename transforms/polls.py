@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Mapping, Sequence
 
 from transforms.errors import NewsdeskError, ParseError
@@ -23,7 +23,7 @@ from transforms.records import (
     failure_of,
 )
 from transforms.retries import RetryPolicy, next_feed_attempt
-from transforms.schedule import FeedHints, ScheduleRule, kept_interval, poll_interval
+from transforms.schedule import FeedHints, ScheduleRule, kept_interval, overridden, poll_interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +73,8 @@ def triage_polls(polled: Sequence[PolledFeed], failures_so_far: Mapping[str, int
             out.failures.append(failure_of(poll.error, run_id=run_id, source=poll.name, at=poll.fetched_at,
                                            outcome="not_loaded"))
             failures = failures_so_far.get(poll.name, 0) + 1
-            retry_at = next_feed_attempt(failures, poll.fetched_at, policy)
-            asked = getattr(poll.error, "retry_after", None)  # 429 or 503 with Retry-After
-            if asked and retry_at is not None:
-                retry_at = max(retry_at, poll.fetched_at + timedelta(seconds=min(asked, policy.max_backoff_s)))
+            retry_at = next_feed_attempt(failures, poll.fetched_at, policy,
+                                         retry_after_s=getattr(poll.error, "retry_after", None))
             out.states.append(SourceState(poll.name, poll.fetched_at, poll.status, ok=False, error=str(poll.error),
                                           next_attempt_at=retry_at))
             out.failed_polls.append(FeedPoll(run_id=run_id, source=poll.name, fetched_at=poll.fetched_at,
@@ -99,16 +97,16 @@ def triage_polls(polled: Sequence[PolledFeed], failures_so_far: Mapping[str, int
                 out.failures.append(failure_of(error, run_id=run_id, source=poll.name, at=poll.fetched_at,
                                                outcome="not_loaded"))
                 out.entries_rejected += 1
-        override = overrides.get(poll.name)
-        if poll.parsed is None:  # a 304
-            interval = kept_interval(*intervals.get(poll.name, (None, None)), poll.max_age_s, rule,
-                                     override_s=override)
+        if poll.name in overrides:
+            interval = overridden(overrides[poll.name])
+        elif poll.parsed is None:  # a 304
+            interval = kept_interval(*intervals.get(poll.name, (None, None)), poll.max_age_s, rule)
         else:
             feed = poll.parsed
             hints = FeedHints(entry_dates=tuple(e.published_at for e in feed.entries if e.published_at is not None),
                               ttl_min=feed.ttl_min, update_period=feed.update_period,
                               update_frequency=feed.update_frequency, max_age_s=poll.max_age_s)
-            interval = poll_interval(hints, poll.fetched_at, rule, override_s=override)
+            interval = poll_interval(hints, poll.fetched_at, rule)
         out.states.append(SourceState(poll.name, poll.fetched_at, poll.status, ok=True, etag=poll.etag,
                                       last_modified=poll.last_modified,
                                       title=poll.parsed.title if poll.parsed is not None else None,

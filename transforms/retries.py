@@ -40,8 +40,13 @@ def next_page_attempt(transient: bool, attempts: int, now: datetime, policy: Ret
     return "pending", now + backoff(policy.page_backoff_s, attempts, policy.max_backoff_s)
 
 
-def next_feed_attempt(consecutive_failures: int, now: datetime, policy: RetryPolicy) -> datetime | None:
-    """When to poll a failing feed again; None polls it on the next run."""
+def next_feed_attempt(consecutive_failures: int, now: datetime, policy: RetryPolicy, *,
+                      retry_after_s: float | None = None) -> datetime | None:
+    """When to poll a failing feed again; None polls it on the next run. No
+    sooner than the server's Retry-After (a 429 or 503), up to max_backoff_s."""
     if consecutive_failures <= 0:
         return None
-    return now + backoff(policy.feed_backoff_s, consecutive_failures, policy.max_backoff_s)
+    wait = backoff(policy.feed_backoff_s, consecutive_failures, policy.max_backoff_s)
+    if retry_after_s:
+        wait = max(wait, timedelta(seconds=min(retry_after_s, policy.max_backoff_s)))
+    return now + wait

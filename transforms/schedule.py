@@ -2,12 +2,12 @@
 
 A feed's interval comes from how much it publishes (the time its entries of
 the last week span, divided by their number: a week over its weekly entries,
-as Miniflux's entry-frequency scheduler and Media Cloud's rss-fetcher do), clamped to the operator's bounds, and is
-never shorter than what the publisher asked for: RSS `<ttl>`,
+as Miniflux's entry-frequency scheduler and Media Cloud's rss-fetcher do),
+clamped to the operator's bounds, and is never shorter than what the publisher asked for: RSS `<ttl>`,
 `sy:updatePeriod`/`sy:updateFrequency`, the response's `Cache-Control:
 max-age`. A feed's own `interval_min` overrides all of it. Failing feeds are
-not scheduled here: they back off (transforms/retries.py), no sooner than
-their Retry-After.
+not scheduled here: they back off (transforms/retries.py
+`next_feed_attempt`), no sooner than their Retry-After.
 """
 
 from __future__ import annotations
@@ -89,12 +89,14 @@ def publisher_floor(hints: FeedHints) -> tuple[int, str] | None:
     return min(seconds, LONGEST_HINT_S), why
 
 
-def poll_interval(hints: FeedHints, now: datetime, rule: ScheduleRule, *,
-                  override_s: int | None = None) -> PollInterval:
+def overridden(override_s: int) -> PollInterval:
+    """A feed's own interval_min: it wins over history, bounds and hints."""
+    return PollInterval(override_s, "every run (interval_min = 0)" if override_s == 0
+                        else f"interval_min = {override_s // 60}")
+
+
+def poll_interval(hints: FeedHints, now: datetime, rule: ScheduleRule) -> PollInterval:
     """The interval until a readable feed's next poll, and why."""
-    if override_s is not None:
-        return PollInterval(override_s, "every run (interval_min = 0)" if override_s == 0
-                            else f"interval_min = {override_s // 60}")
     rate = publishing_rate(hints.entry_dates, now)
     if rate is not None:
         count, span_s = rate
@@ -113,12 +115,10 @@ def poll_interval(hints: FeedHints, now: datetime, rule: ScheduleRule, *,
     return PollInterval(seconds, reason)
 
 
-def kept_interval(previous_s: int | None, reason: str | None, max_age_s: int | None, rule: ScheduleRule, *,
-                  override_s: int | None = None) -> PollInterval:
+def kept_interval(previous_s: int | None, reason: str | None, max_age_s: int | None,
+                  rule: ScheduleRule) -> PollInterval:
     """A 304 shows no entries: the feed keeps the interval it had (or the
     default), no shorter than the response's max-age."""
-    if override_s is not None:
-        return poll_interval(FeedHints(), datetime.min, rule, override_s=override_s)
     seconds = previous_s if previous_s is not None else rule.default_s
     why = reason or "no dated entries"
     if seconds < rule.min_s:  # an interval_min = 0 since removed: back within the bounds

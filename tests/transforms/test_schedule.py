@@ -30,38 +30,35 @@ def _dates(n: int, span_h: float, *, ago_h: float = 0) -> tuple[datetime, ...]:
     return tuple(newest - timedelta(hours=span_h * i / max(n - 1, 1)) for i in range(n))
 
 
-@pytest.mark.parametrize("hints, override, seconds, reason", [
+@pytest.mark.parametrize("hints, seconds, reason", [
     # The span of the last week's entries over their number.
-    (FeedHints(_dates(7, 168)), None, 86_400, "7 entries in 7 days"),
-    (FeedHints(_dates(169, 168)), None, 3_578, "169 entries in 7 days"),
-    (FeedHints(_dates(31, 30)), None, 3_483, "31 entries in 30 h"),  # a feed shows its latest items only
-    (FeedHints(_dates(1, 0)), None, 86_400, "1 entries in 24 h"),  # one fresh item: a day at least
-    (FeedHints(_dates(30, 2.9)), None, 348, "30 entries in 3 h"),  # a busy feed showing its last 3 hours
-    (FeedHints(_dates(2, 0.1)), None, 1_800, "2 entries in 1 h"),  # two fresh items: an hour at least
+    (FeedHints(_dates(7, 168)), 86_400, "7 entries in 7 days"),
+    (FeedHints(_dates(169, 168)), 3_578, "169 entries in 7 days"),
+    (FeedHints(_dates(31, 30)), 3_483, "31 entries in 30 h"),  # a feed shows its latest items only
+    (FeedHints(_dates(1, 0)), 86_400, "1 entries in 24 h"),  # one fresh item: a day at least
+    (FeedHints(_dates(30, 2.9)), 348, "30 entries in 3 h"),  # a busy feed showing its last 3 hours
+    (FeedHints(_dates(2, 0.1)), 1_800, "2 entries in 1 h"),  # two fresh items: an hour at least
     # Clamped to the bounds.
-    (FeedHints(_dates(5_000, 24)), None, 300, "5000 entries in 24 h, raised to min_interval_min"),
-    (FeedHints(_dates(2, 160)), None, 86_400, "2 entries in 7 days, lowered to max_interval_min"),
+    (FeedHints(_dates(5_000, 24)), 300, "5000 entries in 24 h, raised to min_interval_min"),
+    (FeedHints(_dates(2, 160)), 86_400, "2 entries in 7 days, lowered to max_interval_min"),
     # Dated, but nothing in the last week: the longest; undated: the default.
-    (FeedHints(_dates(3, 48, ago_h=24 * 30)), None, 86_400, "no entry in the last week"),
-    (FeedHints(()), None, 3_600, "no dated entries"),
+    (FeedHints(_dates(3, 48, ago_h=24 * 30)), 86_400, "no entry in the last week"),
+    (FeedHints(()), 3_600, "no dated entries"),
     # The publisher's wishes are a floor, and win over the clamp.
-    (FeedHints(_dates(49, 48), ttl_min=120), None, 7_200, "<ttl> 120 min (would be 49 entries in 48 h)"),
-    (FeedHints(_dates(49, 48), ttl_min=30), None, 3_526, "49 entries in 48 h"),
-    (FeedHints(_dates(49, 48), update_period="daily", update_frequency=4), None, 21_600,
+    (FeedHints(_dates(49, 48), ttl_min=120), 7_200, "<ttl> 120 min (would be 49 entries in 48 h)"),
+    (FeedHints(_dates(49, 48), ttl_min=30), 3_526, "49 entries in 48 h"),
+    (FeedHints(_dates(49, 48), update_period="daily", update_frequency=4), 21_600,
      "sy:updatePeriod daily x4 (would be 49 entries in 48 h)"),
-    (FeedHints(_dates(7, 168), update_period="weekly"), None, 604_800,
+    (FeedHints(_dates(7, 168), update_period="weekly"), 604_800,
      "sy:updatePeriod weekly (would be 7 entries in 7 days)"),
-    (FeedHints(_dates(49, 48), max_age_s=5_400), None, 5_400,
+    (FeedHints(_dates(49, 48), max_age_s=5_400), 5_400,
      "Cache-Control max-age 5400 s (would be 49 entries in 48 h)"),
-    (FeedHints(_dates(49, 48), ttl_min=60 * 24 * 365), None, 604_800,
+    (FeedHints(_dates(49, 48), ttl_min=60 * 24 * 365), 604_800,
      "<ttl> 525600 min (would be 49 entries in 48 h)"),
-    # The operator's interval_min wins over everything.
-    (FeedHints(_dates(49, 48), ttl_min=600), 0, 0, "every run (interval_min = 0)"),
-    (FeedHints(_dates(2, 10)), 600, 600, "interval_min = 10"),
 ])
 def test_the_interval_comes_from_the_history_within_bounds_and_never_under_the_publishers_floor(
-        hints, override, seconds, reason):
-    got = poll_interval(hints, NOW, RULE, override_s=override)
+        hints, seconds, reason):
+    got = poll_interval(hints, NOW, RULE)
     assert (got.seconds, got.reason) == (seconds, reason)
     assert got.next_at(NOW) == NOW + timedelta(seconds=seconds)
 
@@ -76,7 +73,6 @@ def test_a_304_keeps_the_interval_it_had_under_its_max_age():
     assert kept_interval(None, None, None, RULE).reason == "no dated entries"
     longer = kept_interval(600, "x", 3_600, RULE)
     assert (longer.seconds, longer.reason) == (3_600, "Cache-Control max-age 3600 s")
-    assert kept_interval(7_200, "x", None, RULE, override_s=0).seconds == 0
     # Once polled every run, then the override removed: a 304 does not keep it at 0.
     assert kept_interval(0, "every run (interval_min = 0)", None, RULE).seconds == 300
 
@@ -130,3 +126,16 @@ def test_a_readable_poll_is_scheduled_and_a_failed_one_backs_off_no_sooner_than_
     assert c.next_attempt_at == NOW + timedelta(hours=2)  # not the 10 min of a first failure
     assert d.next_attempt_at == NOW + timedelta(days=1)  # capped at max_backoff_s
     assert c.next_poll_at is None and c.poll_interval_s is None  # a failure leaves the schedule alone
+
+
+def test_a_feeds_own_interval_wins_over_history_hints_and_a_304():
+    busy = [entry(link=f"https://a/{i}", canonical_link=f"https://a/{i}", source="a",
+                  published_at=NOW - timedelta(hours=i)) for i in range(28)]
+    polled = [PolledFeed("a", NOW, 200, False, parsed=_feed(busy, ttl_min=600)),
+              PolledFeed("b", NOW, 304, True, max_age_s=7_200),
+              PolledFeed("c", NOW, 200, False, parsed=_feed(busy))]
+    triage = triage_polls(polled, {}, run_id="r", policy=POLICY, rule=RULE, overrides={"a": 0, "b": 0, "c": 600},
+                          intervals={"b": (7_200, "84 entries in 7 days")})
+    assert [(s.poll_interval_s, s.poll_reason) for s in triage.states] == [
+        (0, "every run (interval_min = 0)"), (0, "every run (interval_min = 0)"), (600, "interval_min = 10")]
+    assert triage.states[0].next_poll_at == NOW
