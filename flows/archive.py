@@ -159,7 +159,7 @@ def warc_input(paths: Sequence[str]) -> WarcInput:
     for path in paths:
         resolved = Path(path).expanduser().resolve()
         name = f"warc.{resolved.stem.split('.')[0]}"
-        sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"]})
+        sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"], "origin": "warc"})
         for record in iter_responses(str(resolved)):
             if isinstance(record, NewsdeskError):
                 failures.append((name, record))

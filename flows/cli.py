@@ -73,8 +73,9 @@ def _reporting(failed: str = "error", *, run: bool = False):
     from warehouse.lake import NewLakeNeedsDataPath, SnapshotNotKept
     from warehouse.moving import LakeNotEmpty
     from warehouse.target import BadTarget
+    from transforms.errors import ParseError
 
-    bad_input = (BadInput, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
+    bad_input = (BadInput, ParseError, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
                  IsADirectoryError, FileExistsError, BadTarget, LakeNotEmpty, NewLakeNeedsDataPath, SnapshotNotKept)
     try:
         yield
@@ -564,6 +565,143 @@ def export(
     with _reporting("export failed"):
         count, where = run_export(target, format.value, out, start, end)
     Console().print(f"exported {count} article{'s' if count != 1 else ''} to {where}", highlight=False, markup=False)
+
+
+feeds_app = typer.Typer(help="The feed registry: import and export OPML, list and remove feeds.",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(feeds_app, name="feeds")
+
+
+def _open_registry(db: str | None, data_path: str | None = None):
+    """The warehouse to write the registry into; a new lake is made with its data folder."""
+    from flows.settings import default_db
+    from warehouse.connection import check_warehouse_target, connect
+
+    target = default_db(db)
+    if isinstance(target, Path):
+        check_warehouse_target(target)
+        return connect(target)
+    from warehouse.lake import connect_lake
+    from warehouse.target import parse_target
+
+    return connect_lake(parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH")))
+
+
+@feeds_app.command("import")
+def feeds_import(
+    file: Annotated[Path, typer.Argument(help="An OPML file (from a feed reader, or `newsdesk feeds export`).",
+                                         exists=True, dir_okay=False)],
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Add this tag to every feed imported; "
+                                                                        "repeatable.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be imported; change nothing.")] = False,
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+    data_path: Annotated[Optional[str], typer.Option(
+        "--data-path", metavar="DIR", help="With a new lake as --db: the folder for its data files. "
+                                           "Default: $NEWSDESK_DATA_PATH.")] = None,
+) -> None:
+    """Add the feeds of an OPML file to the warehouse's registry: the next ingest polls them.
+    Folders and categories become tags; duplicates and outlines without xmlUrl are reported and skipped."""
+    from flows.settings import load_settings
+    from transforms.opml import MAX_OPML_BYTES, plan_import, read_opml
+    from warehouse import feed_registry
+
+    with _reporting("import failed"):
+        with open(file, "rb") as f:
+            data = f.read(MAX_OPML_BYTES + 1)
+        document = read_opml(data, url=str(file))
+        settings = load_settings(sources)  # its names and URLs are taken, whether an ingest registered them yet
+        with (_open_registry(db, data_path)) as con:
+            known_urls = feed_registry.registered_urls(con) | {f.url: f.name for f in settings.feeds}
+            known_names = feed_registry.registered_names(con) | {f.name for f in settings.feeds}
+            plan = plan_import(document.outlines, known_urls=known_urls, known_names=known_names,
+                               extra_tags=tuple(tag or ()))
+            added = 0 if dry_run else feed_registry.register_feeds(con, plan.new)
+            if not dry_run:  # a feed removed before and listed again is polled again
+                feed_registry.set_active(con, [name for _, name in plan.known], True)
+    problems = sorted(document.problems + plan.problems, key=lambda p: p.line or 0)
+    for problem in problems[:20]:
+        _say("skipped", f"{file}:{problem.line}: {problem.message}" if problem.line else problem.message)
+    if len(problems) > 20:
+        _say("skipped", f"... and {len(problems) - 20} more")
+    verb = "would import" if dry_run else "imported"
+    Console().print(
+        f"{verb} {len(plan.new) if dry_run else added} feeds from {file} ({len(document.outlines)} feed outlines, "
+        f"{document.folders} folders; {len(plan.known)} already registered, {len(problems)} skipped)",
+        highlight=False, markup=False, soft_wrap=True)
+
+
+@feeds_app.command("export")
+def feeds_export(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the OPML here instead of stdout.")] = None,
+    sources: SourcesOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Print OPML of every feed an ingest polls: the sources file's and those imported from OPML."""
+    from datetime import datetime, timezone
+
+    from flows.settings import default_db, load_settings
+    from transforms.opml import RegistryFeed, write_opml
+    from warehouse import feed_registry
+    from warehouse.connection import connect
+
+    with _reporting("export failed"):
+        settings = load_settings(sources)
+        feeds = [RegistryFeed(name=f.name, url=f.url, language=f.language, tags=f.tags, origin="sources file")
+                 for f in settings.feeds]
+        target = default_db(db)
+        if not isinstance(target, Path) or target.exists():
+            with connect(target, read_only=True) as con:
+                names = {f.name for f in feeds}
+                feeds += [f for f in feed_registry.opml_feeds(con) if f.name not in names]
+        data = write_opml(feeds, title="newsdesk feeds", now=datetime.now(timezone.utc))
+        if out is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            out.write_bytes(data)
+    if out is not None:
+        err.print(f"wrote {len(feeds)} feeds to {out}", highlight=False, markup=False)
+
+
+@feeds_app.command("list")
+def feeds_list(
+    all: Annotated[bool, typer.Option("--all", help="Include feeds removed with `feeds remove`.")] = False,
+    db: DbOpt = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+) -> None:
+    """List the registered feeds: where each came from, its last status and its schedule."""
+    from flows.settings import default_db
+    from warehouse import feed_registry
+    from warehouse.connection import connect
+
+    with _reporting():
+        with connect(default_db(db), read_only=True) as con:
+            columns, rows = feed_registry.registry_rows(con, include_inactive=all)
+    _print_rows(columns, rows, format)
+
+
+@feeds_app.command("remove")
+def feeds_remove(
+    names: Annotated[list[str], typer.Argument(help="Names of feeds imported from OPML.")],
+    db: DbOpt = None,
+) -> None:
+    """Stop polling feeds imported from OPML; their articles and history stay (`feeds import` adds them back)."""
+    from warehouse import feed_registry
+
+    with _reporting():
+        with _open_registry(db) as con:
+            found = dict(feed_registry.set_active(con, names, False))
+        unknown = [n for n in names if n not in found]
+        from_file = [n for n, origin in found.items() if origin != "opml"]
+        if unknown:
+            raise BadInput(f"no registered feed is named {', '.join(map(repr, unknown))}"
+                           + (" (the others were removed)" if len(unknown) < len(names) else ""))
+        if from_file:
+            raise BadInput(f"{', '.join(map(repr, from_file))} come from the sources file (or a WARC file): "
+                           "remove them there")
+    Console().print(f"removed {len(found)} feed{'s; their' if len(found) != 1 else '; its'} articles stay",
+                    highlight=False, markup=False)
 
 
 def _cell(value: object) -> str:

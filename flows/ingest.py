@@ -34,7 +34,7 @@ from flows.locks import ingest_lock
 from flows.pipeline import run_pages
 from flows.polls import poll_feeds, work_outbox
 from flows.runstate import abandon_dead_runs, recorded_run
-from flows.settings import Settings, default_db, load_settings, select_feeds
+from flows.settings import Settings, default_db, load_settings, select_feeds, with_registry
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
@@ -59,10 +59,10 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     first (up to [pipeline] lock_wait_s), then gives up with an error."""
     logger = get_run_logger()
     sources, db = check_run_paths(sources, db, from_warc)  # under `newsdesk serve`: only the paths it allows
-    settings: Settings = select_feeds(load_settings(sources), feeds)
+    settings: Settings = load_settings(sources)
     target = default_db(db)
     if not isinstance(target, Path):  # a lake: writers share it, no lock file
-        return await _ingest(settings, target, from_warc, logger, all_feeds)
+        return await _ingest(settings, target, from_warc, logger, all_feeds, feeds)
     db_path = target
     # A directory, a FIFO, a text file, another program's DuckDB file (looked at read-only: a
     # writable open would replay its WAL): refused before the lock beside it.
@@ -72,7 +72,7 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     if waited > 1:
         logger.info("waited %.0f s for another ingest of %s to finish", waited, db_path)
     try:
-        return await _ingest(settings, db_path, from_warc, logger, all_feeds)
+        return await _ingest(settings, db_path, from_warc, logger, all_feeds, feeds)
     finally:
         lock.__exit__(None, None, None)
 
@@ -93,10 +93,10 @@ def flow_for(settings: Settings):
 
 
 async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] | None, logger,
-                  all_feeds: bool = False) -> dict:
+                  all_feeds: bool = False, wanted: Sequence[str] | None = None) -> dict:
     run_id = str(flow_run.id or uuid.uuid4())
     if isinstance(db_path, Path):
-        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds)
+        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds, wanted)
     # On a lake the run holds a lock in PostgreSQL for its life: other
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
@@ -111,26 +111,30 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
         if replayed:
             logger.info("finished %d unit(s) of work that a killed writer had committed to PostgreSQL only",
                         replayed)
-        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds)
+        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds, wanted)
 
 
 async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger,
-               all_feeds: bool = False) -> dict:
+               all_feeds: bool = False, wanted: Sequence[str] | None = None) -> dict:
     started = _now()
     warc = None
     if from_warc:
         settings = settings.model_copy(update={"feeds": ()})
         warc = await asyncio.to_thread(warc_input, from_warc)
-    summary = RunSummary(run_id=run_id, db=str(db_path), feeds_total=len(settings.feeds))
 
-    def begin() -> dict:
+    def begin() -> tuple[dict, list]:
         with connect(db_path) as con:
-            feed_registry.upsert_sources(con, [f.model_dump() for f in settings.feeds] + (warc.sources if warc else []))
+            feed_registry.upsert_sources(con, [f.model_dump() for f in settings.feeds])
+            feed_registry.upsert_sources(con, warc.sources if warc else [], origin="warc")
             # We hold the ingest lock (on a lake: other runs' locks are checked): other 'running' rows are dead.
             abandon_dead_runs(con, run_id, started, logger)
-            return queries.select_feed_state(con)
+            return queries.select_feed_state(con), ([] if warc else feed_registry.opml_feeds(con))
 
-    feed_state = retrying(begin)  # writers of a lake register the same feeds at once
+    feed_state, registry = retrying(begin)  # writers of a lake register the same feeds at once
+    # The feeds polled: the sources file's and the OPML feeds of the registry (`newsdesk feeds import`).
+    if not warc:
+        settings = select_feeds(with_registry(settings, registry), wanted)
+    summary = RunSummary(run_id=run_id, db=str(db_path), feeds_total=len(settings.feeds))
     with connect(db_path) as con:
         run_rows.start_run(con, run_id, started, flow_run.id)
     with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below

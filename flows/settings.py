@@ -249,7 +249,8 @@ class FeedSettings(_Strict):
 
 
 class Settings(_Strict):
-    feeds: tuple[FeedSettings, ...]
+    # Optional: feeds may come from OPML alone (`newsdesk feeds import`).
+    feeds: tuple[FeedSettings, ...] = ()
     fetch: FetchSettings = FetchSettings()
     pipeline: PipelineSettings = PipelineSettings()
     retry: RetrySettings = RetrySettings()
@@ -352,6 +353,19 @@ def load_settings(sources: str | os.PathLike | None = None) -> Settings:
 def default_sources_path(sources: str | os.PathLike | None = None) -> Path:
     """The sources file: the argument, else NEWSDESK_SOURCES, else the seeds."""
     return Path(sources or os.environ.get("NEWSDESK_SOURCES") or DEFAULT_SOURCES).expanduser()
+
+
+def with_registry(settings: Settings, registry: Sequence) -> Settings:
+    """The sources file's feeds, then the registry's OPML feeds
+    (`transforms.opml.RegistryFeed`) whose names the file does not use."""
+    if not registry:
+        return settings
+    names = {f.name for f in settings.feeds}
+    # Validated when imported: built without validating again (100,000 feeds).
+    extra = tuple(FeedSettings.model_construct(name=f.name, url=f.url, language=f.language, tags=tuple(f.tags),
+                                               interval_min=None)
+                  for f in registry if f.name not in names)
+    return settings.model_copy(update={"feeds": settings.feeds + extra})
 
 
 def select_feeds(settings: Settings, wanted: Sequence[str] | None) -> Settings:

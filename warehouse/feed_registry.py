@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
+from transforms.opml import RegistryFeed
 from transforms.records import Failure, FeedEntry, FeedPoll, Sighting, SourceState
 from warehouse.page_loads import insert_sightings
 from warehouse.arrow_rows import ENTRY_FIELDS, FAILURE_SCHEMA, OUTBOX_SCHEMA, TS, feed_polls_arrow, insert_rows, to_arrow
@@ -56,24 +57,95 @@ def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll])
     insert_rows(con, "feed_polls", feed_polls_arrow(polls), "")
 
 
-def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict]) -> None:
-    """Register the feeds of the sources file; keeps each feed's fetch state."""
+def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict], *, origin: str = "sources file") -> None:
+    """Register the feeds of the sources file (or a WARC file's pseudo-feed);
+    keeps each feed's fetch state. A feed of the sources file is polled
+    whatever `feeds remove` said of an OPML feed of that name."""
     rows = [
-        {"name": f["name"], "url": f["url"], "language": f.get("language"), "tags": list(f.get("tags") or [])}
+        {"name": f["name"], "url": f["url"], "language": f.get("language"), "tags": list(f.get("tags") or []),
+         "origin": f.get("origin", origin)}
         for f in feeds
     ]
     if not rows:
         return
     table = pa.Table.from_pylist(rows, schema=pa.schema([
         ("name", pa.string()), ("url", pa.string()), ("language", pa.string()), ("tags", pa.list_(pa.string())),
+        ("origin", pa.string()),
     ]))
     with registered(con, "_feeds", table):
         con.execute(
             # Every column given: through DuckDB a lake's PostgreSQL table gets NULL, not its default.
-            "INSERT INTO sources (name, url, language, tags, consecutive_failures) "
-            "SELECT name, url, language, tags, 0 FROM _feeds "
-            "ON CONFLICT (name) DO UPDATE SET url = excluded.url, language = excluded.language, tags = excluded.tags"
+            "INSERT INTO sources (name, url, language, tags, consecutive_failures, origin, active, added_at) "
+            "SELECT name, url, language, tags, 0, origin, true, now() FROM _feeds "
+            "ON CONFLICT (name) DO UPDATE SET url = excluded.url, language = excluded.language, tags = excluded.tags, "
+            "origin = excluded.origin, active = true"
         )
+
+
+_REGISTRY_SCHEMA = pa.schema([
+    ("name", pa.string()), ("url", pa.string()), ("title", pa.string()), ("html_url", pa.string()),
+    ("language", pa.string()), ("tags", pa.list_(pa.string())), ("origin", pa.string()),
+])
+
+
+def register_feeds(con: duckdb.DuckDBPyConnection, feeds: Sequence[RegistryFeed]) -> int:
+    """Add feeds to the registry in one statement (100,000 in about a
+    second); a name taken meanwhile by another import is left as it was.
+    Returns how many were added."""
+    if not feeds:
+        return 0
+    table = pa.table({name: [getattr(f, name) if name != "tags" else list(f.tags) for f in feeds]
+                      for name in _REGISTRY_SCHEMA.names}, schema=_REGISTRY_SCHEMA)
+    with registered(con, "_registry", table), transaction(con):
+        before = con.execute("SELECT count(*) FROM sources").fetchone()[0]
+        con.execute(
+            "INSERT INTO sources (name, url, title, html_url, language, tags, origin, consecutive_failures, "
+            "active, added_at) "
+            "SELECT name, url, title, html_url, language, tags, origin, 0, true, now() FROM _registry "
+            "ON CONFLICT (name) DO NOTHING")
+        return con.execute("SELECT count(*) FROM sources").fetchone()[0] - before
+
+
+def registered_urls(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Every registered feed URL (active or not, of any origin) and its name."""
+    return dict(con.execute("SELECT url, name FROM sources ORDER BY name").fetchall())
+
+
+def registered_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM sources").fetchall()}
+
+
+def set_active(con: duckdb.DuckDBPyConnection, names: Sequence[str], active: bool) -> list[tuple[str, str]]:
+    """Start or stop polling OPML feeds (the sources file's feeds are
+    changed in that file). Returns the (name, origin) of the feeds named
+    that exist, changed or not."""
+    if not names:
+        return []
+    table = pa.table({"name": list(names)})
+    with registered(con, "_names", table), transaction(con):
+        found = con.execute("SELECT s.name, s.origin FROM sources s JOIN _names n ON n.name = s.name "
+                            "ORDER BY s.name").fetchall()
+        con.execute("UPDATE sources SET active = ? FROM _names n WHERE sources.name = n.name "
+                    "AND sources.origin = 'opml'", [active])
+    return found
+
+
+def opml_feeds(con: duckdb.DuckDBPyConnection) -> list[RegistryFeed]:
+    """The active feeds imported from OPML: polled beside the sources file's."""
+    rows = con.execute("SELECT name, url, title, html_url, language, tags FROM sources "
+                       "WHERE origin = 'opml' AND active ORDER BY name").fetchall()
+    return [RegistryFeed(name=r[0], url=r[1], title=r[2], html_url=r[3], language=r[4], tags=tuple(r[5] or ()))
+            for r in rows]
+
+
+def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = False) -> tuple[list[str], list[tuple]]:
+    """The registry as `newsdesk feeds list` shows it."""
+    cur = con.execute(
+        "SELECT name, origin, active, url, array_to_string(tags, ',') AS tags, last_status, "
+        "round(poll_interval_s / 60, 1) AS interval_min, date_trunc('second', next_poll_at) AS next_poll_at, "
+        "consecutive_failures AS failures "
+        "FROM sources WHERE origin <> 'warc'" + ("" if include_inactive else " AND active") + " ORDER BY name")
+    return [d[0] for d in cur.description], cur.fetchall()
 
 
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:

@@ -41,7 +41,7 @@ from warehouse.target import LakeTarget
 # Where the tables live. Everything a reader analyses is in the lake;
 # everything a writer must look up by key, or change in place, is keyed.
 LAKE_TABLES = ("articles", "article_revisions", "article_fingerprints", "feed_polls", "failures", "runs")
-KEYED_TABLES = ("sources", "article_sightings", "entry_outbox", "page_attempts", "story_bands")
+KEYED_TABLES = ("sources", "article_sightings", "entry_outbox", "page_attempts", "story_bands", "warc_files")
 # The file's views, made per connection (they read both sides).
 VIEWS = ("feed_health", "run_accounting", "stories")
 
@@ -49,7 +49,7 @@ KEYED_SCHEMA = "newsdesk"
 # Raise it with every file migration that changes a lake or keyed table: a
 # lake at an older version gets the columns added (keyed_upgrades,
 # lake_upgrades) the next time a writer opens it.
-LAKE_VERSION = 2
+LAKE_VERSION = 3
 
 # Tables only the lake needs: in the file, the articles table is its own
 # index of URLs, hashes and story roots; in the lake, these are.

@@ -392,6 +392,38 @@ LEFT JOIN feed_polls p ON p.source = s.name
 GROUP BY ALL;
 """
 
+_V11 = """
+-- The feed registry: feeds come from the sources file or from OPML
+-- (`newsdesk feeds import`); `feeds remove` sets active = false, keeping
+-- the feed's history. WARC files register one pseudo-feed each.
+ALTER TABLE sources ADD COLUMN origin VARCHAR;         -- 'sources file' | 'opml' | 'warc'
+ALTER TABLE sources ADD COLUMN active BOOLEAN;
+ALTER TABLE sources ADD COLUMN html_url VARCHAR;       -- the site, as OPML's htmlUrl
+ALTER TABLE sources ADD COLUMN added_at TIMESTAMPTZ;
+-- Workers of one lake lease due feeds (warehouse/leases.py): a lease ends
+-- when its poll is recorded, or at lease_until if the worker died.
+ALTER TABLE sources ADD COLUMN lease_owner VARCHAR;
+ALTER TABLE sources ADD COLUMN lease_until TIMESTAMPTZ;
+UPDATE sources SET origin = CASE WHEN list_contains(tags, 'warc') AND starts_with(url, 'file:') THEN 'warc'
+                                 ELSE 'sources file' END,
+                   active = true;
+
+ALTER TABLE runs ADD COLUMN worker VARCHAR;             -- host:pid, or $NEWSDESK_WORKER
+
+-- WARC files of a backfill (`ingest --from-warc`), leased one at a time:
+-- a file is done once all its records are loaded; a worker that died
+-- leaves it to the next after lease_until.
+CREATE TABLE warc_files (
+    path        VARCHAR PRIMARY KEY,
+    bytes       BIGINT NOT NULL,
+    lease_owner VARCHAR,
+    lease_until TIMESTAMPTZ,
+    done_at     TIMESTAMPTZ,
+    run_id      VARCHAR,                                -- the run that finished it
+    records     INTEGER                                 -- pages it gave
+);
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "core tables: sources, articles, article_sightings, runs, failures", _V1),
     (2, "page retries across runs, feed polls and backoff, feed_health and run_accounting views", _V2),
@@ -404,6 +436,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (9, "story band keys carry their root's first sighting, stored in that order (the story window); "
         "sightings indexed by link and GUID", _V9),
     (10, "a schedule per feed: next_poll_at, poll_interval_s, poll_reason; runs.feeds_not_due", _V10),
+    (11, "the feed registry (origin, active, OPML's htmlUrl), feed leases, runs.worker, WARC file leases", _V11),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
