@@ -219,7 +219,8 @@ def _print_summary(s: dict) -> None:
     out.print(escape_controls(
         f"feeds: {s['feeds_ok']}/{s['feeds_total']} fetched ({s['feeds_not_modified']} unchanged, {s['feeds_failed']} failed"
         + (f", {s['feeds_not_due']} not due" if s.get("feeds_not_due") else "")
-        + (f", {s['feeds_skipped']} backing off" if s.get("feeds_skipped") else "") + ")\n"
+        + (f", {s['feeds_skipped']} backing off" if s.get("feeds_skipped") else "")
+        + (f", {s['feeds_elsewhere']} polled by other workers" if s.get("feeds_elsewhere") else "") + ")\n"
         f"entries seen: {s['entries_seen']} ({s['entries_known']} already known)\n"
         f"articles new: {s['articles_new']} ({s['articles_from_feed']} from feed text)\n"
         f"duplicates skipped: {s['duplicates']}\n"

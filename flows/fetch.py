@@ -17,6 +17,8 @@ TCP connect.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import email.utils
 import ipaddress
@@ -33,6 +35,9 @@ from urllib.robotparser import RobotFileParser
 
 import httpcore
 import httpx
+
+if TYPE_CHECKING:
+    from warehouse.host_turns import HostTurns
 
 from flows.settings import FetchSettings
 from transforms.addresses import Network, blocked_reason, url_problem
@@ -219,8 +224,10 @@ class _Inflater:
 class Fetcher:
     """Fetch http(s) and file: URLs under the run's fetch settings."""
 
-    def __init__(self, settings: FetchSettings):
+    def __init__(self, settings: FetchSettings, shared: "HostTurns | None" = None):
         self.settings = settings
+        # On a lake, the per-host gate shared with the other workers (warehouse/host_turns.py).
+        self._shared = shared
         self._global = asyncio.Semaphore(settings.max_concurrency)
         self._hosts: dict[str, _HostGate] = {}
         self._client = httpx.AsyncClient(
@@ -240,6 +247,8 @@ class Fetcher:
 
     async def __aexit__(self, *exc) -> None:
         await self._client.aclose()
+        if self._shared is not None:
+            await self._shared.close()
 
     # -- public -----------------------------------------------------------
 
@@ -384,15 +393,31 @@ class Fetcher:
         # Host slot first, then a global one: requests queued for a slow host
         # must not hold global slots that other hosts could use.
         async with gate.slots:
-            await gate.wait_turn()
-            async with self._global:
-                return await self._timed(url, headers)
+            if self._shared is None:
+                await gate.wait_turn()
+                async with self._global:
+                    return await self._timed(url, headers)
+            # Workers of a lake: a slot and a turn of the host across all of them.
+            slot = await self._shared.acquire(host, slots=self.settings.per_host_concurrency, delay_s=gate.delay_s)
+            shared, delay_s = self._shared, gate.delay_s
 
-    async def _timed(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+            async def stamp(event: str, info: dict) -> None:
+                # Right before the request's bytes go out (the connection is open):
+                # the gap holds between the starts the host sees, not between bookings.
+                if event.endswith("send_request_headers.started"):
+                    await shared.start(host, delay_s=delay_s)
+
+            try:
+                async with self._global:
+                    return await self._timed(url, headers, stamp)
+            finally:
+                await self._shared.release(host, slot)
+
+    async def _timed(self, url: str, headers: dict[str, str], trace=None) -> tuple[int, dict[str, str], bytes]:
         """One request with the total timeout, transport errors as FetchError."""
         try:
             async with asyncio.timeout(self.settings.total_timeout_s):
-                return await self._stream(url, headers)
+                return await self._stream(url, headers, trace)
         except TimeoutError:
             raise FetchError(url, "timeout", f"no complete response in {self.settings.total_timeout_s:g} s", transient=True) from None
         except httpx.TimeoutException as exc:
@@ -415,9 +440,10 @@ class Fetcher:
         except (httpx.TransportError, OSError) as exc:
             raise FetchError(url, "connection_error", f"{type(exc).__name__}: {exc}", transient=True) from None
 
-    async def _stream(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async def _stream(self, url: str, headers: dict[str, str], trace=None) -> tuple[int, dict[str, str], bytes]:
         limit = self.settings.max_bytes
-        async with self._client.stream("GET", url, headers=headers) as resp:
+        async with self._client.stream("GET", url, headers=headers,
+                                       extensions={"trace": trace} if trace else None) as resp:
             resp_headers = {k.lower(): v for k, v in resp.headers.items()}
             if _LOCATION in resp.extensions:
                 resp_headers["location"] = resp.extensions[_LOCATION]

@@ -32,9 +32,9 @@ from flows.extraction import ExtractorPool, default_workers
 from flows.fetch import Fetcher
 from flows.locks import ingest_lock
 from flows.pipeline import run_pages
-from flows.polls import poll_feeds, work_outbox
+from flows.polls import Leasing, poll_due, work_outbox
 from flows.runstate import abandon_dead_runs, recorded_run
-from flows.settings import Settings, default_db, load_settings, select_feeds, with_registry
+from flows.settings import Settings, default_db, load_settings, select_feeds, with_registry, worker_name
 from flows.stories import cluster_backlog
 from flows.summary import RunSummary
 from transforms.reports import run_report
@@ -136,7 +136,7 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
         settings = select_feeds(with_registry(settings, registry), wanted)
     summary = RunSummary(run_id=run_id, db=str(db_path), feeds_total=len(settings.feeds))
     with connect(db_path) as con:
-        run_rows.start_run(con, run_id, started, flow_run.id)
+        run_rows.start_run(con, run_id, started, flow_run.id, worker_name())
     with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
         # Articles loaded before stories existed, or before [stories] changed.
         clock = time.perf_counter()
@@ -158,10 +158,10 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
             await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
                                             description=f"newsdesk ingest into {db_path}")
     logger.info(
-        "run %s: %d feeds (%d failed, %d backing off, %d not due), %d entries, %d new articles, %d duplicates, "
+        "run %s: %d feeds (%d failed, %d backing off, %d not due, %d polled by other workers), %d entries, %d new articles, %d duplicates, "
         "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
         run_id, summary.feeds_total, summary.feeds_failed, summary.feeds_skipped, summary.feeds_not_due,
-        summary.entries_seen,
+        summary.feeds_elsewhere, summary.entries_seen,
         summary.articles_new, summary.duplicates, summary.near_duplicates, summary.entries_pending, summary.failures,
         summary.retries, summary.retries_loaded,
     )
@@ -177,10 +177,18 @@ async def _stages(settings: Settings, db_path: Path | str, run_id: str, started:
     # A lake's raw archive is relative to the working directory (there is no warehouse file to sit beside).
     archive = archive_for(settings.archive.enabled, settings.archive.dir, settings.archive.max_file_mb,
                           db_path if isinstance(db_path, Path) else Path.cwd() / "newsdesk.lake")
-    async with Fetcher(settings.fetch) as fetcher:
-        polled = await poll_feeds(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
-                                  started=started, policy=policy, schedule=settings.schedule.rule(), summary=summary,
-                                  archive=archive, logger=logger, all_feeds=all_feeds)
+    leasing, shared = None, None
+    if not isinstance(db_path, Path):  # a lake: the due feeds and each host's politeness shared by its workers
+        from warehouse.host_turns import HostTurns
+        from warehouse.target import parse_target
+
+        dsn = parse_target(db_path).dsn
+        leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s, settings.workers.feeds_per_lease)
+        shared = HostTurns(dsn, leasing.owner, hold_s=settings.fetch.total_timeout_s + 60)
+    async with Fetcher(settings.fetch, shared) as fetcher:
+        polled = await poll_due(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
+                                started=started, policy=policy, schedule=settings.schedule.rule(), summary=summary,
+                                archive=archive, logger=logger, all_feeds=all_feeds, leasing=leasing)
         jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else (),
                            unreadable=warc.failures if warc else (), polled=polled)
         pool = ExtractorPool(settings.pipeline.workers or default_workers())

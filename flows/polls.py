@@ -37,6 +37,7 @@ from transforms.retries import RetryPolicy
 from transforms.schedule import ScheduleRule, cache_max_age, due_feeds, next_poll
 from warehouse import feed_registry, page_loads, queries
 from warehouse.connection import connect
+from warehouse.twophase import alive, is_lake, keyed_dsn
 
 _FEED_ACCEPT = ("application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,"
                 "text/xml;q=0.9,*/*;q=0.5")
@@ -99,14 +100,24 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
     return await asyncio.to_thread(_parse_all, fetched)
 
 
-async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path,
-                     run_id: str, started: datetime, policy: RetryPolicy, schedule: ScheduleRule, summary: RunSummary,
-                     archive: WarcArchive | None, logger, all_feeds: bool = False) -> frozenset[tuple[str, str]]:
-    """Poll the due feeds (all of them with `all_feeds`) and record, in one
-    transaction, the polls, the feeds' new state and next poll, the
-    failures, the sightings of articles already held and the new entries
-    (queued in the outbox for `work_outbox`). Returns the (feed, link) of
-    the entries it found new, for `work_outbox`."""
+@dataclass(frozen=True, slots=True)
+class Leasing:
+    """A lake's workers share the due feeds: each leases them in batches."""
+
+    dsn: str
+    owner: str
+    lease_s: float
+    batch: int
+
+
+async def poll_due(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path | str,
+                   run_id: str, started: datetime, policy: RetryPolicy, schedule: ScheduleRule,
+                   summary: RunSummary, archive: WarcArchive | None, logger, all_feeds: bool = False,
+                   leasing: Leasing | None = None) -> frozenset[tuple[str, str]]:
+    """Poll the feeds that are due (all of them with `all_feeds`). Alone
+    (a file), in one go; with `leasing` (a lake), a batch at a time, each
+    leased so that no other worker polls it. Returns, as `poll_feeds`, the
+    (feed, link) of the entries found new."""
     overrides = {f.name: f.interval_min * 60 for f in feeds if f.interval_min is not None}
     polls_at = {n: next_poll(s.next_poll_at, s.last_fetched_at, overrides.get(n)) for n, s in feed_state.items()}
     plan = due_feeds([f.name for f in feeds], {n: s.next_attempt_at for n, s in feed_state.items()}, polls_at,
@@ -116,11 +127,46 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
     if plan.not_due:
         first = min(plan.not_due, key=lambda item: item[1])
         logger.info("%d feeds not due yet (the next, %s, at %s)", len(plan.not_due), first[0], first[1])
-    chosen = set(plan.due)
-    due = [f for f in feeds if f.name in chosen]
     summary.feeds_skipped = len(plan.backing_off)
     summary.feeds_not_due = len(plan.not_due)
+    by_name = {f.name: f for f in feeds}
+    common = dict(db_path=db_path, run_id=run_id, policy=policy, schedule=schedule, summary=summary,
+                  archive=archive, logger=logger)
+    if leasing is None:
+        return await poll_feeds(fetcher, [by_name[n] for n in plan.due], feed_state, **common)
+    from warehouse import leases
 
+    # The state read at the start: a feed polled by another worker since is not leased again.
+    remaining = [(n, feed_state[n].last_fetched_at if n in feed_state else None) for n in plan.due]
+    found: frozenset[tuple[str, str]] = frozenset()
+    try:
+        while remaining:
+            names = await asyncio.to_thread(leases.lease_feeds, leasing.dsn, remaining, owner=leasing.owner,
+                                            lease_s=leasing.lease_s, limit=leasing.batch)
+            if not names:
+                break
+            taken = set(names)
+            remaining = [item for item in remaining if item[0] not in taken]
+            crash_point("feeds_leased")
+            logger.info("leased %d due feeds (%d left to the workers)", len(names), len(remaining))
+            found |= await poll_feeds(fetcher, [by_name[n] for n in names], feed_state, **common)
+    finally:
+        await asyncio.to_thread(leases.release_feeds, leasing.dsn, leasing.owner)
+    summary.feeds_elsewhere = len(remaining)
+    if remaining:
+        logger.info("%d due feeds were polled by other workers", len(remaining))
+    return found
+
+
+async def poll_feeds(fetcher: Fetcher, due: Sequence[FeedSettings], feed_state: dict, *, db_path: Path | str,
+                     run_id: str, policy: RetryPolicy, schedule: ScheduleRule, summary: RunSummary,
+                     archive: WarcArchive | None, logger) -> frozenset[tuple[str, str]]:
+    """Poll these feeds and record, in one transaction, the polls, the
+    feeds' new state and next poll, the failures, the sightings of articles
+    already held and the new entries (queued in the outbox for
+    `work_outbox`). Returns the (feed, link) of the entries it found new,
+    for `work_outbox`."""
+    overrides = {f.name: f.interval_min * 60 for f in due if f.interval_min is not None}
     progress.report("feeds", 0, len(due))
     validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
     clock = time.perf_counter()
@@ -167,7 +213,7 @@ async def poll_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state
         return plan, stored
 
     plan, stored = retrying(record)
-    summary.entries_known = len(plan.already_seen)
+    summary.entries_known += len(plan.already_seen)
     summary.duplicates += len(stored)
     summary.dedupe_s += time.perf_counter() - clock
     crash_point("polls_recorded")
@@ -192,18 +238,23 @@ def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Seque
     def work():
         with connect(db_path) as con:
             queued = queries.select_outbox(con)
-            entries = [e for e, _ in queued] + list(extra)
+            # Workers of a lake each work what they queued, and what dead runs left:
+            # not the entries of another live worker (which would fetch each page twice).
+            others = {queued_by for _, queued_by in queued if queued_by != run_id}
+            live = alive(keyed_dsn(con), sorted(others)) if others and is_lake(con) else set()
+            mine = [(e, queued_by) for e, queued_by in queued if queued_by not in live]
+            entries = [e for e, _ in mine] + list(extra)
             plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
             page_loads.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
                             failures=lost, run_id=run_id)
-            return queued, plan, stored, queries.select_due_attempts(con, now)
+            return queued, mine, plan, stored, queries.select_due_attempts(con, now)
 
-    queued, plan, stored, retries = retrying(work)
+    queued, mine, plan, stored, retries = retrying(work)
     # Seen by this run from the outbox: left by a run that did not finish.
     summary.entries_seen += sum(queued_by != run_id and (e.source, e.canonical_link) not in polled
-                                for e, queued_by in queued) + len(extra) + len(unreadable)
+                                for e, queued_by in mine) + len(extra) + len(unreadable)
     # Polled here, queued, and gone from the outbox already: another writer of
     # the lake worked them meanwhile. Known to this run, like a link seen before.
     summary.entries_known += len(polled - {(e.source, e.canonical_link) for e, _ in queued})

@@ -222,6 +222,23 @@ class MaintenanceSettings(_Strict):
     grace_hours: Annotated[float, Field(ge=0, le=8_760)] = 24
 
 
+class WorkerSettings(_Strict):
+    """Workers sharing a lake (docs/workers.md): each leases due feeds in
+    batches, and a backfill's WARC files one at a time."""
+
+    feeds_per_lease: Annotated[int, Field(ge=1, le=100_000)] = 200  # due feeds a worker takes at once
+    # A lease not ended by its recorded poll (the worker died) passes to another worker after this.
+    lease_s: Annotated[float, Field(ge=10, le=86_400)] = 900.0
+    warc_lease_s: Annotated[float, Field(ge=10, le=7 * 86_400)] = 3600.0  # the same for one WARC file
+
+
+def worker_name() -> str:
+    """Who this worker is, on runs and leases: $NEWSDESK_WORKER, else host:pid."""
+    import socket
+
+    return os.environ.get("NEWSDESK_WORKER") or f"{socket.gethostname()}:{os.getpid()}"
+
+
 class FeedSettings(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[\w.-]+$")]
     url: str
@@ -261,6 +278,7 @@ class Settings(_Strict):
     archive: ArchiveSettings = ArchiveSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    workers: WorkerSettings = WorkerSettings()
 
     @field_validator("feeds")
     @classmethod

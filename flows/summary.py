@@ -27,6 +27,7 @@ class RunSummary:
     pages_fetched: int = 0
     feeds_skipped: int = 0  # backing off after failures
     feeds_not_due: int = 0  # healthy, their next poll later (transforms/schedule.py)
+    feeds_elsewhere: int = 0  # due, but polled by another worker of the lake (flows/polls.py:poll_due)
     entries_pending: int = 0
     retries: int = 0
     retries_loaded: int = 0

@@ -144,7 +144,7 @@ def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = Fa
         "SELECT name, origin, active, url, array_to_string(tags, ',') AS tags, last_status, "
         "round(poll_interval_s / 60, 1) AS interval_min, date_trunc('second', next_poll_at) AS next_poll_at, "
         "consecutive_failures AS failures "
-        "FROM sources WHERE origin <> 'warc'" + ("" if include_inactive else " AND active") + " ORDER BY name")
+        "FROM sources WHERE coalesce(origin, '') <> 'warc'" + ("" if include_inactive else " AND active") + " ORDER BY name")
     return [d[0] for d in cur.description], cur.fetchall()
 
 
@@ -176,7 +176,10 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
                 -- a failure leaves the schedule as it was: the backoff decides
                 next_poll_at = CASE WHEN s.ok THEN s.next_poll_at ELSE sources.next_poll_at END,
                 poll_interval_s = CASE WHEN s.ok THEN s.poll_interval_s ELSE sources.poll_interval_s END,
-                poll_reason = CASE WHEN s.ok THEN s.poll_reason ELSE sources.poll_reason END
+                poll_reason = CASE WHEN s.ok THEN s.poll_reason ELSE sources.poll_reason END,
+                -- the poll is recorded: its lease (warehouse/leases.py) has done its work
+                lease_owner = NULL,
+                lease_until = NULL
             FROM _states AS s
             WHERE sources.name = s.name
         """)

@@ -41,7 +41,7 @@ from warehouse.target import LakeTarget
 # Where the tables live. Everything a reader analyses is in the lake;
 # everything a writer must look up by key, or change in place, is keyed.
 LAKE_TABLES = ("articles", "article_revisions", "article_fingerprints", "feed_polls", "failures", "runs")
-KEYED_TABLES = ("sources", "article_sightings", "entry_outbox", "page_attempts", "story_bands", "warc_files")
+KEYED_TABLES = ("sources", "article_sightings", "entry_outbox", "page_attempts", "story_bands")
 # The file's views, made per connection (they read both sides).
 VIEWS = ("feed_health", "run_accounting", "stories")
 
@@ -88,6 +88,34 @@ CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.staged_loads (
     staged_at timestamptz NOT NULL,
     rows      bytea NOT NULL,
     PRIMARY KEY (load_id, part)
+);
+
+-- The WARC files of a backfill (`ingest --from-warc`), leased to workers
+-- one at a time (warehouse/leases.py); done once all its records are loaded.
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.warc_files (
+    path        text PRIMARY KEY,
+    bytes       bigint NOT NULL,
+    lease_owner text,
+    lease_until timestamptz,
+    done_at     timestamptz,
+    run_id      text,
+    records     integer
+);
+
+-- Politeness shared by the workers of a lake (warehouse/host_turns.py):
+-- the earliest start of the next request to a host, and its slots
+-- (per_host_concurrency of them), each held by one request in flight.
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.host_turns (
+    host       text PRIMARY KEY,
+    next_start timestamptz NOT NULL,   -- booked: the next request's earliest start
+    last_start timestamptz             -- stamped: when the last request really started
+);
+CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.host_slots (
+    host       text NOT NULL,
+    slot       integer NOT NULL,
+    holder     text,
+    held_until timestamptz,
+    PRIMARY KEY (host, slot)
 );
 
 CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.lake_schema (

@@ -12,10 +12,11 @@ from warehouse.scopes import transaction
 from warehouse.twophase import alive, is_lake, keyed_dsn
 
 
-def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime, flow_run_id: str | None) -> None:
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime, flow_run_id: str | None,
+              worker: str | None = None) -> None:
     con.execute(
-        "INSERT INTO runs (run_id, flow_run_id, started_at, status) VALUES (?, ?, ?, ?)",
-        [run_id, flow_run_id, started_at, "running"],
+        "INSERT INTO runs (run_id, flow_run_id, started_at, status, worker) VALUES (?, ?, ?, ?, ?)",
+        [run_id, flow_run_id, started_at, "running", worker],
     )
 
 
@@ -23,7 +24,7 @@ RUN_COUNTS = (
     "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
     "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
     "pages_fetched", "failures", "feeds_skipped", "entries_pending", "retries", "retries_loaded",
-    "near_duplicates", "feeds_not_due", "fetch_s", "parse_s", "extract_s", "dedupe_s", "load_s",
+    "near_duplicates", "feeds_not_due", "feeds_elsewhere", "fetch_s", "parse_s", "extract_s", "dedupe_s", "load_s",
 )
 
 

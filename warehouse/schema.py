@@ -409,19 +409,8 @@ UPDATE sources SET origin = CASE WHEN list_contains(tags, 'warc') AND starts_wit
                    active = true;
 
 ALTER TABLE runs ADD COLUMN worker VARCHAR;             -- host:pid, or $NEWSDESK_WORKER
+ALTER TABLE runs ADD COLUMN feeds_elsewhere INTEGER;    -- due, but polled by another worker of the lake
 
--- WARC files of a backfill (`ingest --from-warc`), leased one at a time:
--- a file is done once all its records are loaded; a worker that died
--- leaves it to the next after lease_until.
-CREATE TABLE warc_files (
-    path        VARCHAR PRIMARY KEY,
-    bytes       BIGINT NOT NULL,
-    lease_owner VARCHAR,
-    lease_until TIMESTAMPTZ,
-    done_at     TIMESTAMPTZ,
-    run_id      VARCHAR,                                -- the run that finished it
-    records     INTEGER                                 -- pages it gave
-);
 """
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -436,7 +425,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (9, "story band keys carry their root's first sighting, stored in that order (the story window); "
         "sightings indexed by link and GUID", _V9),
     (10, "a schedule per feed: next_poll_at, poll_interval_s, poll_reason; runs.feeds_not_due", _V10),
-    (11, "the feed registry (origin, active, OPML's htmlUrl), feed leases, runs.worker, WARC file leases", _V11),
+    (11, "the feed registry (origin, active, OPML's htmlUrl), feed leases, runs.worker and feeds_elsewhere", _V11),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

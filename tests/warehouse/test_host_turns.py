@@ -1,0 +1,74 @@
+"""The per-host gate that workers of a lake share (warehouse/host_turns.py),
+driven directly: two workers (two PostgreSQL connections) and many
+requests at once never hold more than `slots` of a host, and their stamped
+starts are never closer than the delay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from warehouse.host_turns import HostTurns
+from warehouse.target import parse_target
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_share_slots_and_gaps(make_lake):
+    dsn = parse_target(make_lake("turns")).dsn
+    slots, delay = 2, 0.05
+    held, most, starts = 0, 0, []
+
+    async def request(turns: HostTurns, host: str) -> None:
+        nonlocal held, most
+        slot = await turns.acquire(host, slots=slots, delay_s=delay)
+        held += 1
+        most = max(most, held)
+        try:
+            await turns.start(host, delay_s=delay)
+            starts.append((host, time.monotonic()))
+            await asyncio.sleep(0.08)  # longer than the delay: slots, not only turns, limit it
+        finally:
+            held -= 1
+            await turns.release(host, slot)
+
+    async def main():
+        workers = [HostTurns(dsn, f"w{i}", hold_s=60) for i in range(2)]
+        try:
+            await asyncio.gather(*(request(workers[i % 2], "a.example") for i in range(16)),
+                                 *(request(workers[i % 2], "b.example") for i in range(4)))
+        finally:
+            for w in workers:
+                await w.close()
+        return workers
+
+    workers = asyncio.run(main())
+    assert most <= slots * 2  # two hosts
+    gaps = []
+    for host in ("a.example", "b.example"):
+        times = sorted(t for h, t in starts if h == host)
+        gaps += [b - a for a, b in zip(times, times[1:])]
+    assert len(starts) == 20 and min(gaps) >= delay - 0.005, sorted(gaps)[:3]
+    assert sum(w.statements for w in workers) >= 20 * 4
+
+
+def test_a_slot_of_a_dead_worker_frees_itself(make_lake):
+    dsn = parse_target(make_lake("turns")).dsn
+
+    async def main():
+        dead = HostTurns(dsn, "dead", hold_s=0.5)  # took both slots, then never gave them back
+        await dead.acquire("h.example", slots=2, delay_s=0)
+        await dead.acquire("h.example", slots=2, delay_s=0)
+        await dead.close()
+        live = HostTurns(dsn, "live", hold_s=60)
+        clock = time.monotonic()
+        slot = await live.acquire("h.example", slots=2, delay_s=0)
+        waited = time.monotonic() - clock
+        await live.release("h.example", slot)
+        await live.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert 0.3 <= waited < 5

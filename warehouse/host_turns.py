@@ -1,0 +1,118 @@
+"""Per-host politeness shared by the workers of a lake, in its PostgreSQL.
+
+Each process keeps its own per-host gate (flows/fetch.py); workers on many
+machines polling one feed list need one gate between them, or four workers
+send a host four times `per_host_concurrency` requests at once. Before a
+request to a host, a worker
+1. takes one of the host's `per_host_concurrency` slots (`host_slots`; a
+   slot of a worker that died frees itself at `held_until`), waiting while
+   all are held; then
+2. books the next start time (`host_turns.next_start`, moved on by
+   `per_host_delay_s` in the same statement, so bookings never overlap)
+   and sleeps until it;
+3. right before sending, stamps its start (`last_start`), only if the last
+   start was `per_host_delay_s` ago or more; else it sleeps the rest and
+   tries again. A worker woken late (a busy event loop, a new connection)
+   would otherwise start close to the next booking; the stamp makes the
+   gap hold between the starts themselves;
+and gives the slot back when the response is read. Four short statements
+per request, on one connection per worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import psycopg
+
+from warehouse.lake import KEYED_SCHEMA
+
+_S = KEYED_SCHEMA
+
+
+class HostTurns:
+    def __init__(self, dsn: str, owner: str, *, hold_s: float):
+        self._dsn = dsn
+        self._owner = owner
+        self._hold_s = hold_s  # a slot's lease: longer than any request's total timeout
+        self._pg: psycopg.AsyncConnection | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+        self._made: set[tuple[str, int]] = set()
+        self.statements = 0
+        self.waited_s = 0.0
+
+    async def _execute(self, sql: str, params: list) -> list[tuple]:
+        async with self._lock:
+            if self._pg is None:
+                self._pg = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            self.statements += 1
+            cur = await self._pg.execute(sql, params)
+            return await cur.fetchall() if cur.description else []
+
+    async def acquire(self, host: str, *, slots: int, delay_s: float) -> int:
+        """Take a slot of the host and wait for its turn; returns the slot."""
+        if (host, slots) not in self._made:
+            await self._execute(f"INSERT INTO {_S}.host_slots (host, slot) SELECT %s, g FROM generate_series(0, %s) g "
+                                "ON CONFLICT DO NOTHING", [host, slots - 1])
+            self._made.add((host, slots))
+        pause = 0.01
+        while True:
+            rows = await self._execute(f"""
+                UPDATE {_S}.host_slots h SET holder = %s, held_until = clock_timestamp() + %s * interval '1 second'
+                FROM (SELECT slot FROM {_S}.host_slots
+                      WHERE host = %s AND slot < %s AND (holder IS NULL OR held_until < clock_timestamp())
+                      ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) free
+                WHERE h.host = %s AND h.slot = free.slot RETURNING h.slot
+            """, [self._owner, self._hold_s, host, slots, host])
+            if rows:
+                slot = rows[0][0]
+                break
+            self.waited_s += pause
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.25)
+        try:
+            # The start booked: the later of now and the last booking, plus the gap after it.
+            wait = (await self._execute(f"""
+                INSERT INTO {_S}.host_turns AS t (host, next_start)
+                VALUES (%s, clock_timestamp() + %s * interval '1 second')
+                ON CONFLICT (host) DO UPDATE
+                    SET next_start = greatest(t.next_start, clock_timestamp()) + %s * interval '1 second'
+                RETURNING extract(epoch FROM t.next_start - %s * interval '1 second' - clock_timestamp())
+            """, [host, delay_s, delay_s, delay_s]))[0][0]
+        except BaseException:
+            await self.release(host, slot)
+            raise
+        if wait > 0:
+            self.waited_s += float(wait)
+            await asyncio.sleep(float(wait))
+        return slot
+
+    async def start(self, host: str, *, delay_s: float) -> None:
+        """Stamp this request's start, no sooner than `delay_s` after the last."""
+        while True:
+            # The outer SELECT sees the row as it was before the UPDATE: the wait is from the last start.
+            started, wait = (await self._execute(f"""
+                WITH stamped AS (
+                    UPDATE {_S}.host_turns SET last_start = clock_timestamp()
+                    WHERE host = %s AND (last_start IS NULL
+                                         OR last_start <= clock_timestamp() - %s * interval '1 second')
+                    RETURNING host)
+                SELECT (SELECT count(*) FROM stamped),
+                       coalesce(extract(epoch FROM last_start + %s * interval '1 second' - clock_timestamp()), 0)
+                FROM {_S}.host_turns WHERE host = %s
+            """, [host, delay_s, delay_s, host]))[0]
+            if started:
+                return
+            pause = max(float(wait), 0.002)  # another worker stamped meanwhile: its gap first
+            self.waited_s += pause
+            await asyncio.sleep(pause)
+
+    async def release(self, host: str, slot: int) -> None:
+        await self._execute(f"UPDATE {_S}.host_slots SET holder = NULL, held_until = NULL "
+                            "WHERE host = %s AND slot = %s AND holder = %s", [host, slot, self._owner])
+
+    async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
