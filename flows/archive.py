@@ -154,12 +154,20 @@ class WarcInput:
                          body=record.body), (path, offset))
 
 
+def warc_source(path: str) -> dict:
+    """A WARC file's pseudo-feed, for the sources table."""
+    resolved = Path(path).expanduser().resolve()
+    return {"name": f"warc.{resolved.stem.split('.')[0]}", "url": resolved.as_uri(), "language": None,
+            "tags": ["warc"], "origin": "warc"}
+
+
 def warc_input(paths: Sequence[str]) -> WarcInput:
     entries, where, sources, failures = [], {}, [], []
     for path in paths:
         resolved = Path(path).expanduser().resolve()
-        name = f"warc.{resolved.stem.split('.')[0]}"
-        sources.append({"name": name, "url": resolved.as_uri(), "language": None, "tags": ["warc"], "origin": "warc"})
+        source = warc_source(path)
+        name = source["name"]
+        sources.append(source)
         for record in iter_responses(str(resolved)):
             if isinstance(record, NewsdeskError):
                 failures.append((name, record))

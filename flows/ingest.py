@@ -24,7 +24,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows import search_index
-from flows.archive import WarcInput, archive_for, warc_input
+from flows.archive import WarcInput, archive_for, warc_input, warc_source
 from flows.confine import check_run_paths
 from flows.conflicts import retrying
 from flows.crashpoints import crash_point
@@ -117,15 +117,14 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
 async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger,
                all_feeds: bool = False, wanted: Sequence[str] | None = None) -> dict:
     started = _now()
-    warc = None
-    if from_warc:
+    warc = [str(Path(p).expanduser().resolve()) for p in from_warc or ()]
+    if warc:
         settings = settings.model_copy(update={"feeds": ()})
-        warc = await asyncio.to_thread(warc_input, from_warc)
 
     def begin() -> tuple[dict, list]:
         with connect(db_path) as con:
             feed_registry.upsert_sources(con, [f.model_dump() for f in settings.feeds])
-            feed_registry.upsert_sources(con, warc.sources if warc else [], origin="warc")
+            feed_registry.upsert_sources(con, [warc_source(p) for p in warc], origin="warc")
             # We hold the ingest lock (on a lake: other runs' locks are checked): other 'running' rows are dead.
             abandon_dead_runs(con, run_id, started, logger)
             return queries.select_feed_state(con), ([] if warc else feed_registry.opml_feeds(con))
@@ -169,9 +168,9 @@ async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: 
 
 
 async def _stages(settings: Settings, db_path: Path | str, run_id: str, started: datetime, summary: RunSummary,
-                  feed_state: dict, logger, warc: WarcInput | None, all_feeds: bool = False) -> None:
+                  feed_state: dict, logger, warc: list[str], all_feeds: bool = False) -> None:
     """Poll the feeds, then fetch, extract and load their pages (or the
-    pages of the WARC files)."""
+    pages of the WARC files, a file at a time)."""
     deadline = time.monotonic() + settings.pipeline.max_run_s
     policy = settings.retry.policy()
     # A lake's raw archive is relative to the working directory (there is no warehouse file to sit beside).
@@ -186,22 +185,65 @@ async def _stages(settings: Settings, db_path: Path | str, run_id: str, started:
         leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s, settings.workers.feeds_per_lease)
         shared = HostTurns(dsn, leasing.owner, hold_s=settings.fetch.total_timeout_s + 60)
     async with Fetcher(settings.fetch, shared) as fetcher:
-        polled = await poll_due(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
-                                started=started, policy=policy, schedule=settings.schedule.rule(), summary=summary,
-                                archive=archive, logger=logger, all_feeds=all_feeds, leasing=leasing)
-        jobs = work_outbox(db_path, run_id=run_id, summary=summary, extra=warc.entries if warc else (),
-                           unreadable=warc.failures if warc else (), polled=polled)
         pool = ExtractorPool(settings.pipeline.workers or default_workers())
         writer = Writer(db_path, hold_s=settings.pipeline.hold_db_s)
-        try:
+
+        async def pages(jobs, files: WarcInput | None = None) -> None:
             await run_pages(jobs, fetcher=fetcher, pool=pool, writer=writer, run_id=run_id, summary=summary,
                             file_sources=_file_sources(settings.feeds), policy=policy,
                             dedupe=settings.stories.params(), batch_size=settings.pipeline.batch_size,
-                            task_runner=settings.pipeline.task_runner, archive=None if warc else archive, warc=warc,
-                            deadline=deadline, logger=logger)
+                            task_runner=settings.pipeline.task_runner, archive=None if files else archive,
+                            warc=files, deadline=deadline, logger=logger)
+            if files is not None:
+                writer.close()  # the next file's outbox step opens the warehouse itself
+
+        try:
+            if warc:
+                await _backfill(warc, pages, db_path=db_path, run_id=run_id, summary=summary, deadline=deadline,
+                                leasing=leasing, lease_s=settings.workers.warc_lease_s, logger=logger)
+                return
+            polled = await poll_due(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
+                                    started=started, policy=policy, schedule=settings.schedule.rule(),
+                                    summary=summary, archive=archive, logger=logger, all_feeds=all_feeds,
+                                    leasing=leasing)
+            await pages(work_outbox(db_path, run_id=run_id, summary=summary, polled=polled))
         finally:
             pool.close()
             writer.close()
+
+
+async def _backfill(paths: list[str], pages, *, db_path: Path | str, run_id: str, summary: RunSummary,
+                    deadline: float, leasing: Leasing | None, lease_s: float, logger) -> None:
+    """The pages of WARC files, a file at a time (one file's index in memory).
+    On a lake the files are leased: workers given the same files each take
+    the next one nobody holds, a file done is skipped, and the file of a
+    worker that died passes to another after `[workers] warc_lease_s`; its
+    records already loaded are then known, not loaded again."""
+    todo = list(paths)
+    if leasing is not None:
+        from warehouse import leases
+
+        await asyncio.to_thread(leases.register_files, leasing.dsn, [(p, Path(p).stat().st_size) for p in paths])
+
+    def next_file() -> str | None:
+        if leasing is None:
+            return todo.pop(0) if todo else None
+        return leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=lease_s)
+
+    try:
+        while time.monotonic() < deadline and (path := await asyncio.to_thread(next_file)) is not None:
+            files = await asyncio.to_thread(warc_input, [path])
+            logger.info("WARC file %s: %d pages", path, len(files.entries))
+            deferred = summary.deferred_pages
+            await pages(work_outbox(db_path, run_id=run_id, summary=summary, extra=files.entries,
+                                    unreadable=files.failures), files)
+            crash_point("warc_file_loaded")
+            if leasing is not None and summary.deferred_pages == deferred:  # else it stays for the next worker
+                await asyncio.to_thread(leases.finish_file, leasing.dsn, path, owner=leasing.owner, run_id=run_id,
+                                        records=len(files.entries))
+    finally:
+        if leasing is not None:
+            await asyncio.to_thread(leases.release_files, leasing.dsn, leasing.owner)
 
 
 def _file_sources(feeds: Sequence) -> frozenset[str]:

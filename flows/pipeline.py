@@ -247,6 +247,6 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
     if started < len(batches):
         left = [job for batch in batches[started:] for job in batch]
         summary.entries_pending += sum(len(group) for group, retry in left if retry is None)
-        summary.deferred_pages = len(left)
+        summary.deferred_pages += len(left)
         if logger is not None:
             logger.warning("max_run_s reached: %d pages left for the next run (their entries stay queued)", len(left))

@@ -168,3 +168,60 @@ def test_a_killed_workers_leases_pass_to_another_after_the_lease(hosts, prefect_
                     ("third", "completed", 5, 0, 19)], runs
     assert query(lake, "SELECT count(*), count(DISTINCT url) FROM articles") == [(48, 48)]
     print("\nkill -9 after leasing 5 feeds:", runs)
+
+
+def test_a_process_work_pool_with_two_workers_runs_leased_batches(hosts, prefect_server, tmp_path, make_lake):
+    """prefect.yaml's ingest/newsdesk-lake on a process work pool, two
+    `prefect worker start --limit 1` on this machine: two flow runs at once,
+    one on each worker, share the feeds; both are in the API (the UI's
+    data), each with its run report."""
+    from tests.flows.test_deployment import PatientClient
+
+    feeds = _serve(hosts)
+    lake = make_lake("pool")
+    sources = _sources(tmp_path / "s.toml", feeds)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "home")}
+    prefect = [sys.executable, "-m", "prefect"]
+    done = subprocess.run(prefect + ["work-pool", "create", "newsdesk", "--type", "process", "--overwrite"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run(prefect + ["--no-prompt", "deploy", "--name", "newsdesk-lake"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    workers = [subprocess.Popen(
+        prefect + ["worker", "start", "--pool", "newsdesk", "--limit", "1", "--name", name],
+        env={**env, "NEWSDESK_DB": lake, "NEWSDESK_SOURCES": str(sources), "NEWSDESK_WORKER": name,
+             "NEWSDESK_SEARCH_DIR": str(tmp_path / f"search-{name}"), "PREFECT_WORKER_QUERY_SECONDS": "1"},
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in ("wa", "wb")]
+    try:
+        with PatientClient(base_url=prefect_server.api, timeout=30) as api:
+            deployment = api.get("/deployments/name/ingest/newsdesk-lake").json()
+            assert len(deployment["schedules"]) == 2 and deployment["work_pool_name"] == "newsdesk"
+            runs = [api.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()["id"]
+                    for _ in range(2)]
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                states = [api.get(f"/flow_runs/{r}").json()["state"]["type"] for r in runs]
+                if all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states):
+                    break
+                time.sleep(2)
+            assert states == ["COMPLETED", "COMPLETED"], states
+            artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["newsdesk-run"]}}}).json()
+            assert {a["flow_run_id"] for a in artifacts} >= set(runs)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
+    rows = query(lake, "SELECT worker, status, flow_run_id, feeds_ok FROM runs ORDER BY worker")
+    assert [(w, s) for w, s, _, _ in rows] == [("wa", "completed"), ("wb", "completed")], rows
+    assert {str(f) for _, _, f, _ in rows} == set(runs)
+    assert _feed_hits(hosts) == {name: 1 for name, _ in feeds}
+    assert sum(r[3] for r in rows) == 24
+    assert query(lake, "SELECT count(*), count(DISTINCT url) FROM articles") == [(48, 48)]
+    print("\nwork pool, two workers (worker, status, flow run, feeds polled):", rows)

@@ -1,0 +1,95 @@
+"""A backfill's WARC files shared by the workers of a lake
+(flows/ingest.py:_backfill, warehouse/leases.py): each file is leased to
+one worker at a time, a file done is not read again, and the file of a
+worker killed with SIGKILL passes to another after `[workers]
+warc_lease_s`, whose run loads the records the dead one had not, and
+none twice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.flows.helpers import query, write_sources
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+NEWSDESK = Path(sys.executable).with_name("newsdesk")
+PAGES = 8
+WORDS = ("harbour council budget river bridge school market railway festival museum hospital library "
+         "election weather orchestra stadium airport factory garden theatre").split()
+
+
+def _page(story: str) -> bytes:
+    n = sum(map(ord, story))
+    words = [WORDS[(n * 7 + i * 3 + i * i) % len(WORDS)] for i in range(160)]
+    paragraphs = " ".join(f"<p>Report {story}: {' '.join(words[j:j + 40])}.</p>" for j in range(0, 160, 40))
+    return (f"<html><head><title>Story {story}</title></head><body><article><h1>Story {story}</h1>"
+            f"{paragraphs}</article></body></html>").encode()
+
+
+def _warcs(tmp_path: Path) -> list[str]:
+    from flows.archive import WarcArchive
+    from flows.fetch import Response
+
+    files = []
+    for name in ("alpha", "beta"):
+        archive = WarcArchive(tmp_path / name, tmp_path)
+        for i in range(PAGES):
+            url = f"http://{name}.example/story/{i}"
+            path, _ = archive.write(Response(url, url, 200, {"content-type": "text/html"}, _page(f"{name}{i}")))
+        files.append(str(tmp_path / path))
+    return files
+
+
+def _run(files, lake, env, tmp_path, name, **extra) -> subprocess.Popen:
+    args = [str(NEWSDESK), "ingest", "--db", lake, "--quiet"] + [a for f in files for a in ("--from-warc", f)]
+    return subprocess.Popen(args, env={**env, "NEWSDESK_WORKER": name, "NEWSDESK_SEARCH_DIR": str(tmp_path / name),
+                                       **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_workers_warc_file_passes_to_another_and_no_record_loads_twice(prefect_server, tmp_path, make_lake):
+    files = _warcs(tmp_path)
+    lake = make_lake("backfill")
+    sources = write_sources(tmp_path / "s.toml", [])
+    sources.write_text(sources.read_text() + "\n[pipeline]\nbatch_size = 2\nworkers = 1\n\n[archive]\nenabled = false"
+                                              "\n\n[workers]\nwarc_lease_s = 15\n")
+    env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "home"), "NEWSDESK_SOURCES": str(sources)}
+
+    killed = _run(files, lake, env, tmp_path, "killed", NEWSDESK_KILL_AT="loading:3")
+    assert killed.wait(timeout=600) == -9, killed.stderr.read()[-3000:]
+    state = query(lake, "SELECT path, done_at IS NOT NULL, coalesce(lease_owner LIKE 'killed %', false) FROM warc_files "
+                        "ORDER BY path")
+    assert state == [(files[0], False, True), (files[1], False, False)]
+    loaded = query(lake, "SELECT count(*) FROM articles")[0][0]
+    assert 0 < loaded < PAGES  # part of its first file
+
+    # While the lease lasts, another worker given the same files takes the other one.
+    second = _run(files, lake, env, tmp_path, "second")
+    assert second.wait(timeout=600) == 0, second.stderr.read()[-3000:]
+    assert query(lake, "SELECT path, done_at IS NOT NULL FROM warc_files ORDER BY path") == [
+        (files[0], False), (files[1], True)]
+
+    left = query(lake, "SELECT max(lease_until) - now() FROM warc_files")[0][0]
+    time.sleep(max(0.0, left.total_seconds()) + 0.5)
+    third = _run(files, lake, env, tmp_path, "third")
+    assert third.wait(timeout=600) == 0, third.stderr.read()[-3000:]
+    assert query(lake, "SELECT path, done_at IS NOT NULL, records FROM warc_files ORDER BY path") == [
+        (files[0], True, PAGES), (files[1], True, PAGES)]
+
+    assert query(lake, "SELECT count(*), count(DISTINCT url) FROM articles") == [(2 * PAGES, 2 * PAGES)]
+    runs = query(lake, "SELECT worker, status, entries_seen, articles_new, entries_known + duplicates FROM runs "
+                       "ORDER BY started_at")
+    # The third run met the records the killed one had loaded as known, and loaded only the rest.
+    assert runs[1:] == [("second", "completed", PAGES, PAGES, 0),
+                        ("third", "completed", PAGES, PAGES - loaded, loaded)], runs
+    assert runs[0][:2] == ("killed", "abandoned")
+    # A fourth worker finds every file done: it reads none.
+    fourth = _run(files, lake, env, tmp_path, "fourth")
+    assert fourth.wait(timeout=600) == 0, fourth.stderr.read()[-3000:]
+    assert query(lake, "SELECT entries_seen, articles_new FROM runs WHERE worker = 'fourth'") == [(0, 0)]
+    print(f"\nkilled after {loaded} of {PAGES} records of its file; runs:", runs)
