@@ -17,8 +17,6 @@ TCP connect.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import asyncio
 import email.utils
 import ipaddress
@@ -30,18 +28,19 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import httpcore
 import httpx
 
-if TYPE_CHECKING:
-    from warehouse.host_turns import HostTurns
-
 from flows.settings import FetchSettings
 from transforms.addresses import Network, blocked_reason, url_problem
 from transforms.errors import FetchError
+
+if TYPE_CHECKING:
+    from warehouse.host_turns import HostTurns
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -219,6 +218,9 @@ class _Inflater:
 
     def finish(self, room: int) -> bytes:
         return b"" if self._z is None else self._z.flush()[:room]
+
+
+_KEEP_READ = 65_536  # a redirect's body up to this size is read, to keep its connection
 
 
 class Fetcher:
@@ -399,19 +401,23 @@ class Fetcher:
                     return await self._timed(url, headers)
             # Workers of a lake: a slot and a turn of the host across all of them.
             slot = await self._shared.acquire(host, slots=self.settings.per_host_concurrency, delay_s=gate.delay_s)
-            shared, delay_s = self._shared, gate.delay_s
+            shared, delay_s, turn = self._shared, gate.delay_s, []
 
             async def stamp(event: str, info: dict) -> None:
-                # Right before the request's bytes go out (the connection is open):
-                # the gap holds between the starts the host sees, not between bookings.
+                # Around the writing of the request (its connection open): the gap
+                # holds between the sends the host sees, not between bookings.
                 if event.endswith("send_request_headers.started"):
-                    await shared.start(host, delay_s=delay_s)
+                    turn.append(await shared.start(host, delay_s=delay_s))
+                elif event.endswith("send_request_headers.complete") and turn:
+                    await shared.sent(host, turn.pop())
 
             try:
                 async with self._global:
                     return await self._timed(url, headers, stamp)
             finally:
-                await self._shared.release(host, slot)
+                if turn:  # the request failed while being written
+                    await shared.sent(host, turn.pop())
+                await shared.release(host, slot)
 
     async def _timed(self, url: str, headers: dict[str, str], trace=None) -> tuple[int, dict[str, str], bytes]:
         """One request with the total timeout, transport errors as FetchError."""
@@ -449,6 +455,11 @@ class Fetcher:
                 resp_headers["location"] = resp.extensions[_LOCATION]
             status = resp.status_code
             if status in _REDIRECTS or status == 304:
+                # Read the (empty or small) body: an unread response closes its
+                # connection, and 304s, most of a poll, would each cost a new one.
+                length = resp_headers.get("content-length", "")
+                if status == 304 or (length.isdigit() and int(length) <= _KEEP_READ):
+                    await resp.aread()
                 return status, resp_headers, b""
             if status >= 400:
                 raise FetchError(

@@ -24,6 +24,7 @@ class Request:
     headers: dict[str, str]
     started: float
     finished: float = 0.0
+    client: tuple = ()  # (address, port): one per connection
 
 
 class LocalServer:
@@ -42,7 +43,8 @@ class LocalServer:
                 pass
 
             def do_GET(self):
-                req = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
+                req = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic(),
+                              client=tuple(self.client_address))
                 with owner._lock:
                     owner.requests.append(req)
                     owner.in_flight += 1

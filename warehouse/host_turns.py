@@ -10,19 +10,24 @@ request to a host, a worker
 2. books the next start time (`host_turns.next_start`, moved on by
    `per_host_delay_s` in the same statement, so bookings never overlap)
    and sleeps until it;
-3. right before sending, stamps its start (`last_start`), only if the last
-   start was `per_host_delay_s` ago or more; else it sleeps the rest and
-   tries again. A worker woken late (a busy event loop, a new connection)
-   would otherwise start close to the next booking; the stamp makes the
-   gap hold between the starts themselves;
-and gives the slot back when the response is read. Four short statements
-per request, on one connection per worker.
+3. right before sending, takes the host's send turn (`pending_by`), only
+   if no other request is being sent and the last was sent
+   `per_host_delay_s` ago or more; else it sleeps the rest and tries again;
+4. once the request is written, stamps it sent (`last_start`, PostgreSQL's
+   clock at that moment, so never earlier than the bytes left).
+A booking alone let a worker woken late (a busy event loop, a slow answer
+from PostgreSQL) send close to the next booking: between two sends to a
+host, as they leave the workers, there is now always the delay. The
+slot is given back when the response is read. Five short statements per
+request, on one connection per worker; a turn taken by a worker that died
+frees itself after 5 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 
 import psycopg
 
@@ -88,25 +93,31 @@ class HostTurns:
             await asyncio.sleep(float(wait))
         return slot
 
-    async def start(self, host: str, *, delay_s: float) -> None:
-        """Stamp this request's start, no sooner than `delay_s` after the last."""
+    async def start(self, host: str, *, delay_s: float) -> str:
+        """Take the host's send turn; returns its token for `sent`."""
+        token = f"{self._owner} {uuid.uuid4().hex[:12]}"
         while True:
-            # The outer SELECT sees the row as it was before the UPDATE: the wait is from the last start.
-            started, wait = (await self._execute(f"""
-                WITH stamped AS (
-                    UPDATE {_S}.host_turns SET last_start = clock_timestamp()
-                    WHERE host = %s AND (last_start IS NULL
-                                         OR last_start <= clock_timestamp() - %s * interval '1 second')
+            # The outer SELECT sees the row as it was before the UPDATE: the wait is from the last send.
+            taken, wait = (await self._execute(f"""
+                WITH taken AS (
+                    UPDATE {_S}.host_turns SET pending_by = %s, pending_until = clock_timestamp() + interval '5 s'
+                    WHERE host = %s AND (pending_until IS NULL OR pending_until < clock_timestamp())
+                      AND (last_start IS NULL OR last_start <= clock_timestamp() - %s * interval '1 second')
                     RETURNING host)
-                SELECT (SELECT count(*) FROM stamped),
+                SELECT (SELECT count(*) FROM taken),
                        coalesce(extract(epoch FROM last_start + %s * interval '1 second' - clock_timestamp()), 0)
                 FROM {_S}.host_turns WHERE host = %s
-            """, [host, delay_s, delay_s, host]))[0]
-            if started:
-                return
-            pause = max(float(wait), 0.002)  # another worker stamped meanwhile: its gap first
+            """, [token, host, delay_s, delay_s, host]))[0]
+            if taken:
+                return token
+            pause = max(float(wait), 0.002)  # another request is being sent, or was just sent: its gap first
             self.waited_s += pause
             await asyncio.sleep(pause)
+
+    async def sent(self, host: str, token: str) -> None:
+        """The request of this turn is written (or failed before): the gap runs from now."""
+        await self._execute(f"UPDATE {_S}.host_turns SET last_start = clock_timestamp(), pending_by = NULL, "
+                            "pending_until = NULL WHERE host = %s AND pending_by = %s", [host, token])
 
     async def release(self, host: str, slot: int) -> None:
         await self._execute(f"UPDATE {_S}.host_slots SET holder = NULL, held_until = NULL "

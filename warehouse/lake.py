@@ -107,8 +107,10 @@ CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.warc_files (
 -- (per_host_concurrency of them), each held by one request in flight.
 CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.host_turns (
     host       text PRIMARY KEY,
-    next_start timestamptz NOT NULL,   -- booked: the next request's earliest start
-    last_start timestamptz             -- stamped: when the last request really started
+    next_start    timestamptz NOT NULL,  -- booked: the next request's earliest start
+    last_start    timestamptz,           -- when the last request was sent
+    pending_by    text,                  -- the request being sent now (its worker's token)
+    pending_until timestamptz
 );
 CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.host_slots (
     host       text NOT NULL,
@@ -311,6 +313,31 @@ def _views(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(re.sub(r"^\s*CREATE VIEW", "CREATE OR REPLACE TEMP VIEW", sql, count=1))
 
 
+@contextmanager
+def _creating(dsn: str, *, writable: bool) -> Iterator[None]:
+    """Writers that attach a lake not made yet take turns: DuckLake creates
+    its catalog on the first ATTACH, and two at once collide on its tables
+    (two workers started together on a new lake). Once the catalog exists,
+    nobody waits."""
+    if not writable:
+        yield
+        return
+    try:
+        pg = psycopg.connect(dsn, autocommit=True)
+    except psycopg.Error:
+        yield  # unreachable: the ATTACH says so in its own words
+        return
+    with pg:
+        if pg.execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL").fetchone()[0]:
+            yield
+            return
+        pg.execute("SELECT pg_advisory_lock(hashtext('newsdesk lake create'))")
+        try:
+            yield
+        finally:
+            pg.execute("SELECT pg_advisory_unlock(hashtext('newsdesk lake create'))")
+
+
 def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: bool,
            as_of: int | datetime | None = None) -> None:
     """Attach the lake and its keyed state to `con` and put both on the
@@ -330,7 +357,8 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
     elif as_of is not None:
         options.append(f"SNAPSHOT_TIME {_literal(as_of.isoformat())}")
     try:
-        con.execute(f"ATTACH {_literal(target.attach)} AS lake" + (f" ({', '.join(options)})" if options else ""))
+        with _creating(target.dsn, writable=not read_only and as_of is None):
+            con.execute(f"ATTACH {_literal(target.attach)} AS lake" + (f" ({', '.join(options)})" if options else ""))
     except duckdb.Error as exc:
         message = str(exc)
         if "does not exist" in message and (read_only or as_of is not None):

@@ -277,3 +277,17 @@ def test_robots_txt_redirects_followed_five_times(server):
         _page(server, "/private/a.html", FetchSettings(**{**LOOPBACK, "max_redirects": 0}))
     assert info.value.reason == "robots_disallowed"
     assert server.hits("/private/") == []
+
+
+def test_304s_keep_their_connection_for_the_next_poll(server):
+    """Most polls are 304: each must not cost a new connection (a TLS handshake on https)."""
+    url = server.route("/feed", b"", status=304, headers={"ETag": '"v1"'})
+    other = server.route("/other", "<p>hi</p>")
+
+    async def go():
+        async with Fetcher(FetchSettings(**LOOPBACK)) as f:
+            for _ in range(3):
+                assert (await f.get(url, etag='"v1"')).not_modified
+            await f.get(other)
+    asyncio.run(go())
+    assert len({r.client for r in server.requests}) == 1, [r.client for r in server.requests]

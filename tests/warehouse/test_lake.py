@@ -225,3 +225,25 @@ def test_a_reader_held_open_does_not_stop_a_writer(lake, tmp_path):
         assert out.strip() == "1", err
     finally:
         reader.kill()
+
+
+def test_writers_started_together_on_a_new_lake_all_get_in(postgres, tmp_path):
+    """DuckLake makes its catalog on the first ATTACH: four writers at once on
+    a new lake (workers started together) must not collide on its tables."""
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    db = f"ducklake:postgres:{postgres.create_database(f'new_{uuid.uuid4().hex[:8]}')}"
+    go = tmp_path / "go"
+    script = ("import os, sys, time; from warehouse.lake import connect_lake; from warehouse.target import parse_target\n"
+              "while not os.path.exists(sys.argv[3]): time.sleep(0.001)\n"  # all at once, imports done
+              "with connect_lake(parse_target(sys.argv[1], sys.argv[2])) as con:\n"
+              "    print(con.execute('SELECT count(*) FROM runs').fetchone()[0])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, db, str(tmp_path / "data"), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(3)
+    go.touch()
+    results = [(p.wait(timeout=120), p.stdout.read().strip(), p.stderr.read()[-2000:]) for p in procs]
+    assert [(code, out) for code, out, _ in results] == [(0, "0")] * 4, results
