@@ -642,7 +642,8 @@ def feeds_export(
     from datetime import datetime, timezone
 
     from flows.settings import default_db, load_settings
-    from transforms.opml import RegistryFeed, write_opml
+    from transforms.opml import write_opml
+    from transforms.records import RegistryFeed
     from warehouse import feed_registry
     from warehouse.connection import connect
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from transforms.errors import ParseError
+from transforms.records import RegistryFeed
 
 # OPML of 100,000 feeds is ~20 MB; the cap keeps a wrong file from being read whole.
 MAX_OPML_BYTES = 64 * 1024 * 1024
@@ -40,20 +41,6 @@ class Outline:
     html_url: str | None
     language: str | None
     tags: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryFeed:
-    """A feed of the warehouse's registry (from OPML or a sources file)."""
-
-    name: str
-    url: str
-    title: str | None = None
-    html_url: str | None = None
-    language: str | None = None
-    tags: tuple[str, ...] = ()
-    interval_min: int | None = None
-    origin: str = "opml"
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,3 +226,16 @@ class PageAttempt:
     first_failed_at: datetime
     last_attempt_at: datetime
     next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryFeed:
+    """A feed of the warehouse's registry (from OPML or a sources file)."""
+
+    name: str
+    url: str
+    title: str | None = None
+    html_url: str | None = None
+    language: str | None = None
+    tags: tuple[str, ...] = ()
+    origin: str = "opml"  # 'opml' | 'sources file'

@@ -13,8 +13,7 @@ from typing import Iterable, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.opml import RegistryFeed
-from transforms.records import Failure, FeedEntry, FeedPoll, Sighting, SourceState
+from transforms.records import Failure, FeedEntry, FeedPoll, RegistryFeed, Sighting, SourceState
 from warehouse.page_loads import insert_sightings
 from warehouse.arrow_rows import ENTRY_FIELDS, FAILURE_SCHEMA, OUTBOX_SCHEMA, TS, feed_polls_arrow, insert_rows, to_arrow
 from warehouse.scopes import registered, transaction

@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import DATA
 from transforms.errors import ParseError
-from transforms.opml import Outline, RegistryFeed, feed_name, plan_import, read_opml, write_opml
+from transforms.opml import Outline, feed_name, plan_import, read_opml, write_opml
+from transforms.records import RegistryFeed
 
 EXPORT = (DATA / "opml" / "reader-export.opml").read_bytes()
 
