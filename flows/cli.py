@@ -689,9 +689,13 @@ def feeds_remove(
     db: DbOpt = None,
 ) -> None:
     """Stop polling feeds imported from OPML; their articles and history stay (`feeds import` adds them back)."""
+    from flows.settings import default_db
     from warehouse import feed_registry
 
     with _reporting():
+        target = default_db(db)
+        if isinstance(target, Path) and not target.exists():
+            raise FileNotFoundError(f"no warehouse at {target}: nothing is registered yet")
         with _open_registry(db) as con:
             found = dict(feed_registry.set_active(con, names, False))
         unknown = [n for n in names if n not in found]

@@ -7,7 +7,12 @@ lookup. Points: feeds_fetched, feeds_parsed, polls_recorded, extracting,
 loading (inside a batch's transaction, before commit), between_commits (on a
 lake: after a batch's PostgreSQL commit, before its lake commit), indexing;
 in `newsdesk export`: export_written (files complete in the staging folder,
-none swapped in yet), export_swapped (after each day swapped into --out).
+none swapped in yet), export_swapped (after each day swapped into --out);
+for workers of a lake: feeds_leased (a batch of due feeds leased, none
+fetched), warc_file_loaded.
+
+`NEWSDESK_FREEZE_AT` is the same with SIGSTOP: the process stays alive (its
+PostgreSQL connections and locks too) but does nothing, as a hung worker.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ _passed: dict[str, int] = {}
 
 
 def crash_point(name: str) -> None:
-    wanted = os.environ.get("NEWSDESK_KILL_AT")
-    if not wanted:
-        return
-    point, _, nth = wanted.partition(":")
-    if point != name:
-        return
-    _passed[name] = _passed.get(name, 0) + 1
-    if _passed[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    for variable, sig in (("NEWSDESK_KILL_AT", signal.SIGKILL), ("NEWSDESK_FREEZE_AT", signal.SIGSTOP)):
+        wanted = os.environ.get(variable)
+        if not wanted:
+            continue
+        point, _, nth = wanted.partition(":")
+        if point != name:
+            continue
+        _passed[name] = _passed.get(name, 0) + 1
+        if _passed[name] >= int(nth or 1):
+            os.kill(os.getpid(), sig)

@@ -3,8 +3,12 @@ bounded batches, and the files of a backfill one at a time.
 
 A lease is a row's `lease_owner` and `lease_until` in the lake's
 PostgreSQL, taken with `FOR UPDATE SKIP LOCKED` so that workers asking at
-once get disjoint rows without waiting for each other. A worker that dies
-(kill -9) keeps its leases until `lease_until`; then any worker takes them.
+once get disjoint rows without waiting for each other. A lease's owner is
+"<worker> <run id>". A worker that dies (kill -9) loses its leases as soon
+as another run finds its run dead (its PostgreSQL lock gone:
+`run_rows.abandon_dead_runs`); one that hangs, or whose machine vanished
+without closing its connection, keeps them until `lease_until`; then any
+worker takes them.
 A feed's lease ends when its poll is recorded (`update_source_states`
 clears it) or when the run ends (`release`).
 
@@ -58,6 +62,20 @@ def release_feeds(dsn: str, owner: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as pg:
         return pg.execute(f"UPDATE {_S}.sources SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %s",
                           [owner]).rowcount
+
+
+def release_runs(dsn: str, run_ids: Sequence[str]) -> None:
+    """Free what dead runs held: feed and WARC file leases, host slots and send turns."""
+    with psycopg.connect(dsn, autocommit=True) as pg, pg.transaction():
+        for run_id in run_ids:
+            owner = "% " + run_id
+            pg.execute(f"UPDATE {_S}.sources SET lease_owner = NULL, lease_until = NULL WHERE lease_owner LIKE %s",
+                       [owner])
+            pg.execute(f"UPDATE {_S}.warc_files SET lease_owner = NULL, lease_until = NULL "
+                       "WHERE lease_owner LIKE %s AND done_at IS NULL", [owner])
+            pg.execute(f"UPDATE {_S}.host_slots SET holder = NULL, held_until = NULL WHERE holder LIKE %s", [owner])
+            pg.execute(f"UPDATE {_S}.host_turns SET pending_by = NULL, pending_until = NULL "
+                       "WHERE pending_by LIKE %s", [owner + " %"])
 
 
 def register_files(dsn: str, files: Sequence[tuple[str, int]]) -> None:

@@ -56,6 +56,10 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
     if dead and is_lake(con):  # writers share a lake: a run is dead when its lock is free
         live = alive(keyed_dsn(con), dead)
         dead = [r for r in dead if r not in live]
+        if dead:  # what it leased is free now, not only once the leases run out
+            from warehouse.leases import release_runs
+
+            release_runs(keyed_dsn(con), dead)
     if not dead:
         return []
     with transaction(con):

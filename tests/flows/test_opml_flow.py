@@ -101,3 +101,9 @@ def test_a_file_that_is_not_opml_is_refused_with_exit_2(tmp_path):
     code, _, err = _cli("feeds", "import", str(bad), "--db", str(tmp_path / "w.duckdb"))
     assert code == 2 and "not <opml>" in err
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_removing_from_a_warehouse_that_does_not_exist_creates_none(tmp_path):
+    code, _, err = _cli("feeds", "remove", "x", "--db", str(tmp_path / "none.duckdb"))
+    assert code == 2 and "no warehouse at" in err
+    assert not (tmp_path / "none.duckdb").exists()

@@ -145,34 +145,44 @@ def test_three_workers_poll_each_due_feed_once_and_keep_each_hosts_limits(hosts,
         assert gap >= DELAY_S - 0.03
 
 
-def test_a_killed_workers_leases_pass_to_another_after_the_lease(hosts, prefect_server, tmp_path, make_lake):
+def test_a_hung_workers_leases_pass_to_another_after_the_lease(hosts, prefect_server, tmp_path, make_lake):
+    """A worker that hangs (SIGSTOP: alive, its connections and locks held)
+    keeps its leases until `lease_s`; a killed one loses them at once
+    (test_crash_recovery: the rerun after a kill at feeds_fetched)."""
     feeds = _serve(hosts)
     lake = make_lake("takeover")
     env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     sources = _sources(tmp_path / "s.toml", feeds, lease_s=20)
 
-    killed = _start(sources, lake, env, tmp_path, "killed", NEWSDESK_KILL_AT="feeds_leased")
-    assert killed.wait(timeout=600) == -9, killed.stderr.read()[-3000:]
-    held = query(lake, "SELECT name FROM sources WHERE lease_owner LIKE 'killed %' ORDER BY name")
-    assert len(held) == 5 and not _feed_hits(hosts)  # leased, then killed before fetching
+    hung = _start(sources, lake, env, tmp_path, "hung", NEWSDESK_FREEZE_AT="feeds_leased")
+    try:
+        deadline = time.monotonic() + 300
+        while Path(f"/proc/{hung.pid}/stat").read_text().split(")")[1].split()[0] != "T":
+            assert hung.poll() is None and time.monotonic() < deadline, hung.stderr.read()[-3000:]
+            time.sleep(0.1)
+        held = query(lake, "SELECT name FROM sources WHERE lease_owner LIKE 'hung %' ORDER BY name")
+        assert len(held) == 5 and not _feed_hits(hosts)  # leased, then hung before fetching
 
-    # While the dead worker's leases last, another worker polls all but those.
-    second = _start(sources, lake, env, tmp_path, "second")
-    assert second.wait(timeout=600) == 0, second.stderr.read()[-3000:]
-    hits = _feed_hits(hosts)
-    assert len(hits) == 19 and not set(hits) & {n for (n,) in held}
+        # While its leases last, another worker polls all but those.
+        second = _start(sources, lake, env, tmp_path, "second")
+        assert second.wait(timeout=600) == 0, second.stderr.read()[-3000:]
+        hits = _feed_hits(hosts)
+        assert len(hits) == 19 and not set(hits) & {n for (n,) in held}
 
-    # After the lease, the next worker takes them over.
-    left = query(lake, "SELECT max(lease_until) - now() FROM sources")[0][0]
-    time.sleep(max(0.0, left.total_seconds()) + 0.5)
-    third = _start(sources, lake, env, tmp_path, "third")
-    assert third.wait(timeout=600) == 0, third.stderr.read()[-3000:]
+        # After the lease, the next worker takes them over.
+        left = query(lake, "SELECT max(lease_until) - now() FROM sources")[0][0]
+        time.sleep(max(0.0, left.total_seconds()) + 0.5)
+        third = _start(sources, lake, env, tmp_path, "third")
+        assert third.wait(timeout=600) == 0, third.stderr.read()[-3000:]
+    finally:
+        hung.kill()
+        hung.wait(timeout=60)
     assert _feed_hits(hosts) == {name: 1 for name, _ in feeds}
     runs = query(lake, "SELECT worker, status, feeds_ok, feeds_elsewhere, feeds_not_due FROM runs ORDER BY started_at")
-    assert runs == [("killed", "abandoned", 0, None, None), ("second", "completed", 19, 5, 0),
+    assert runs == [("hung", "running", None, None, None), ("second", "completed", 19, 5, 0),
                     ("third", "completed", 5, 0, 19)], runs
     assert query(lake, "SELECT count(*), count(DISTINCT url) FROM articles") == [(48, 48)]
-    print("\nkill -9 after leasing 5 feeds:", runs)
+    print("\na worker hung after leasing 5 feeds:", runs)
 
 
 def test_a_process_work_pool_with_two_workers_runs_leased_batches(hosts, prefect_server, tmp_path, make_lake):
