@@ -38,8 +38,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 NEWSDESK = [sys.executable, "-m", "flows.cli"]
-WORDS = ("harbour council budget river bridge school market railway festival museum hospital library "
-         "election weather orchestra stadium airport factory garden theatre").split()
 
 
 def _host(i: int) -> str:
@@ -50,16 +48,11 @@ def _busy(feed: int, share: float) -> bool:
     return (feed * 7919) % 1000 < share * 1000
 
 
-def _page(story: str) -> bytes:
-    n = sum(map(ord, story))
-    words = [WORDS[(n * 7 + i * 3 + i * i) % len(WORDS)] for i in range(160)]
-    paragraphs = " ".join(f"<p>Report {story}: {' '.join(words[j:j + 40])}.</p>" for j in range(0, 160, 40))
-    return (f"<html><head><title>Story {story}</title></head><body><article><h1>Story {story}</h1>"
-            f"{paragraphs}</article></body></html>").encode()
-
 
 def serve(hosts: int, busy: float, ready, stop, out: str) -> None:
     """All hosts' servers, in this process; the request log to `out` at the end."""
+    from tests.flows.helpers import story_page
+
     log: list[tuple[str, float, float]] = []
     lock = threading.Lock()
 
@@ -87,7 +80,7 @@ def serve(hosts: int, busy: float, ready, stop, out: str) -> None:
                         status, body, kind = 200, b'<rss version="2.0"><channel><title>x</title></channel></rss>', \
                             "application/rss+xml"
                 elif self.path.startswith("/p/"):
-                    status, body, kind = 200, _page(self.path[3:-5]), "text/html"
+                    status, body, kind = 200, story_page(self.path[3:-5]), "text/html"
                 else:
                     status, body, kind = 404, b"not found", "text/plain"
                 self.send_response(status)

@@ -69,3 +69,17 @@ def assert_accounting(summary: dict) -> None:
         summary["entries_known"] + summary["articles_new"] + summary["duplicates"]
         + summary["entries_pending"] + summary["entries_failed"]
     ), summary
+
+
+_WORDS = ("harbour council budget river bridge school market railway festival museum hospital library "
+          "election weather orchestra stadium airport factory garden theatre").split()
+
+
+def story_page(story: str) -> bytes:
+    """An article page of 160 words, different for every `story` name and
+    the same every time: enough text for the extractor, and a body of its own."""
+    n = sum(map(ord, story))
+    words = [_WORDS[(n * 7 + i * 3 + i * i) % len(_WORDS)] for i in range(160)]
+    paragraphs = " ".join(f"<p>Report {story}: {' '.join(words[j:j + 40])}.</p>" for j in range(0, 160, 40))
+    return (f"<html><head><title>Story {story}</title></head><body><article><h1>Story {story}</h1>"
+            f"{paragraphs}</article></body></html>").encode()

@@ -12,22 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.helpers import query, write_sources
+from tests.flows.helpers import query, story_page, write_sources
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 NEWSDESK = Path(sys.executable).with_name("newsdesk")
 PAGES = 8
-WORDS = ("harbour council budget river bridge school market railway festival museum hospital library "
-         "election weather orchestra stadium airport factory garden theatre").split()
 
-
-def _page(story: str) -> bytes:
-    n = sum(map(ord, story))
-    words = [WORDS[(n * 7 + i * 3 + i * i) % len(WORDS)] for i in range(160)]
-    paragraphs = " ".join(f"<p>Report {story}: {' '.join(words[j:j + 40])}.</p>" for j in range(0, 160, 40))
-    return (f"<html><head><title>Story {story}</title></head><body><article><h1>Story {story}</h1>"
-            f"{paragraphs}</article></body></html>").encode()
 
 
 def _warcs(tmp_path: Path) -> list[str]:
@@ -39,7 +30,7 @@ def _warcs(tmp_path: Path) -> list[str]:
         archive = WarcArchive(tmp_path / name, tmp_path)
         for i in range(PAGES):
             url = f"http://{name}.example/story/{i}"
-            path, _ = archive.write(Response(url, url, 200, {"content-type": "text/html"}, _page(f"{name}{i}")))
+            path, _ = archive.write(Response(url, url, 200, {"content-type": "text/html"}, story_page(f"{name}{i}")))
         files.append(str(tmp_path / path))
     return files
 
@@ -50,13 +41,16 @@ def _run(files, lake, env, tmp_path, name, **extra) -> subprocess.Popen:
                                        **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_a_killed_workers_warc_file_passes_to_another_and_no_record_loads_twice(prefect_server, tmp_path, make_lake):
-    files = _warcs(tmp_path)
-    lake = make_lake("backfill")
+def _setup(prefect_server, tmp_path, make_lake) -> tuple[list[str], str, dict]:
+    """Two WARC files, a new lake, and the environment of workers on it."""
     sources = write_sources(tmp_path / "s.toml", [])
-    sources.write_text(sources.read_text() + "\n[pipeline]\nbatch_size = 2\nworkers = 1\n\n[archive]\nenabled = false"
-                                              "\n\n[workers]\nwarc_lease_s = 15\n")
+    sources.write_text(sources.read_text() + "\n[pipeline]\nbatch_size = 2\nworkers = 1\n\n[archive]\nenabled = false\n")
     env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "home"), "NEWSDESK_SOURCES": str(sources)}
+    return _warcs(tmp_path), make_lake("backfill"), env
+
+
+def test_a_killed_workers_warc_file_passes_to_another_and_no_record_loads_twice(prefect_server, tmp_path, make_lake):
+    files, lake, env = _setup(prefect_server, tmp_path, make_lake)
 
     killed = _run(files, lake, env, tmp_path, "killed", NEWSDESK_KILL_AT="loading:3")
     assert killed.wait(timeout=600) == -9, killed.stderr.read()[-3000:]
@@ -85,11 +79,7 @@ def test_a_killed_workers_warc_file_passes_to_another_and_no_record_loads_twice(
 
 
 def test_two_workers_given_the_same_files_each_take_their_own(prefect_server, tmp_path, make_lake):
-    files = _warcs(tmp_path)
-    lake = make_lake("backfill2")
-    sources = write_sources(tmp_path / "s.toml", [])
-    sources.write_text(sources.read_text() + "\n[pipeline]\nbatch_size = 2\nworkers = 1\n\n[archive]\nenabled = false\n")
-    env = {**prefect_server.client_env, "PREFECT_HOME": str(tmp_path / "home"), "NEWSDESK_SOURCES": str(sources)}
+    files, lake, env = _setup(prefect_server, tmp_path, make_lake)
     workers = [_run(files, lake, env, tmp_path, f"w{i}") for i in range(2)]
     for w in workers:
         assert w.wait(timeout=600) == 0, w.stderr.read()[-3000:]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.helpers import query, write_sources
+from tests.flows.helpers import query, story_page, write_sources
 from tests.flows.send_log import log_sends, shortest_send_gap
 from tests.httpserver import LocalServer, Reply
 from warehouse.target import parse_target
@@ -25,16 +25,7 @@ NEWSDESK = Path(sys.executable).with_name("newsdesk")
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 FEEDS_PER_HOST, ITEMS = 6, 2
 CONCURRENCY, DELAY_S, SERVE_S = 2, 0.2, 0.5  # a response outlasts two gaps: the slots limit it
-WORDS = ("harbour council budget river bridge school market railway festival museum hospital library "
-         "election weather orchestra stadium airport factory garden theatre").split()
 
-
-def _page(story: str) -> bytes:
-    n = sum(map(ord, story))
-    words = [WORDS[(n * 7 + i * 3 + i * i) % len(WORDS)] for i in range(160)]
-    paragraphs = " ".join(f"<p>Report {story}: {' '.join(words[j:j + 40])}.</p>" for j in range(0, 160, 40))
-    return (f"<html><head><title>Story {story}</title></head><body><article><h1>Story {story}</h1>"
-            f"{paragraphs}</article></body></html>").encode()
 
 
 def _slow(reply: Reply):
@@ -61,7 +52,8 @@ def _serve(servers) -> list[tuple[str, str]]:
             items = ""
             for i in range(ITEMS):
                 story = f"h{h}f{f}i{i}"
-                link = server.route(f"/s/{story}.html", _slow(Reply(200, _page(story), {"Content-Type": "text/html"})))
+                page = Reply(200, story_page(story), {"Content-Type": "text/html"})
+                link = server.route(f"/s/{story}.html", _slow(page))
                 items += f"<item><title>Story {story}</title><link>{link}</link></item>"
             body = f'<rss version="2.0"><channel><title>Feed {h}.{f}</title>{items}</channel></rss>'.encode()
             url = server.route(f"/feeds/{f}.xml", _slow(Reply(200, body, {"Content-Type": "application/rss+xml"})))
