@@ -603,8 +603,8 @@ def feeds_import(
 ) -> None:
     """Add the feeds of an OPML file to the warehouse's registry: the next ingest polls them.
     Folders and categories become tags; duplicates and outlines without xmlUrl are reported and skipped."""
-    from flows.settings import load_settings
-    from transforms.opml import MAX_OPML_BYTES, plan_import, read_opml
+    from flows.settings import default_db, load_settings
+    from transforms.opml import MAX_OPML_BYTES, merged_tags, plan_import, read_opml
     from warehouse import feed_registry
 
     with _reporting("import failed"):
@@ -612,23 +612,43 @@ def feeds_import(
             data = f.read(MAX_OPML_BYTES + 1)
         document = read_opml(data, url=str(file))
         settings = load_settings(sources)  # its names and URLs are taken, whether an ingest registered them yet
-        with (_open_registry(db, data_path)) as con:
-            known_urls = feed_registry.registered_urls(con) | {f.url: f.name for f in settings.feeds}
-            known_names = feed_registry.registered_names(con) | {f.name for f in settings.feeds}
-            plan = plan_import(document.outlines, known_urls=known_urls, known_names=known_names,
+        target = default_db(db)
+        known_urls: dict[str, str] = {}
+        known_names: set[str] = set()
+        added, retagged, reactivated = 0, {}, []
+        # A dry run writes nothing: not even a new warehouse file.
+        opened = (nullcontext(None) if dry_run and isinstance(target, Path) and not target.exists()
+                  else _open_registry(db, data_path))
+        with opened as con:
+            if con is not None:
+                known_urls = feed_registry.registered_urls(con)
+                known_names = feed_registry.registered_names(con)
+            plan = plan_import(document.outlines, known_urls=known_urls | {f.url: f.name for f in settings.feeds},
+                               known_names=known_names | {f.name for f in settings.feeds},
                                extra_tags=tuple(tag or ()))
-            added = 0 if dry_run else feed_registry.register_feeds(con, plan.new)
-            if not dry_run:  # a feed removed before and listed again is polled again
-                feed_registry.set_active(con, [name for _, name in plan.known], True)
+            names = [name for name, _ in plan.tags_of_known]
+            if con is not None:
+                retagged = merged_tags(feed_registry.opml_tags(con, names), plan.tags_of_known)
+                reactivated = [n for n, origin, active in feed_registry.registry_state(con, names)
+                               if origin == "opml" and not active]
+                if not dry_run:  # a feed removed before and listed again is polled again
+                    added = feed_registry.register_feeds(con, plan.new)
+                    feed_registry.set_tags(con, retagged)
+                    feed_registry.set_active(con, reactivated, True)
     problems = sorted(document.problems + plan.problems, key=lambda p: p.line or 0)
     for problem in problems[:20]:
         _say("skipped", f"{file}:{problem.line}: {problem.message}" if problem.line else problem.message)
     if len(problems) > 20:
         _say("skipped", f"... and {len(problems) - 20} more")
     verb = "would import" if dry_run else "imported"
+    changes = [f"{len(plan.known)} already registered"]
+    if retagged:
+        changes.append(f"{len(retagged)} given new tags" if not dry_run else f"{len(retagged)} would get new tags")
+    if reactivated:
+        changes.append(f"{len(reactivated)} removed before, " + ("polled again" if not dry_run else "would be polled again"))
     Console().print(
         f"{verb} {len(plan.new) if dry_run else added} feeds from {file} ({len(document.outlines)} feed outlines, "
-        f"{document.folders} folders; {len(plan.known)} already registered, {len(problems)} skipped)",
+        f"{document.folders} folders; {', '.join(changes)}, {len(problems)} skipped)",
         highlight=False, markup=False, soft_wrap=True)
 
 
@@ -697,17 +717,21 @@ def feeds_remove(
         if isinstance(target, Path) and not target.exists():
             raise FileNotFoundError(f"no warehouse at {target}: nothing is registered yet")
         with _open_registry(db) as con:
-            found = dict(feed_registry.set_active(con, names, False))
-        unknown = [n for n in names if n not in found]
-        from_file = [n for n, origin in found.items() if origin != "opml"]
-        if unknown:
-            raise BadInput(f"no registered feed is named {', '.join(map(repr, unknown))}"
-                           + (" (the others were removed)" if len(unknown) < len(names) else ""))
-        if from_file:
-            raise BadInput(f"{', '.join(map(repr, from_file))} come from the sources file (or a WARC file): "
-                           "remove them there")
-    Console().print(f"removed {len(found)} feed{'s; their' if len(found) != 1 else '; its'} articles stay",
-                    highlight=False, markup=False)
+            # All or nothing: a typo among the names changes none of them.
+            found = {n: (origin, bool(active)) for n, origin, active in feed_registry.registry_state(con, names)}
+            unknown = [n for n in names if n not in found]
+            from_file = [n for n, (origin, _) in found.items() if origin != "opml"]
+            if unknown:
+                raise BadInput(f"no registered feed is named {', '.join(map(repr, unknown))}; nothing was removed "
+                               "(`newsdesk feeds list --all` shows the names)")
+            if from_file:
+                raise BadInput(f"{', '.join(map(repr, from_file))}: from the sources file (or a WARC file), not "
+                               "OPML: delete them from that file instead; nothing was removed")
+            feed_registry.set_active(con, names, False)
+    removed = [n for n, (_, active) in found.items() if active]
+    already = len(found) - len(removed)
+    Console().print(f"removed {len(removed)} feed{'s; their' if len(removed) != 1 else '; its'} articles stay"
+                    + (f" ({already} already removed)" if already else ""), highlight=False, markup=False)
 
 
 def _cell(value: object) -> str:

@@ -13,13 +13,15 @@ titles become the feeds' tags, as does each part of a `category` attribute
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Iterable, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
 
@@ -29,6 +31,7 @@ from transforms.records import RegistryFeed
 # OPML of 100,000 feeds is ~20 MB; the cap keeps a wrong file from being read whole.
 MAX_OPML_BYTES = 64 * 1024 * 1024
 _NAME_MAX = 60
+MAX_URL_CHARS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class ImportPlan:
     new: tuple[RegistryFeed, ...]
     known: tuple[tuple[Outline, str], ...]  # already registered, under this name
     problems: tuple[Problem, ...] = field(default=())
+    tags_of_known: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, tags this file gives it)
 
 
 def _attr(element, name: str) -> str | None:
@@ -72,6 +76,11 @@ def _attr(element, name: str) -> str | None:
         value = next((v for k, v in element.attrib.items() if isinstance(k, str) and k.lower() == lowered), None)
     value = value.strip() if value else None
     return value or None
+
+
+def _child(element, name: str):
+    """The first child of that name, in any letter case and any namespace."""
+    return next((c for c in element if isinstance(c.tag, str) and etree.QName(c).localname.lower() == name), None)
 
 
 def _categories(value: str | None) -> list[str]:
@@ -86,19 +95,32 @@ def read_opml(data: bytes, *, url: str = "OPML") -> OpmlDocument:
     """The feed outlines of an OPML document, each with the titles of the
     folders it sits in as tags. Not XML, or not OPML: ParseError. An outline
     that is not usable is a Problem, and the rest are still read."""
+    if data[:2] == b"\x1f\x8b":  # a gzipped export (.opml.gz): read it, within the same cap
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
+                data = z.read(MAX_OPML_BYTES + 1)
+        except (OSError, EOFError) as exc:
+            raise ParseError(url, "malformed_gzip", f"a gzip file that cannot be read: {exc}") from None
     if len(data) > MAX_OPML_BYTES:
         raise ParseError(url, "too_large", f"larger than {MAX_OPML_BYTES // (1024 * 1024)} MB")
+    data = data.lstrip(b" \t\r\n")  # some exporters put a blank line before <?xml
     # No entities, no DTD, no network: an OPML file comes from anywhere.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
                              remove_comments=True, remove_pis=True)
     try:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
-        raise ParseError(url, "malformed_xml", f"not well-formed XML: {exc}") from None
+        # libxml2's limits (depth, attribute size) name an option the user cannot set: say what it means.
+        message = " ".join(str(exc).split())
+        if "XML_PARSE_HUGE" in message or "Resource limit" in message:
+            message = f"too deeply nested or too large a value for an OPML file ({message.split(',')[0]})"
+        raise ParseError(url, "malformed_xml", f"not well-formed XML: {message}") from None
     if not isinstance(root.tag, str) or etree.QName(root).localname.lower() != "opml":
         raise ParseError(url, "not_opml", f"the root element is <{etree.QName(root).localname}>, not <opml>")
-    head_title = root.findtext("head/title")
-    body = root.find("body")
+    head = _child(root, "head")
+    head_title = None if head is None else _child(head, "title")
+    head_title = None if head_title is None else head_title.text
+    body = _child(root, "body")
     if body is None:
         raise ParseError(url, "not_opml", "no <body>")
     outlines: list[Outline] = []
@@ -108,7 +130,7 @@ def read_opml(data: bytes, *, url: str = "OPML") -> OpmlDocument:
     def walk(parent, path: tuple[str, ...]) -> None:
         nonlocal folders
         for element in parent:
-            if not isinstance(element.tag, str) or element.tag.lower() != "outline":
+            if not isinstance(element.tag, str) or etree.QName(element).localname.lower() != "outline":
                 continue
             title = _attr(element, "title") or _attr(element, "text")
             feed_url = _attr(element, "xmlUrl")
@@ -139,6 +161,21 @@ def feed_name(title: str | None, url: str) -> str:
     return slug[:_NAME_MAX].strip("-._") or "feed"
 
 
+def feed_key(url: str) -> str:
+    """What makes two feed URLs one feed: http and https, the host's letter
+    case and IDNA form, a default port, a fragment and a trailing slash do
+    not. The query stays (it often selects the feed)."""
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    port = parts.port if parts.port not in (None, 80, 443) else None
+    path = parts.path.rstrip("/") or "/"
+    return f"{host.lower()}{':' + str(port) if port else ''}{path}{'?' + parts.query if parts.query else ''}"
+
+
 def _url_problem(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -146,6 +183,10 @@ def _url_problem(url: str) -> str | None:
         return f"{url!r}: only http and https feeds are imported"
     if not parts.hostname:
         return f"{url!r} has no host"
+    if parts.username is not None or parts.password is not None:
+        return f"{parts.scheme}://{parts.hostname}/...: carries a user name or password, which would be stored and shown"
+    if len(url) > MAX_URL_CHARS:
+        return f"{url[:60]!r}...: longer than {MAX_URL_CHARS} characters"
     if any(ord(c) < 32 or ord(c) == 127 for c in url):
         return f"{url!r} contains a control character"
     return None
@@ -153,9 +194,13 @@ def _url_problem(url: str) -> str | None:
 
 def plan_import(outlines: Sequence[Outline], *, known_urls: dict[str, str], known_names: Iterable[str],
                 extra_tags: Sequence[str] = ()) -> ImportPlan:
-    """Which outlines become new feeds. A URL already in the registry (or
-    earlier in the file) is reported and skipped; a name already taken gets
-    a suffix (-2, -3, ...)."""
+    """Which outlines become new feeds. A feed already in the registry (or
+    earlier in the file), by `feed_key`, is not added again: a registered
+    one is `known` (its tags from this file are in `tags_of_known`), a
+    repeat within the file a problem. A name already taken gets a suffix
+    (-2, -3, ...)."""
+    extra = [t.strip() for t in extra_tags if t.strip()]
+    registered = {feed_key(u): name for u, name in known_urls.items()}
     taken = set(known_names)
     seen: dict[str, tuple[int, str]] = {}
     new: list[RegistryFeed] = []
@@ -166,11 +211,12 @@ def plan_import(outlines: Sequence[Outline], *, known_urls: dict[str, str], know
         if problem:
             problems.append(Problem(outline.line, problem))
             continue
-        if outline.url in known_urls:
-            known.append((outline, known_urls[outline.url]))
+        key = feed_key(outline.url)
+        if key in registered:
+            known.append((outline, registered[key]))
             continue
-        if outline.url in seen:
-            line, name = seen[outline.url]
+        if key in seen:
+            line, name = seen[key]
             problems.append(Problem(outline.line, f"{outline.url} is listed again (first at line {line}, "
                                                   f"as {name!r}): skipped"))
             continue
@@ -180,10 +226,27 @@ def plan_import(outlines: Sequence[Outline], *, known_urls: dict[str, str], know
             n += 1
             name = f"{base[:_NAME_MAX - len(str(n)) - 1]}-{n}"
         taken.add(name)
-        seen[outline.url] = (outline.line, name)
-        new.append(RegistryFeed(name=name, url=outline.url, title=outline.title, html_url=outline.html_url,
-                                language=outline.language, tags=_unique([*outline.tags, *extra_tags])))
-    return ImportPlan(tuple(new), tuple(known), tuple(problems))
+        seen[key] = (outline.line, name)
+        url = urlunsplit(urlsplit(outline.url)._replace(fragment=""))  # never sent to the server anyway
+        new.append(RegistryFeed(name=name, url=url, title=outline.title, html_url=outline.html_url,
+                                language=outline.language, tags=_unique([*outline.tags, *extra])))
+    tags: dict[str, tuple[str, ...]] = {}
+    for outline, name in known:
+        tags[name] = _unique([*tags.get(name, ()), *outline.tags, *extra])
+    return ImportPlan(tuple(new), tuple(known), tuple(problems), tuple(tags.items()))
+
+
+def merged_tags(current: dict[str, tuple[str, ...]],
+                additions: Sequence[tuple[str, tuple[str, ...]]]) -> dict[str, tuple[str, ...]]:
+    """The feeds whose tags an import adds to (those of `current`), with
+    their new tags: the old ones first, in their order."""
+    out = {}
+    for name, tags in additions:
+        if name in current:
+            merged = _unique([*current[name], *tags])
+            if merged != current[name]:
+                out[name] = merged
+    return out
 
 
 def write_opml(feeds: Sequence[RegistryFeed], *, title: str, now: datetime) -> bytes:

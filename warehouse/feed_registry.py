@@ -114,19 +114,46 @@ def registered_names(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute("SELECT name FROM sources").fetchall()}
 
 
-def set_active(con: duckdb.DuckDBPyConnection, names: Sequence[str], active: bool) -> list[tuple[str, str]]:
+def set_active(con: duckdb.DuckDBPyConnection, names: Sequence[str], active: bool) -> list[tuple[str, str, bool]]:
     """Start or stop polling OPML feeds (the sources file's feeds are
-    changed in that file). Returns the (name, origin) of the feeds named
-    that exist, changed or not."""
+    changed in that file). Returns (name, origin, active before) of the
+    feeds named that exist, changed or not."""
     if not names:
         return []
     table = pa.table({"name": list(names)})
     with registered(con, "_names", table), transaction(con):
-        found = con.execute("SELECT s.name, s.origin FROM sources s JOIN _names n ON n.name = s.name "
-                            "ORDER BY s.name").fetchall()
+        found = con.execute("SELECT s.name, s.origin, coalesce(s.active, true) FROM sources s "
+                            "JOIN _names n ON n.name = s.name ORDER BY s.name").fetchall()
         con.execute("UPDATE sources SET active = ? FROM _names n WHERE sources.name = n.name "
                     "AND sources.origin = 'opml'", [active])
     return found
+
+
+def registry_state(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> list[tuple[str, str, bool]]:
+    """(name, origin, active) of the feeds named that exist."""
+    if not names:
+        return []
+    with registered(con, "_names", pa.table({"name": list(names)})):
+        return con.execute("SELECT s.name, coalesce(s.origin, 'sources file'), coalesce(s.active, true) "
+                           "FROM sources s JOIN _names n ON n.name = s.name ORDER BY s.name").fetchall()
+
+
+def opml_tags(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The tags of these feeds, for those imported from OPML."""
+    if not names:
+        return {}
+    with registered(con, "_names", pa.table({"name": list(names)})):
+        return {n: tuple(t or ()) for n, t in con.execute(
+            "SELECT s.name, s.tags FROM sources s JOIN _names n ON n.name = s.name WHERE s.origin = 'opml'").fetchall()}
+
+
+def set_tags(con: duckdb.DuckDBPyConnection, tags: dict[str, tuple[str, ...]]) -> None:
+    if not tags:
+        return
+    table = pa.table({"name": list(tags), "tags": [list(t) for t in tags.values()]},
+                     schema=pa.schema([("name", pa.string()), ("tags", pa.list_(pa.string()))]))
+    with registered(con, "_tags", table), transaction(con):
+        con.execute("UPDATE sources SET tags = t.tags FROM _tags t WHERE sources.name = t.name")
 
 
 def opml_feeds(con: duckdb.DuckDBPyConnection) -> list[RegistryFeed]:
@@ -140,7 +167,7 @@ def opml_feeds(con: duckdb.DuckDBPyConnection) -> list[RegistryFeed]:
 def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = False) -> tuple[list[str], list[tuple]]:
     """The registry as `newsdesk feeds list` shows it."""
     cur = con.execute(
-        "SELECT name, origin, active, url, array_to_string(tags, ',') AS tags, last_status, "
+        "SELECT name, origin, active, url, tags, last_status, last_error, "
         "round(poll_interval_s / 60, 1) AS interval_min, date_trunc('second', next_poll_at) AS next_poll_at, "
         "consecutive_failures AS failures "
         "FROM sources WHERE coalesce(origin, '') <> 'warc'" + ("" if include_inactive else " AND active") + " ORDER BY name")

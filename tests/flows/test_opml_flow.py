@@ -78,18 +78,21 @@ def test_imported_feeds_are_polled_exported_removed_and_added_back(server, tmp_p
 
     code, out, err = _cli("feeds", "remove", "beta", "--db", db)
     assert code == 0 and "removed 1 feed" in out, err
-    code, _, err = _cli("feeds", "remove", "filed", "--db", db)
-    assert code == 2 and "come from the sources file" in err
-    code, _, err = _cli("feeds", "remove", "nosuch", "--db", db)
+    code, _, err = _cli("feeds", "remove", "filed", "gamma", "--db", db)
+    assert code == 2 and "from the sources file" in err and "nothing was removed" in err
+    code, _, err = _cli("feeds", "remove", "gamma", "nosuch", "--db", db)
     assert code == 2 and "no registered feed is named 'nosuch'" in err
+    assert query(db, "SELECT name FROM sources WHERE NOT active") == [("beta",)]  # all or nothing
 
     second = run_ingest(sources, db, all_feeds=True)
     assert second["feeds_total"] == 3 and hits["beta"] == 1 and hits["alpha"] == 2
     assert_accounting(second)
     assert query(db, "SELECT count(*) FROM articles WHERE source = 'beta'") == [(2,)]  # its articles stay
 
-    code, out, err = _cli("feeds", "import", str(opml), "--db", db, "--sources", str(sources))
+    code, out, err = _cli("feeds", "import", str(opml), "--db", db, "--sources", str(sources), "--tag", "later")
     assert code == 0 and "imported 0 feeds" in out, err
+    assert "3 given new tags, 1 removed before, polled again" in out
+    assert query(db, "SELECT tags FROM sources WHERE name = 'beta'") == [(["Local", "Evening", "night", "later"],)]
     third = run_ingest(sources, db, all_feeds=True)
     assert third["feeds_total"] == 4 and hits["beta"] == 2 and third["articles_new"] == 0
     assert query(db, "SELECT count(*), count(DISTINCT url) FROM articles") == [(8, 8)]

@@ -92,3 +92,46 @@ def test_an_export_reads_back_as_the_same_feeds_and_tags():
         ("https://b.example/rss", "b", None, None, ("World",)),
         ("https://c.example/atom", "c", None, None, ()),
     ]
+
+
+def test_one_feed_under_url_variants_is_one_feed():
+    from transforms.opml import feed_key
+
+    same = ["http://bbc.example/rss/", "https://BBC.example/rss#top", "https://bbc.example:443/rss",
+            "https://bbc.example./rss"]
+    assert len({feed_key(u) for u in same}) == 1
+    assert feed_key("https://bücher.example/f") == feed_key("https://xn--bcher-kva.example/f/")
+    assert feed_key("https://x.example/feed?cat=1") != feed_key("https://x.example/feed?cat=2")
+    outlines = [Outline(i, u, f"t{i}", None, None, ()) for i, u in enumerate(same)]
+    plan = plan_import(outlines, known_urls={}, known_names=())
+    assert [f.url for f in plan.new] == ["http://bbc.example/rss/"] and len(plan.problems) == 3
+    known = plan_import([Outline(9, "https://bbc.example/rss#x", "t", None, None, ("World",))],
+                        known_urls={"http://bbc.example/rss/": "bbc"}, known_names={"bbc"}, extra_tags=("", " night "))
+    assert known.known[0][1] == "bbc" and known.tags_of_known == (("bbc", ("World", "night")),)
+
+
+def test_an_import_adds_tags_to_known_feeds_after_their_own():
+    from transforms.opml import merged_tags
+
+    assert merged_tags({"a": ("World",), "b": ("x",)}, [("a", ("Europe", "World")), ("b", ("x",)), ("c", ("y",))]) \
+        == {"a": ("World", "Europe")}
+
+
+def test_credentials_and_overlong_urls_are_refused():
+    plan = plan_import([Outline(1, "https://user:secret@x.example/rss", "t", None, None, ()),
+                        Outline(2, "https://x.example/" + "a" * 3000, "t", None, None, ())],
+                       known_urls={}, known_names=())
+    assert not plan.new
+    assert "user name or password" in plan.problems[0].message and "secret" not in plan.problems[0].message
+    assert "longer than 2048" in plan.problems[1].message
+
+
+def test_gzip_namespaces_upper_case_and_a_blank_line_before_the_declaration():
+    import gzip
+
+    doc = read_opml(gzip.compress(b'\n  <?xml version="1.0"?><OPML xmlns="http://opml.org/spec2"><HEAD><TITLE>T'
+                                  b'</TITLE></HEAD><BODY><OUTLINE text="a" xmlUrl="https://a.example/f"/></BODY></OPML>'))
+    assert doc.title == "T" and [o.url for o in doc.outlines] == ["https://a.example/f"]
+    with pytest.raises(ParseError) as caught:
+        read_opml(b"<opml><body>" + b"<outline>" * 3000 + b"</outline>" * 3000 + b"</body></opml>")
+    assert "too deeply nested" in caught.value.message and "\n" not in caught.value.message
