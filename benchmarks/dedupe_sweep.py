@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import neardup_set  # noqa: E402
 from flows.settings import StorySettings  # noqa: E402
+from tests import neardup_set  # noqa: E402
 from transforms.fingerprints import DedupeParams, fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
 

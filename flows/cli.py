@@ -67,13 +67,12 @@ def _reporting(failed: str = "error", *, run: bool = False):
     """The one error path of every command: typed errors become a line and
     an exit code. With `run`, whatever escapes is a failed run (exit 1)."""
     from flows.settings import SettingsError
+    from transforms.errors import ParseError
     from warehouse.connection import NotAWarehouse
-    from warehouse.queries import QueryError
-
     from warehouse.lake import NewLakeNeedsDataPath, SnapshotNotKept
     from warehouse.moving import LakeNotEmpty
+    from warehouse.queries import QueryError
     from warehouse.target import BadTarget
-    from transforms.errors import ParseError
 
     bad_input = (BadInput, ParseError, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
                  IsADirectoryError, FileExistsError, BadTarget, LakeNotEmpty, NewLakeNeedsDataPath, SnapshotNotKept)
@@ -467,7 +466,7 @@ def migrate(
     it copies nothing."""
     from flows.locks import ingest_lock
     from flows.settings import default_db_path
-    from warehouse.connection import connect, check_warehouse_file, check_warehouse_target
+    from warehouse.connection import check_warehouse_file, check_warehouse_target, connect
     from warehouse.moving import move_into_lake
     from warehouse.target import FileTarget, parse_target
 
@@ -523,7 +522,8 @@ def maintain(
     the files deleted. One maintenance runs at a time per lake: a second one
     exits 1 at once. On a DuckDB file it runs a CHECKPOINT (a file keeps no
     snapshots and no small files)."""
-    from flows.maintenance import describe, maintain as run_maintenance
+    from flows.maintenance import describe
+    from flows.maintenance import maintain as run_maintenance
     from flows.settings import default_db, load_settings
 
     with _reporting():

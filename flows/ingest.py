@@ -100,8 +100,8 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
     # On a lake the run holds a lock in PostgreSQL for its life: other
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
-    from warehouse.target import parse_target
     from warehouse.maintenance import writing
+    from warehouse.target import parse_target
     from warehouse.twophase import hold_run, replay_staged
 
     # writing: no `newsdesk maintain` compacts the lake while the run writes.

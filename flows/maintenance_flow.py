@@ -8,7 +8,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.confine import check_run_paths
-from flows.maintenance import describe, maintain as run_maintenance
+from flows.maintenance import describe
+from flows.maintenance import maintain as run_maintenance
 from flows.settings import default_db, load_settings
 
 

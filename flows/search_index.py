@@ -32,6 +32,7 @@ from typing import Any
 
 import tantivy
 
+from flows.locks import exclusive
 from transforms.languages import (
     OTHER,
     STEMMERS,
@@ -41,7 +42,6 @@ from transforms.languages import (
     plain_query,
 )
 from transforms.ranking import Hit, best_of_each_story
-from flows.locks import exclusive
 from warehouse import search as store
 from warehouse.connection import Connection
 from warehouse.target import is_lake

@@ -9,6 +9,7 @@ longer fail shows up as a failing test rather than as silence."""
 from __future__ import annotations
 
 import ast
+
 import pytest
 
 from tests.conftest import REPO

@@ -6,7 +6,7 @@ import dataclasses
 
 import yaml
 
-from flows.settings import StorySettings, RetrySettings, ScheduleSettings
+from flows.settings import RetrySettings, ScheduleSettings, StorySettings
 from tests.conftest import REPO
 from transforms.fingerprints import DedupeParams
 from transforms.retries import RetryPolicy

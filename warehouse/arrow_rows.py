@@ -17,7 +17,6 @@ from transforms.records import FeedPoll, PageAttempt
 from warehouse.scopes import registered
 from warehouse.search import queue_articles
 
-
 TS = pa.timestamp("us", tz="UTC")
 
 

@@ -14,8 +14,16 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Failure, FeedEntry, FeedPoll, RegistryFeed, Sighting, SourceState
+from warehouse.arrow_rows import (
+    ENTRY_FIELDS,
+    FAILURE_SCHEMA,
+    OUTBOX_SCHEMA,
+    TS,
+    feed_polls_arrow,
+    insert_rows,
+    to_arrow,
+)
 from warehouse.page_loads import insert_sightings
-from warehouse.arrow_rows import ENTRY_FIELDS, FAILURE_SCHEMA, OUTBOX_SCHEMA, TS, feed_polls_arrow, insert_rows, to_arrow
 from warehouse.scopes import registered, transaction
 from warehouse.twophase import is_lake
 

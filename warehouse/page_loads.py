@@ -15,7 +15,6 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Article, Failure, PageAttempt, Sighting
-from warehouse.queries import lookup
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
     FAILURE_SCHEMA,
@@ -26,11 +25,11 @@ from warehouse.arrow_rows import (
     marks,
     to_arrow,
 )
+from warehouse.queries import lookup
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
 from warehouse.story_keys import put_bands, put_fingerprints, refingerprint
 from warehouse.twophase import is_lake
-
 
 # What an upgrade changes (the page body `u` replaces a feed-text body):
 # identity, first sighting, story and a feed date stay. Shared with the

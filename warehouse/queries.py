@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
 

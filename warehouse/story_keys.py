@@ -11,8 +11,8 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Fingerprint
-from warehouse.queries import lookup
 from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, insert_rows
+from warehouse.queries import lookup
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
 from warehouse.twophase import is_lake

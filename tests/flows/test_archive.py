@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 import transforms.articles as articles_module
-from flows.settings import StorySettings
 from flows.archive import iter_responses, read_at, resolve
 from flows.ingest import ingest
 from flows.reextract import reextract
-from flows.settings import load_settings
+from flows.settings import StorySettings, load_settings
 from tests.conftest import EXTRACTION
 from tests.flows.helpers import query, run_ingest, serve_seeds, write_sources
 from tests.httpserver import LocalServer

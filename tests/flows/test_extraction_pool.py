@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from flows.settings import StorySettings
 from flows.extraction import ExtractJob, ExtractorPool, extract_many
+from flows.settings import StorySettings
 from tests.conftest import EXTRACTION, REPO
 from tests.transforms.test_articles import entry
 from transforms.errors import FetchError

@@ -267,8 +267,8 @@ def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path
     import logging
     from datetime import datetime, timezone
 
-    from flows.summary import RunSummary
     from flows.runstate import recorded_run
+    from flows.summary import RunSummary
     from warehouse import run_rows
     from warehouse.connection import connect
 

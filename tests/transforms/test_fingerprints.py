@@ -1,7 +1,7 @@
-from dataclasses import replace
 import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 

@@ -8,10 +8,10 @@ import duckdb
 import pyarrow as pa
 
 from flows.settings import StorySettings
+from tests.warehouse.profiling import rows_scanned
 from transforms.stories import candidate_window
 from warehouse import queries, story_keys
 from warehouse.connection import ROW_GROUP_SIZE, connect
-from tests.warehouse.profiling import rows_scanned
 from warehouse.schema import MIGRATIONS, migrate
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
