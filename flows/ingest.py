@@ -14,7 +14,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 
 from flows import search_index
 from flows.archive import WarcInput, archive_for, warc_input, warc_source
+from flows.clock import utc_now
 from flows.confine import check_run_paths
 from flows.conflicts import retrying
 from flows.crashpoints import crash_point
@@ -40,10 +41,6 @@ from flows.summary import RunSummary
 from transforms.reports import run_report
 from warehouse import feed_registry, queries, run_rows
 from warehouse.connection import Writer, check_warehouse_target, connect
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @flow(name="ingest", log_prints=False)
@@ -116,7 +113,7 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
 
 async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger,
                all_feeds: bool = False, wanted: Sequence[str] | None = None) -> dict:
-    started = _now()
+    started = utc_now()
     warc = [str(Path(p).expanduser().resolve()) for p in from_warc or ()]
     if warc:
         settings = settings.model_copy(update={"feeds": ()})

@@ -14,7 +14,7 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Sequence
 
 from prefect import task
@@ -23,6 +23,7 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive, WarcInput
+from flows.clock import utc_now
 from flows.conflicts import retrying
 from flows.crashpoints import crash_point
 from flows.extraction import Extracted, ExtractJob, ExtractorPool, JobBatch, extract_many
@@ -50,9 +51,6 @@ class PageFetch:
     retry: PageAttempt | None = None  # set when this is a retry from page_attempts
     archived: tuple[str, int] | None = None  # (WARC file, offset) of the response
 
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _since(started: float) -> float:
@@ -205,16 +203,16 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
     async def extract(pages):
         crash_point("extracting")
         if task_runner == "dask":
-            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), run_id, _now(), dedupe)
+            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), run_id, utc_now(), dedupe)
             extracted, cpu_s = await asyncio.to_thread(future.result)
         else:
-            extracted, cpu_s = await extract_pages(pool, quote(pages), run_id, _now(), dedupe)
+            extracted, cpu_s = await extract_pages(pool, quote(pages), run_id, utc_now(), dedupe)
         summary.extract_s += cpu_s
         return pages, extracted
 
     async def load(pages, extracted):
         nonlocal done
-        counts = await load_pages(quote(writer), quote(pages), quote(extracted), run_id, _now(), policy, dedupe)
+        counts = await load_pages(quote(writer), quote(pages), quote(extracted), run_id, utc_now(), policy, dedupe)
         counts.add_to(summary)
         done += len(pages)
         progress.report("pages", done, len(jobs))

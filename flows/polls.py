@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive
+from flows.clock import utc_now
 from flows.conflicts import retrying
 from flows.crashpoints import crash_point
 from flows.fetch import Fetcher, Response
@@ -51,9 +52,6 @@ class FeedFetch:
     fetched_at: datetime
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 @task(cache_policy=NO_CACHE)
 async def fetch_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], validators: dict[str, tuple]) -> list[FeedFetch]:
@@ -64,9 +62,9 @@ async def fetch_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], validator
         try:
             resp = await fetcher.get(feed.url, etag=etag, last_modified=last_modified, allow_file=True,
                                      accept=_FEED_ACCEPT)
-            return FeedFetch(feed, resp, None, _now())
+            return FeedFetch(feed, resp, None, utc_now())
         except FetchError as exc:
-            return FeedFetch(feed, None, exc, _now())
+            return FeedFetch(feed, None, exc, utc_now())
 
     return list(await asyncio.gather(*(one(f) for f in feeds)))
 
@@ -199,7 +197,7 @@ async def poll_feeds(fetcher: Fetcher, due: Sequence[FeedSettings], feed_state: 
     summary.add_failures(triage.failures)
 
     crash_point("feeds_parsed")
-    now = _now()
+    now = utc_now()
     clock = time.perf_counter()
     def record():
         with connect(db_path) as con:
@@ -231,7 +229,7 @@ def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Seque
     `extra` entries (from WARC files) are planned alongside, never queued:
     their pages are in the files, not on the network. `unreadable` (source,
     error) pairs are WARC records that could not be read: a failure row each."""
-    now = _now()
+    now = utc_now()
     clock = time.perf_counter()
     lost = [failure_of(error, run_id=run_id, source=name, at=now, outcome="not_loaded") for name, error in unreadable]
 
