@@ -141,12 +141,15 @@ async def poll_due(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: 
         while remaining:
             names = await asyncio.to_thread(leases.lease_feeds, leasing.dsn, remaining, owner=leasing.owner,
                                             lease_s=leasing.lease_s, limit=leasing.batch)
-            if not names:
+            # None to lease: the rest are polled, or leased by other workers; of a dead
+            # one, its leases are freed and leased again here.
+            if not names and not await asyncio.to_thread(leases.reclaim_dead, leasing.dsn):
                 break
             taken = set(names)
             remaining = [item for item in remaining if item[0] not in taken]
             crash_point("feeds_leased")
-            logger.info("leased %d due feeds (%d left to the workers)", len(names), len(remaining))
+            if names:
+                logger.info("leased %d due feeds (%d others due when this run began)", len(names), len(remaining))
             found |= await poll_feeds(fetcher, [by_name[n] for n in names], feed_state, **common)
     finally:
         await asyncio.to_thread(leases.release_feeds, leasing.dsn, leasing.owner)

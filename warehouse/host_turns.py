@@ -34,6 +34,7 @@ import psycopg
 from warehouse.lake import KEYED_SCHEMA
 
 _S = KEYED_SCHEMA
+_RECLAIM_AFTER_S = 2.0
 
 
 class HostTurns:
@@ -61,7 +62,7 @@ class HostTurns:
             await self._execute(f"INSERT INTO {_S}.host_slots (host, slot) SELECT %s, g FROM generate_series(0, %s) g "
                                 "ON CONFLICT DO NOTHING", [host, slots - 1])
             self._made.add((host, slots))
-        pause = 0.01
+        pause, waited = 0.01, 0.0
         while True:
             rows = await self._execute(f"""
                 UPDATE {_S}.host_slots h SET holder = %s, held_until = clock_timestamp() + %s * interval '1 second'
@@ -76,6 +77,12 @@ class HostTurns:
             self.waited_s += pause
             await asyncio.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 0.25)
+            waited += pause
+            if waited >= _RECLAIM_AFTER_S:  # all slots held a while: perhaps by a worker that died
+                waited = 0.0
+                from warehouse.leases import reclaim_dead
+
+                await asyncio.to_thread(reclaim_dead, self._dsn)
         try:
             # The start booked: the later of now and the last booking, plus the gap after it.
             wait = (await self._execute(f"""

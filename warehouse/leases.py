@@ -78,6 +78,27 @@ def release_runs(dsn: str, run_ids: Sequence[str]) -> None:
                        "WHERE pending_by LIKE %s", [owner + " %"])
 
 
+def reclaim_dead(dsn: str) -> int:
+    """Free what the dead runs among the current holders of leases, slots
+    and send turns held (a worker under way meets them before any run
+    starts and abandons them). Returns how many runs were dead."""
+    from warehouse.twophase import alive
+
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        owners = [r[0] for r in pg.execute(f"""
+            SELECT lease_owner FROM {_S}.sources WHERE lease_until > clock_timestamp()
+            UNION SELECT lease_owner FROM {_S}.warc_files WHERE lease_until > clock_timestamp() AND done_at IS NULL
+            UNION SELECT holder FROM {_S}.host_slots WHERE held_until > clock_timestamp()
+            UNION SELECT left(pending_by, length(pending_by) - 13) FROM {_S}.host_turns
+                  WHERE pending_until > clock_timestamp()
+        """).fetchall() if r[0]]
+    runs = sorted({owner.rsplit(" ", 1)[-1] for owner in owners})
+    dead = sorted(set(runs) - alive(dsn, runs)) if runs else []
+    if dead:
+        release_runs(dsn, dead)
+    return len(dead)
+
+
 def register_files(dsn: str, files: Sequence[tuple[str, int]]) -> None:
     """The files of a backfill (path, bytes); a file registered before keeps its state."""
     with psycopg.connect(dsn, autocommit=True) as pg:

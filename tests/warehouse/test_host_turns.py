@@ -73,3 +73,26 @@ def test_a_slot_of_a_dead_worker_frees_itself(make_lake):
 
     waited = asyncio.run(main())
     assert 0.3 <= waited < 5
+
+
+def test_a_waiting_worker_frees_the_slots_of_a_dead_run_before_they_expire(make_lake):
+    """Owners are '<worker> <run id>'; a run whose PostgreSQL lock is free is
+    dead (warehouse/twophase.py): its slots are freed without waiting out
+    the hold."""
+    dsn = parse_target(make_lake("turns")).dsn
+
+    async def main():
+        dead = HostTurns(dsn, "crashed 3f2a-run-that-holds-no-lock", hold_s=600)
+        await dead.acquire("h.example", slots=2, delay_s=0)
+        await dead.acquire("h.example", slots=2, delay_s=0)
+        await dead.close()
+        live = HostTurns(dsn, "live run-2", hold_s=60)
+        clock = time.monotonic()
+        slot = await live.acquire("h.example", slots=2, delay_s=0)
+        waited = time.monotonic() - clock
+        await live.release("h.example", slot)
+        await live.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert 1.5 <= waited < 20  # about _RECLAIM_AFTER_S, not the 600 s hold
