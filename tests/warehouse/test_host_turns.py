@@ -55,34 +55,11 @@ def test_two_workers_share_slots_and_gaps(make_lake):
     assert sum(w.statements for w in workers) >= 20 * 5
 
 
-def test_a_slot_of_a_dead_worker_frees_itself(make_lake):
-    dsn = parse_target(make_lake("turns")).dsn
-
+def _wait_behind_a_dead_holder(dsn: str, owner: str, hold_s: float) -> float:
+    """A worker `owner` took both slots of a host and never gave them back;
+    how long another then waits for one."""
     async def main():
-        dead = HostTurns(dsn, "dead", hold_s=0.5)  # took both slots, then never gave them back
-        await dead.acquire("h.example", slots=2, delay_s=0)
-        await dead.acquire("h.example", slots=2, delay_s=0)
-        await dead.close()
-        live = HostTurns(dsn, "live", hold_s=60)
-        clock = time.monotonic()
-        slot = await live.acquire("h.example", slots=2, delay_s=0)
-        waited = time.monotonic() - clock
-        await live.release("h.example", slot)
-        await live.close()
-        return waited
-
-    waited = asyncio.run(main())
-    assert 0.3 <= waited < 5
-
-
-def test_a_waiting_worker_frees_the_slots_of_a_dead_run_before_they_expire(make_lake):
-    """Owners are '<worker> <run id>'; a run whose PostgreSQL lock is free is
-    dead (warehouse/twophase.py): its slots are freed without waiting out
-    the hold."""
-    dsn = parse_target(make_lake("turns")).dsn
-
-    async def main():
-        dead = HostTurns(dsn, "crashed 3f2a-run-that-holds-no-lock", hold_s=600)
+        dead = HostTurns(dsn, owner, hold_s=hold_s)
         await dead.acquire("h.example", slots=2, delay_s=0)
         await dead.acquire("h.example", slots=2, delay_s=0)
         await dead.close()
@@ -94,5 +71,18 @@ def test_a_waiting_worker_frees_the_slots_of_a_dead_run_before_they_expire(make_
         await live.close()
         return waited
 
-    waited = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_slot_of_a_dead_worker_frees_itself(make_lake):
+    waited = _wait_behind_a_dead_holder(parse_target(make_lake("turns")).dsn, "dead", hold_s=0.5)
+    assert 0.3 <= waited < 5  # its hold ran out
+
+
+def test_a_waiting_worker_frees_the_slots_of_a_dead_run_before_they_expire(make_lake):
+    """Owners are '<worker> <run id>'; a run whose PostgreSQL lock is free is
+    dead (warehouse/twophase.py): its slots are freed without waiting out
+    the hold."""
+    waited = _wait_behind_a_dead_holder(parse_target(make_lake("turns")).dsn, "crashed 3f2a-run-that-holds-no-lock",
+                                        hold_s=600)
     assert 1.5 <= waited < 20  # about _RECLAIM_AFTER_S, not the 600 s hold
