@@ -144,7 +144,6 @@ class WarcInput:
 
     entries: list[FeedEntry]
     where: dict[str, tuple[str, int]]  # canonical link -> (file, offset)
-    sources: list[dict]  # one pseudo-feed per file, for the sources table
     failures: list[tuple[str, NewsdeskError]] = field(default_factory=list)  # (source, error): unreadable records
 
     def response_for(self, canonical_link: str) -> tuple[Response, tuple[str, int]]:
@@ -162,12 +161,10 @@ def warc_source(path: str) -> dict:
 
 
 def warc_input(paths: Sequence[str]) -> WarcInput:
-    entries, where, sources, failures = [], {}, [], []
+    entries, where, failures = [], {}, []
     for path in paths:
         resolved = Path(path).expanduser().resolve()
-        source = warc_source(path)
-        name = source["name"]
-        sources.append(source)
+        name = warc_source(path)["name"]
         for record in iter_responses(str(resolved)):
             if isinstance(record, NewsdeskError):
                 failures.append((name, record))
@@ -185,4 +182,4 @@ def warc_input(paths: Sequence[str]) -> WarcInput:
             where[link] = (str(resolved), record.location[1])
             entries.append(FeedEntry(source=name, link=record.url, canonical_link=link, guid=None, title=None,
                                      author=None, published_at=None, feed_text="", language=None))
-    return WarcInput(entries, where, sources, failures)
+    return WarcInput(entries, where, failures)

@@ -214,8 +214,9 @@ async def _backfill(paths: list[str], pages, *, db_path: Path | str, run_id: str
     """The pages of WARC files, a file at a time (one file's index in memory).
     On a lake the files are leased: workers given the same files each take
     the next one nobody holds, a file done is skipped, and the file of a
-    worker that died passes to another after `[workers] warc_lease_s`; its
-    records already loaded are then known, not loaded again."""
+    worker that died passes to the next (a hung one's after `[workers]
+    warc_lease_s`); its records already loaded are then known, not loaded
+    again."""
     todo = list(paths)
     if leasing is not None:
         from warehouse import leases
@@ -225,7 +226,11 @@ async def _backfill(paths: list[str], pages, *, db_path: Path | str, run_id: str
     def next_file() -> str | None:
         if leasing is None:
             return todo.pop(0) if todo else None
-        return leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=lease_s)
+        path = leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=lease_s)
+        # None free: the rest are done or held; a dead run's file is freed and leased here.
+        if path is None and leases.reclaim_dead(leasing.dsn):
+            path = leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=lease_s)
+        return path
 
     try:
         while time.monotonic() < deadline and (path := await asyncio.to_thread(next_file)) is not None:
