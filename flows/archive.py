@@ -22,7 +22,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from flows.fetch import Response
-from transforms.errors import FetchError, NewsdeskError, ParseError
+from transforms.errors import FetchError, ParseError, StageError
 from transforms.normalize import canonical_url
 from transforms.records import FeedEntry
 
@@ -144,7 +144,7 @@ class WarcInput:
 
     entries: list[FeedEntry]
     where: dict[str, tuple[str, int]]  # canonical link -> (file, offset)
-    failures: list[tuple[str, NewsdeskError]] = field(default_factory=list)  # (source, error): unreadable records
+    failures: list[tuple[str, StageError]] = field(default_factory=list)  # (source, error): unreadable records
 
     def response_for(self, canonical_link: str) -> tuple[Response, tuple[str, int]]:
         path, offset = self.where[canonical_link]
@@ -166,7 +166,7 @@ def warc_input(paths: Sequence[str]) -> WarcInput:
         resolved = Path(path).expanduser().resolve()
         name = warc_source(path)["name"]
         for record in iter_responses(str(resolved)):
-            if isinstance(record, NewsdeskError):
+            if isinstance(record, StageError):
                 failures.append((name, record))
                 continue
             kind = record.headers.get("content-type", "").split(";")[0].strip().lower()

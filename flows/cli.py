@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.text import Text
 
 from transforms.controls import escape_controls, escape_controls_json
+from transforms.errors import InputError, NoWarehouse
 
 app = typer.Typer(
     help="Turn RSS/Atom feeds into a deduplicated, dated archive of article texts in DuckDB.",
@@ -50,10 +51,6 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="On an error, prin
     _debug = debug
 
 
-class BadInput(ValueError):
-    """Something the user typed is wrong: exit 2."""
-
-
 def _say(label: str, message: object) -> None:
     """One error on stderr. The message is plain text, never rich markup:
     `[fetch:http_404]` or a query's `[/x]` are shown as they are, and a
@@ -62,20 +59,19 @@ def _say(label: str, message: object) -> None:
     err.print(Text.assemble((f"{label}: ", "red"), escape_controls(str(message))), highlight=False, soft_wrap=True)
 
 
+# What the operating system says of a path the user gave: their input, exit 2.
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+
+
 @contextmanager
 def _reporting(failed: str = "error", *, run: bool = False):
-    """The one error path of every command: typed errors become a line and
-    an exit code. With `run`, whatever escapes is a failed run (exit 1)."""
-    from flows.settings import SettingsError
-    from transforms.errors import ParseError
-    from warehouse.connection import NotAWarehouse
-    from warehouse.lake import NewLakeNeedsDataPath, SnapshotNotKept
-    from warehouse.moving import LakeNotEmpty
+    """The one error path of every command: an error becomes a line and an
+    exit code, the code its class's (`NewsdeskError.exit_code`: 2 for the
+    user's input, 1 for a failure). With `run`, whatever escapes is a failed
+    run (exit 1): the flow has recorded it."""
+    from transforms.errors import NewsdeskError
     from warehouse.queries import QueryError
-    from warehouse.target import BadTarget
 
-    bad_input = (BadInput, ParseError, SettingsError, NotAWarehouse, QueryError, FileNotFoundError, NotADirectoryError,
-                 IsADirectoryError, FileExistsError, BadTarget, LakeNotEmpty, NewLakeNeedsDataPath, SnapshotNotKept)
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -87,7 +83,12 @@ def _reporting(failed: str = "error", *, run: bool = False):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(141) from None
     except Exception as exc:
-        code = 2 if isinstance(exc, bad_input) and not run else 1
+        if run:
+            code = 1
+        elif isinstance(exc, NewsdeskError):
+            code = exc.exit_code
+        else:
+            code = 2 if isinstance(exc, _PATH_ERRORS) else 1
         if _debug:
             traceback.print_exc()
         label = "SQL error" if isinstance(exc, QueryError) else failed
@@ -268,7 +269,7 @@ def sql(
     with _reporting():
         target = default_db(db)
         if as_of is not None and isinstance(target, Path):
-            raise BadInput("--as-of needs a lake: a DuckDB file keeps no earlier versions")
+            raise InputError("--as-of needs a lake: a DuckDB file keeps no earlier versions")
         tables = None
         if search_words is not None:
             from flows.search_index import hits_table
@@ -292,7 +293,7 @@ def _as_of(value: str | None):
     try:
         at = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise BadInput(f"--as-of {value!r} is neither a snapshot id nor a time (YYYY-MM-DDTHH:MM)") from None
+        raise InputError(f"--as-of {value!r} is neither a snapshot id nor a time (YYYY-MM-DDTHH:MM)") from None
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
@@ -302,7 +303,7 @@ def _day(value: str | None, option: str):
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise BadInput(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
+        raise InputError(f"{option} {value!r} is not a date (YYYY-MM-DD)") from None
 
 
 SinceOpt = Annotated[Optional[str], typer.Option("--since", help="Only articles published on or after this day (YYYY-MM-DD).")]
@@ -359,7 +360,7 @@ def reindex(
         db_path = default_db(db)
         settings = load_settings(sources)
         if isinstance(db_path, Path) and not db_path.exists():
-            raise FileNotFoundError(f"no warehouse at {db_path}: run `newsdesk ingest` first")
+            raise NoWarehouse(f"no warehouse at {db_path}: run `newsdesk ingest` first")
         if isinstance(db_path, Path):
             check_warehouse_target(db_path)  # before the lock file is created beside it
         # Busy (another ingest past lock_wait_s, the file held) is not bad input: exit 1.
@@ -474,13 +475,13 @@ def migrate(
         source = default_db_path(db)
         check_warehouse_file(source)
         if not source.exists():
-            raise FileNotFoundError(f"no warehouse at {source}")
+            raise NoWarehouse(f"no warehouse at {source}")
         # Read-only, before the lock and the writable open: opening another
         # program's file for writing would replay its WAL into it.
         check_warehouse_target(source)
         target = parse_target(to, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
         if isinstance(target, FileTarget):
-            raise BadInput(f"--to {to!r} is not a lake (ducklake:postgres:...)")
+            raise InputError(f"--to {to!r} is not a lake (ducklake:postgres:...)")
     with _reporting("migrate failed"):
         # The file is migrated to the current schema first (and no ingest writes meanwhile).
         with ingest_lock(source, 30.0):
@@ -715,17 +716,17 @@ def feeds_remove(
     with _reporting():
         target = default_db(db)
         if isinstance(target, Path) and not target.exists():
-            raise FileNotFoundError(f"no warehouse at {target}: nothing is registered yet")
+            raise NoWarehouse(f"no warehouse at {target}: nothing is registered yet")
         with _open_registry(db) as con:
             # All or nothing: a typo among the names changes none of them.
             found = {n: (origin, bool(active)) for n, origin, active in feed_registry.registry_state(con, names)}
             unknown = [n for n in names if n not in found]
             from_file = [n for n, (origin, _) in found.items() if origin != "opml"]
             if unknown:
-                raise BadInput(f"no registered feed is named {', '.join(map(repr, unknown))}; nothing was removed "
+                raise InputError(f"no registered feed is named {', '.join(map(repr, unknown))}; nothing was removed "
                                "(`newsdesk feeds list --all` shows the names)")
             if from_file:
-                raise BadInput(f"{', '.join(map(repr, from_file))}: from the sources file (or a WARC file), not "
+                raise InputError(f"{', '.join(map(repr, from_file))}: from the sources file (or a WARC file), not "
                                "OPML: delete them from that file instead; nothing was removed")
             feed_registry.set_active(con, names, False)
     removed = [n for n, (_, active) in found.items() if active]

@@ -20,12 +20,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from transforms.errors import InputError
 from warehouse.target import is_lake
 
 CONFINE_ENV = "NEWSDESK_SERVE_CONFINE"
 
 
-class ParameterNotAllowed(ValueError):
+class ParameterNotAllowed(InputError):
     """A run parameter names a path outside what the served deployment may use."""
 
 

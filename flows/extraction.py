@@ -32,14 +32,14 @@ from transforms.articles import (
     extract_page,
     looks_like_html,
 )
-from transforms.errors import ExtractError, FetchError, NewsdeskError
+from transforms.errors import ExtractError, FetchError, StageError
 from transforms.fingerprints import DedupeParams, fingerprint
 from transforms.records import Article, FeedEntry
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
 _SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
 
-Extracted = tuple[Article | None, NewsdeskError | None]
+Extracted = tuple[Article | None, StageError | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class ExtractJob:
     content_type: str
     charset: str | None
     final_url: str | None
-    problem: NewsdeskError | None  # why the fetch failed, if it did
+    problem: StageError | None  # why the fetch failed, if it did
 
 
 class JobBatch:
@@ -76,7 +76,7 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParam
         if job.content_type in _HTML_TYPES or (job.content_type in _SNIFF_TYPES and looks_like_html(job.body)):
             try:
                 extracted = extract_page(decode_html(job.body, job.charset), job.final_url)
-            except NewsdeskError as exc:
+            except StageError as exc:
                 problem = exc
             except Exception as exc:  # a bug or a corner of a library: this page's failure only
                 problem = _crash(job, exc)
@@ -86,7 +86,7 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParam
         article = build_article(job.entry, extracted, page_problem=problem.reason if problem else None,
                                 run_id=run_id, now=now)
         return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
-    except NewsdeskError as exc:
+    except StageError as exc:
         return None, problem or exc
     except Exception as exc:
         return None, problem or _crash(job, exc)

@@ -37,7 +37,7 @@ import httpx
 
 from flows.settings import FetchSettings
 from transforms.addresses import Network, blocked_reason, url_problem
-from transforms.errors import FetchError
+from transforms.errors import FetchError, NewsdeskError
 
 if TYPE_CHECKING:
     from warehouse.host_turns import HostTurns
@@ -93,14 +93,14 @@ class _HostGate:
             await asyncio.sleep(wait)
 
 
-class BlockedAddress(Exception):
+class BlockedAddress(NewsdeskError):
     """The guard refused every connection to this host: raised before connecting."""
 
     def __init__(self, host: str, address, why: str):
         super().__init__(f"{host} resolves to {address}: {why}, and allow_private_networks does not cover it")
 
 
-class ResolveFailed(Exception):
+class ResolveFailed(NewsdeskError):
     """The host name did not resolve."""
 
 

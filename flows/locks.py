@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from transforms.errors import NewsdeskError
 
-class IngestBusy(RuntimeError):
+
+class IngestBusy(NewsdeskError):
     """Another ingest held the warehouse for longer than we would wait."""
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+from transforms.errors import NoWarehouse
 from warehouse.maintenance import LakeMaintenance
 
 
@@ -31,7 +32,7 @@ def maintain(db: str | Path, *, keep_days: int, grace_hours: float,
 
         check_warehouse_file(db)
         if not db.exists():
-            raise FileNotFoundError(f"no warehouse at {db}: nothing to maintain")
+            raise NoWarehouse(f"no warehouse at {db}: nothing to maintain")
         size = db.stat().st_size
         with connect(db) as con:  # waits for an ingest's load to let go of the file
             checkpoint_file(con)
@@ -45,7 +46,7 @@ def maintain(db: str | Path, *, keep_days: int, grace_hours: float,
         with connect_lake(parse_target(db)) as con:
             report = maintain_lake(con, keep_days=keep_days, grace=timedelta(hours=grace_hours), on_step=on_step)
     except NewLakeNeedsDataPath:
-        raise FileNotFoundError(f"no warehouse in the lake {db}: nothing to maintain") from None
+        raise NoWarehouse(f"no warehouse in the lake {db}: nothing to maintain") from None
     return Maintained(db, lake=report)
 
 

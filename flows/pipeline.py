@@ -31,7 +31,7 @@ from flows.fetch import Fetcher, Response
 from flows.stories import cluster_new
 from flows.summary import BatchCounts, RunSummary
 from transforms.dedupe import resolve_duplicates
-from transforms.errors import FetchError, NewsdeskError
+from transforms.errors import FetchError, StageError
 from transforms.fingerprints import DedupeParams
 from transforms.pages import PageOutcome, plan_attempts, triage_pages
 from transforms.records import FeedEntry, PageAttempt
@@ -47,7 +47,7 @@ _FETCH_AHEAD = 2  # batches fetched ahead of extraction
 class PageFetch:
     entries: tuple[FeedEntry, ...]  # the entries that share this page's link
     response: Response | None
-    error: NewsdeskError | None
+    error: StageError | None
     retry: PageAttempt | None = None  # set when this is a retry from page_attempts
     archived: tuple[str, int] | None = None  # (WARC file, offset) of the response
 

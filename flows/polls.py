@@ -30,7 +30,7 @@ from flows.pipeline import Job
 from flows.settings import FeedSettings
 from flows.summary import RunSummary
 from transforms.dedupe import plan_entries, sighting
-from transforms.errors import FetchError, NewsdeskError, ParseError
+from transforms.errors import FetchError, ParseError, StageError
 from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, readable_polls, triage_polls
 from transforms.records import FeedEntry, ParsedFeed, failure_of
@@ -74,12 +74,12 @@ def _parse_all(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
     for item in fetched:
         resp = item.response
         parsed: ParsedFeed | None = None
-        error: NewsdeskError | None = item.error
+        error: StageError | None = item.error
         if resp is not None and not resp.not_modified:
             try:
                 parsed = parse_feed(resp.body, source=item.feed.name, url=resp.final_url, headers=resp.headers,
                                     language=item.feed.language)
-            except NewsdeskError as exc:
+            except StageError as exc:
                 error = exc
             except Exception as exc:  # a parser bug fails this feed, not the run
                 error = ParseError(item.feed.url, "parser_crash", f"{type(exc).__name__}: {exc}")
@@ -224,7 +224,7 @@ async def poll_feeds(fetcher: Fetcher, due: Sequence[FeedSettings], feed_state: 
 
 
 def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
-                unreadable: Sequence[tuple[str, NewsdeskError]] = (),
+                unreadable: Sequence[tuple[str, StageError]] = (),
                 polled: frozenset[tuple[str, str]] = frozenset()) -> list[Job]:
     """The page jobs of the run: every entry in the outbox (this run's polls,
     and what a run that died left), grouped by link, then the retries that

@@ -33,6 +33,7 @@ from typing import Any
 import tantivy
 
 from flows.locks import exclusive
+from transforms.errors import NewsdeskError, NoWarehouse
 from transforms.languages import (
     OTHER,
     STEMMERS,
@@ -58,11 +59,11 @@ HITS_PER_RESULT, MIN_HITS = 5, 100
 _EPOCH = date(1970, 1, 1)
 
 
-class IndexMissing(FileNotFoundError):
+class IndexMissing(NoWarehouse):
     """There is no search index beside this warehouse yet."""
 
 
-class IndexUnusable(RuntimeError):
+class IndexUnusable(NewsdeskError):
     """The index directory is there, but tantivy cannot read it (damaged or
     missing files) or could not write it."""
 

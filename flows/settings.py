@@ -27,13 +27,15 @@ from pydantic import (
     model_validator,
 )
 
+from transforms.errors import InputError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCES = REPO_ROOT / "seeds" / "sources.toml"
 DEFAULT_DB = Path("newsdesk.duckdb")
 DEFAULT_USER_AGENT = "newsdesk/0.1 (news archive bot; +https://github.com/newsdesk/newsdesk)"
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError):
     """The sources file or an environment variable is wrong; says which key."""
 
 

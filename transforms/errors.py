@@ -1,8 +1,14 @@
-"""The error types of the pipeline: one root, one subclass per stage.
+"""The error types of newsdesk: one root, one subclass per kind.
 
-Each error carries the URL it concerns, the stage that raised it and a short
+`NewsdeskError` is the root of every error newsdesk raises on purpose; its
+class says how a command ends when one reaches the CLI (`exit_code`: 2 when
+the user's input is wrong, 1 when a run or a command failed), so the CLI
+needs no list of types.
+
+A `StageError` is a failure of one item of a run (a feed, a page, a record):
+it carries the URL it concerns, the stage that raised it and a short
 machine-readable `reason` code (``http_404``, ``timeout``, ``not_html`` ...),
-so that a failure can be recorded as a row and counted by reason. Errors are
+so that it can be recorded as a row and counted by reason. Stage errors are
 recorded, never swallowed: the flow turns each one into a `failures` row.
 """
 
@@ -12,7 +18,24 @@ from transforms.controls import strip_controls
 
 
 class NewsdeskError(Exception):
-    """Root of every error the pipeline records."""
+    """Root of every error newsdesk raises on purpose."""
+
+    exit_code = 1  # a run or a command failed
+
+
+class InputError(NewsdeskError):
+    """What the user gave is wrong: an argument, the sources file, a --db,
+    an OPML file, SQL. Saying it again differently is the fix."""
+
+    exit_code = 2
+
+
+class NoWarehouse(InputError, FileNotFoundError):
+    """--db names no warehouse (yet) where one is needed."""
+
+
+class StageError(NewsdeskError):
+    """One item of a run failed at one stage; recorded as a `failures` row."""
 
     stage = "pipeline"
 
@@ -32,7 +55,7 @@ class NewsdeskError(Exception):
         return (self.__class__, (self.url, self.reason, self.message), dict(self.__dict__))
 
 
-class FetchError(NewsdeskError):
+class FetchError(StageError):
     stage = "fetch"
 
     def __init__(self, url: str | None, reason: str, message: str = "", *, transient: bool = False,
@@ -42,9 +65,10 @@ class FetchError(NewsdeskError):
         self.retry_after = retry_after
 
 
-class ParseError(NewsdeskError):
+class ParseError(StageError):
     stage = "parse"
+    exit_code = 2  # when one reaches the CLI, it was a file the user gave (`feeds import`)
 
 
-class ExtractError(NewsdeskError):
+class ExtractError(StageError):
     stage = "extract"

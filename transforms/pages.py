@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from transforms.errors import ExtractError, NewsdeskError
+from transforms.errors import ExtractError, StageError
 from transforms.records import Article, Failure, FeedEntry, PageAttempt, failure_of
 from transforms.retries import RetryPolicy, next_page_attempt
 
@@ -24,7 +24,7 @@ class PageOutcome:
 
     entries: tuple[FeedEntry, ...]  # the entries that share this page's link; the first was fetched
     article: Article | None  # from the page, or from the feed's text when the page was not used
-    problem: NewsdeskError | None  # why there is no page article (fetch or extract error)
+    problem: StageError | None  # why there is no page article (fetch or extract error)
     retry: PageAttempt | None = None  # set when this page was a retry from an earlier run
     archived: tuple[str, int] | None = None  # (WARC file, offset) of the response
 
@@ -35,7 +35,7 @@ class PageTriage:
     failures: list[Failure] = field(default_factory=list)
     upgrades: list[Article] = field(default_factory=list)  # page articles replacing feed-text ones, by id
     settled: list[tuple[str, str]] = field(default_factory=list)  # (source, canonical_link) retries now done
-    unfinished: list[tuple[PageOutcome, Article | None, NewsdeskError]] = field(default_factory=list)
+    unfinished: list[tuple[PageOutcome, Article | None, StageError]] = field(default_factory=list)
     from_retry: set[str] = field(default_factory=set)  # article ids counted as retries, not new entries
     retries: int = 0
     retries_loaded: int = 0
@@ -78,7 +78,7 @@ class AttemptPlan:
     entries_failed: int = 0  # new entries with nothing loaded, for good
 
 
-def plan_attempts(unfinished: Sequence[tuple[PageOutcome, Article | None, NewsdeskError]],
+def plan_attempts(unfinished: Sequence[tuple[PageOutcome, Article | None, StageError]],
                   article_of: Mapping[tuple[str, str], str], now: datetime, policy: RetryPolicy) -> AttemptPlan:
     """The retry bookkeeping of the pages not loaded from their own text.
     `article_of` maps (source, canonical_link) to the article the entry's

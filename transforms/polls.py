@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from transforms.errors import NewsdeskError, ParseError
+from transforms.errors import ParseError, StageError
 from transforms.records import (
     Failure,
     FeedEntry,
@@ -37,7 +37,7 @@ class PolledFeed:
     etag: str | None = None
     last_modified: str | None = None
     parsed: ParsedFeed | None = None  # None for a 304 or a failure
-    error: NewsdeskError | None = None  # the fetch or parse error
+    error: StageError | None = None  # the fetch or parse error
     max_age_s: int | None = None  # the response's Cache-Control max-age
 
 

@@ -157,7 +157,7 @@ class Failure:
 
 
 def failure_of(error, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
-    """The `failures` row of a `transforms.errors.NewsdeskError`."""
+    """The `failures` row of a `transforms.errors.StageError`."""
     return Failure(run_id=run_id, stage=error.stage, url=error.url, source=source, reason=error.reason,
                    error=error.message, at=at, transient=error.transient, outcome=outcome)
 

@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import duckdb
 
+from transforms.errors import NewsdeskError, NoWarehouse
 from warehouse.schema import NotAWarehouse, migrate, refuse_foreign
 from warehouse.target import LakeTarget, is_lake, parse_target
 
@@ -59,7 +60,7 @@ def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET enable_progress_bar = false")
 
 
-class WarehouseBusy(RuntimeError):
+class WarehouseBusy(NewsdeskError):
     """Another process held the DuckDB file for longer than we would wait."""
 
 
@@ -191,7 +192,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         return
     path = Path(path)
     if read_only and not path.exists():
-        raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
+        raise NoWarehouse(f"no warehouse at {path}: run `newsdesk ingest` first")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = _open(path, read_only, wait_s)
@@ -230,7 +231,7 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
         raise ValueError("--as-of needs a lake: a DuckDB file keeps no earlier versions")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no warehouse at {path}: run `newsdesk ingest` first")
+        raise NoWarehouse(f"no warehouse at {path}: run `newsdesk ingest` first")
     # DuckDB adds its temp directory to the allowed directories itself (the
     # default is `.tmp` under the working directory, which a statement could
     # then write and read): spills go to a private directory of this

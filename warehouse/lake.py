@@ -35,6 +35,7 @@ import duckdb_extension_ducklake
 import duckdb_extension_postgres_scanner
 import psycopg
 
+from transforms.errors import InputError, NewsdeskError, NoWarehouse
 from warehouse.schema import migrate
 from warehouse.target import LakeTarget
 
@@ -132,16 +133,16 @@ _PG_TYPES = {
 }
 
 
-class LakeError(RuntimeError):
+class LakeError(NewsdeskError):
     """The lake could not be opened or set up (catalog unreachable)."""
 
 
-class SnapshotNotKept(ValueError):
+class SnapshotNotKept(InputError):
     """`--as-of` names a snapshot the lake does not have (not yet made, or
     expired by maintenance)."""
 
 
-class NewLakeNeedsDataPath(ValueError):
+class NewLakeNeedsDataPath(InputError):
     """A lake is created on first use, and needs a folder for its data files."""
 
 
@@ -362,7 +363,7 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
     except duckdb.Error as exc:
         message = str(exc)
         if "does not exist" in message and (read_only or as_of is not None):
-            raise FileNotFoundError(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
+            raise NoWarehouse(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
                                     "`newsdesk migrate --to` first") from None
         if "No snapshot found" in message and as_of is not None:
             raise SnapshotNotKept(f"the lake has no snapshot {_as_of_words(as_of)}: it keeps "
@@ -384,7 +385,7 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
         if as_of is not None:
             raise SnapshotNotKept(f"the lake held no warehouse yet at snapshot {_as_of_words(as_of)}: it keeps "
                                   f"{_kept_snapshots(con, target)}")
-        raise FileNotFoundError(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
+        raise NoWarehouse(f"no warehouse in the lake {target.attach}: run `newsdesk ingest` or "
                                 "`newsdesk migrate --to` first")
     con.execute("USE lake")  # resets the search path: set after it
     con.execute(f"SET search_path = 'lake.main,keys.{KEYED_SCHEMA}'")

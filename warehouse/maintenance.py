@@ -44,6 +44,7 @@ from typing import Callable, Iterator
 import duckdb
 import psycopg
 
+from transforms.errors import NewsdeskError
 from warehouse.lake import LAKE_TABLES
 from warehouse.twophase import keyed_dsn, retryable
 
@@ -57,7 +58,7 @@ _LOCK = "newsdesk maintain"
 _WRITERS = "newsdesk lake writers"
 
 
-class MaintenanceRunning(RuntimeError):
+class MaintenanceRunning(NewsdeskError):
     """Another maintenance holds the lake's lock."""
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import duckdb
 
+from transforms.errors import InputError
 from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES, _file_schema
 from warehouse.scopes import transaction
 
 
-class LakeNotEmpty(ValueError):
+class LakeNotEmpty(InputError):
     """The lake holds data that did not come from this move."""
 
 

@@ -9,6 +9,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import duckdb
 import pyarrow as pa
 
+from transforms.errors import InputError
 from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, StoryRoot
 from warehouse.scopes import registered
 
@@ -256,7 +257,7 @@ def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limi
     return [BacklogArticle(*r) for r in rows]
 
 
-class QueryError(Exception):
+class QueryError(InputError):
     """A user's SQL failed (syntax, unknown column, write on a read-only file)."""
 
 

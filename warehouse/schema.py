@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import duckdb
 
+from transforms.errors import InputError, NewsdeskError
 from warehouse.scopes import transaction
 
 _V1 = """
@@ -430,7 +431,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
-class NotAWarehouse(ValueError):
+class SchemaTooNew(NewsdeskError):
+    """The warehouse was written by a newer newsdesk."""
+
+
+class NotAWarehouse(InputError):
     """The path is not a DuckDB file we can open or create: a directory, a
     text file, a truncated copy, another program's DuckDB file, a place where
     no file can be created. A mistake in the user's input, not a failed run."""
@@ -483,7 +488,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     refuse_foreign(con)
     current = schema_version(con)
     if current > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise SchemaTooNew(
             f"database schema version {current} is newer than this newsdesk ({SCHEMA_VERSION}); upgrade newsdesk"
         )
     for version, description, ddl in MIGRATIONS:

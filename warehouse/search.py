@@ -18,6 +18,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import duckdb
 import pyarrow as pa
 
+from transforms.errors import NewsdeskError
 from warehouse.queries import lookup
 from warehouse.scopes import snapshot, transaction
 
@@ -96,7 +97,7 @@ def select_snapshot(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
 
 
-class ChangesExpired(LookupError):
+class ChangesExpired(NewsdeskError):
     """The snapshot an index was built at has been expired (`maintain`):
     its changes since cannot be read, only the whole lake."""
 

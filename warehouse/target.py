@@ -14,11 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from transforms.errors import InputError
+
 LAKE_PREFIX = "ducklake:"
 POSTGRES_PREFIX = "ducklake:postgres:"
 
 
-class BadTarget(ValueError):
+class BadTarget(InputError):
     """`--db` names a lake that newsdesk cannot use."""
 
 

@@ -28,13 +28,14 @@ import duckdb
 import psycopg
 import pyarrow as pa
 
+from transforms.errors import NewsdeskError
 from warehouse.lake import KEYED_SCHEMA
 from warehouse.scopes import registered, transaction
 
 STAGED = f"keys.{KEYED_SCHEMA}.staged_loads"
 
 
-class WriteConflict(RuntimeError):
+class WriteConflict(NewsdeskError):
     """Another writer changed what this unit was about to change: the
     caller works the unit out again and retries it."""
 

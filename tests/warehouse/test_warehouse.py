@@ -10,7 +10,7 @@ from transforms.dedupe import sighting
 from transforms.records import Failure, FeedPoll, SourceState
 from warehouse import feed_registry, page_loads, queries, run_rows
 from warehouse.connection import connect
-from warehouse.schema import SCHEMA_VERSION, migrate, schema_version
+from warehouse.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -34,7 +34,7 @@ def test_schema_applies_twice_and_records_its_version(db):
 def test_refuses_a_newer_schema(db):
     with connect(db) as con:
         con.execute("INSERT INTO schema_migrations VALUES (999, 'future', now())")
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(SchemaTooNew, match="newer"):
         with connect(db):
             pass
 

@@ -1,0 +1,40 @@
+"""One error root: every exception class newsdesk defines derives from
+`transforms.errors.NewsdeskError`, whose class gives the CLI its exit code
+(so `flows/cli.py` keeps no list of types)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+from transforms.errors import InputError, NewsdeskError, NoWarehouse, ParseError, StageError
+
+
+def _our_exception_classes() -> list[type]:
+    found = []
+    for package in ("transforms", "warehouse", "flows"):
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__, package + "."):
+            module = importlib.import_module(info.name)
+            found += [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+                      if issubclass(obj, BaseException) and obj.__module__ == module.__name__]
+    return found
+
+
+def test_every_error_class_derives_from_the_root():
+    classes = _our_exception_classes()
+    assert len(classes) >= 20  # the walk found them (a broken walk would pass the next line)
+    assert [c.__qualname__ for c in classes if not issubclass(c, NewsdeskError)] == []
+
+
+@pytest.mark.parametrize(("cls", "code"), [(NewsdeskError, 1), (InputError, 2), (NoWarehouse, 2), (ParseError, 2),
+                                            (StageError, 1)])
+def test_the_class_gives_the_exit_code(cls, code):
+    assert cls.exit_code == code
+
+
+def test_no_warehouse_is_still_a_missing_file():
+    # Callers and users of the library catch a missing warehouse as the OS names it.
+    assert issubclass(NoWarehouse, FileNotFoundError)
