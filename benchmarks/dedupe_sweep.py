@@ -22,13 +22,13 @@ sys.path.insert(0, str(ROOT))
 
 from flows.settings import StorySettings  # noqa: E402
 from tests import neardup_set  # noqa: E402
-from transforms.fingerprints import DedupeParams, fingerprint  # noqa: E402
+from transforms.fingerprints import StoryParams, fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
 
 EXTRACTION = ROOT / "tests" / "data" / "extraction"
 
 
-def evaluate(pages, truth, params: DedupeParams) -> dict:
+def evaluate(pages, truth, params: StoryParams) -> dict:
     started = time.perf_counter()
     prints = {p.path: fingerprint("\n\n".join(p.paragraphs), params) for p in pages}
     per_article_ms = (time.perf_counter() - started) * 1000 / len(pages)
@@ -64,7 +64,7 @@ def main() -> None:
           f"{'false cand':>10} {'ms/article':>10}")
     layouts = [(128, 32, 4), (128, 42, 3), (128, 64, 2), (256, 85, 3), (256, 64, 4), (112, 14, 8)]
     for k, (perm, bands, rows), thr, cont in product((3, 5), layouts, (0.5,), (0.7, 0.8)):
-        params = DedupeParams(shingle_size=k, num_perm=perm, bands=bands, rows=rows, threshold=thr, containment=cont,
+        params = StoryParams(shingle_size=k, num_perm=perm, bands=bands, rows=rows, threshold=thr, containment=cont,
                               min_shingles=StorySettings().min_shingles, window_days=StorySettings().window_days)
         r = evaluate(pages, truth, params)
         print(f"{k:>2} {perm:>4} {bands:>4}×{rows:<4} {thr:>4} {cont:>4} | {r['P']:.3f} {r['R']:.3f} "

@@ -151,7 +151,6 @@ def ingest(
 
     import asyncio
 
-    from flows import progress
     from flows.ingest import flow_for
 
     ingest_flow = flow_for(settings)  # with a Dask task runner when [pipeline] asks for one
@@ -163,27 +162,8 @@ def ingest(
 
     params = dict(sources=str(sources) if sources else None, db=str(db) if db else None,
                   from_warc=[str(p) for p in from_warc] if from_warc else None, all_feeds=all_feeds)
-    show_progress = not quiet and sys.stderr.isatty()
     with _reporting("ingest failed", run=True):  # the flow already recorded the failed run
-        if show_progress:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-            )
-
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
-                tasks: dict[str, int] = {}
-
-                def on_event(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = bar.add_task(stage, total=total)
-                    bar.update(tasks[stage], completed=done, total=total)
-
-                with progress.listening(on_event):
-                    summary = asyncio.run(ingest_flow(**params))
-        else:
+        with _progress_bar() if not quiet and sys.stderr.isatty() else nullcontext():
             summary = asyncio.run(ingest_flow(**params))
     if not quiet:
         _print_summary(summary)
@@ -193,6 +173,26 @@ def ingest(
     if code:
         err.print(verdict, markup=False, highlight=False)
         raise typer.Exit(code)
+
+
+@contextmanager
+def _progress_bar():
+    """A bar per stage on stderr (feeds, pages) while the block runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+    from flows import progress
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
+                  transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_event(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        with progress.listening(on_event):
+            yield
 
 
 def _plain_console_logs() -> None:

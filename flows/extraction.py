@@ -33,7 +33,7 @@ from transforms.articles import (
     looks_like_html,
 )
 from transforms.errors import ExtractError, FetchError, StageError
-from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.fingerprints import StoryParams, fingerprint
 from transforms.records import Article, FeedEntry
 
 _HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -66,7 +66,7 @@ def _crash(job: ExtractJob, exc: Exception) -> ExtractError:
     return ExtractError(job.entry.link, "extractor_crash", f"{type(exc).__name__}: {exc}")
 
 
-def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParams) -> Extracted:
+def extract_one(job: ExtractJob, run_id: str, now: datetime, stories: StoryParams) -> Extracted:
     """Article for one page; falls back to the feed text when the page fails.
     Returns the article and the problem met on the way (either may be None).
     Never raises: whatever goes wrong with one page is that page's problem."""
@@ -85,7 +85,7 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParam
     try:
         article = build_article(job.entry, extracted, page_problem=problem.reason if problem else None,
                                 run_id=run_id, now=now)
-        return replace(article, fingerprint=fingerprint(article.body, dedupe)), problem
+        return replace(article, fingerprint=fingerprint(article.body, stories)), problem
     except StageError as exc:
         return None, problem or exc
     except Exception as exc:
@@ -93,10 +93,10 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, dedupe: DedupeParam
 
 
 def extract_many(jobs: Sequence[ExtractJob], run_id: str, now: datetime,
-                 dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+                 stories: StoryParams) -> tuple[list[Extracted], float]:
     """The results, and the CPU seconds they took (for the run's stage timings)."""
     started = time.process_time()
-    results = [extract_one(job, run_id, now, dedupe) for job in jobs]
+    results = [extract_one(job, run_id, now, stories) for job in jobs]
     return results, time.process_time() - started
 
 
@@ -188,17 +188,17 @@ class ExtractorPool:
                 self._submit(_ready)
 
     async def extract(self, jobs: Sequence[ExtractJob], run_id: str, now: datetime,
-                      dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+                      stories: StoryParams) -> tuple[list[Extracted], float]:
         if not jobs:
             return [], 0.0
         if self.workers <= 1:
-            return await asyncio.to_thread(extract_many, jobs, run_id, now, dedupe)
+            return await asyncio.to_thread(extract_many, jobs, run_id, now, stories)
         # A few contiguous slices per worker: few round trips, order kept, and
         # a slice of heavy pages does not leave the other workers idle.
         size = max(1, -(-len(jobs) // (self.workers * 4)))
         slices = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         parts = await asyncio.gather(*(
-            asyncio.wrap_future(self._submit(extract_many, part, run_id, now, dedupe)) for part in slices
+            asyncio.wrap_future(self._submit(extract_many, part, run_id, now, stories)) for part in slices
         ), return_exceptions=True)
         if any(isinstance(p, BrokenProcessPool) for p in parts):
             # A worker died (killed, out of memory, a crash in C code): every
@@ -208,26 +208,26 @@ class ExtractorPool:
             self._replace()
             for n, (part, result) in enumerate(zip(slices, parts)):
                 if isinstance(result, BrokenProcessPool):
-                    parts[n] = await self._one_by_one(part, run_id, now, dedupe)
+                    parts[n] = await self._one_by_one(part, run_id, now, stories)
         for result in parts:
             if isinstance(result, BaseException):
                 raise result
         return [item for part, _ in parts for item in part], sum(cpu for _, cpu in parts)
 
     async def _one_by_one(self, jobs: Sequence[ExtractJob], run_id: str, now: datetime,
-                          dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+                          stories: StoryParams) -> tuple[list[Extracted], float]:
         out: list[Extracted] = []
         cpu_s = 0.0
         for job in jobs:
             try:
-                (result,), cpu = await asyncio.wrap_future(self._submit(extract_many, [job], run_id, now, dedupe))
+                (result,), cpu = await asyncio.wrap_future(self._submit(extract_many, [job], run_id, now, stories))
                 cpu_s += cpu
             except BrokenProcessPool:
                 self._replace()
                 # The page killed its worker twice: it is not extracted; the
                 # entry still gets its feed text, built here (no page to parse).
                 died = ExtractError(job.entry.link, "worker_died", "the extraction worker process died on this page")
-                result = extract_one(replace(job, body=None, problem=died), run_id, now, dedupe)
+                result = extract_one(replace(job, body=None, problem=died), run_id, now, stories)
             out.append(result)
         return out, cpu_s
 

@@ -13,31 +13,33 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import asdict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
-from urllib.parse import urlsplit
+from typing import AsyncIterator, Sequence
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows import search_index
-from flows.archive import WarcInput, archive_for, warc_input, warc_source
+from flows.archive import archive_for, warc_input, warc_source
 from flows.clock import utc_now
 from flows.confine import check_run_paths
 from flows.conflicts import retrying
+from flows.context import Leasing, RunContext
 from flows.crashpoints import crash_point
 from flows.extraction import ExtractorPool, default_workers
 from flows.fetch import Fetcher
 from flows.locks import ingest_lock
 from flows.pipeline import run_pages
-from flows.polls import Leasing, poll_due, work_outbox
+from flows.polls import poll_due, work_outbox
 from flows.runstate import abandon_dead_runs, recorded_run
 from flows.settings import Settings, default_db, load_settings, select_feeds, with_registry, worker_name
 from flows.stories import cluster_backlog
-from flows.summary import RunSummary
+from flows.summary import RunTally
+from transforms.records import RunCounts
 from transforms.reports import run_report
 from warehouse import feed_registry, queries, run_rows
 from warehouse.connection import Writer, check_warehouse_target, connect
@@ -58,8 +60,10 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     sources, db = check_run_paths(sources, db, from_warc)  # under `newsdesk serve`: only the paths it allows
     settings: Settings = load_settings(sources)
     target = default_db(db)
+    asked = Asked(warc=[str(Path(p).expanduser().resolve()) for p in from_warc or ()], all_feeds=all_feeds,
+                  wanted=feeds)
     if not isinstance(target, Path):  # a lake: writers share it, no lock file
-        return await _ingest(settings, target, from_warc, logger, all_feeds, feeds)
+        return await _ingest(settings, target, asked, logger)
     db_path = target
     # A directory, a FIFO, a text file, another program's DuckDB file (looked at read-only: a
     # writable open would replay its WAL): refused before the lock beside it.
@@ -69,7 +73,7 @@ async def ingest(sources: str | None = None, db: str | None = None, feeds: list[
     if waited > 1:
         logger.info("waited %.0f s for another ingest of %s to finish", waited, db_path)
     try:
-        return await _ingest(settings, db_path, from_warc, logger, all_feeds, feeds)
+        return await _ingest(settings, db_path, asked, logger)
     finally:
         lock.__exit__(None, None, None)
 
@@ -89,11 +93,19 @@ def flow_for(settings: Settings):
     return ingest.with_options(task_runner=runner)
 
 
-async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] | None, logger,
-                  all_feeds: bool = False, wanted: Sequence[str] | None = None) -> dict:
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a run was asked to do: the flow's parameters, checked."""
+
+    warc: list[str]  # WARC files (absolute paths) to take the pages from, instead of the feeds
+    all_feeds: bool  # poll every feed, due or not
+    wanted: Sequence[str] | None  # only the feeds named or tagged so
+
+
+async def _ingest(settings: Settings, target: Path | str, asked: Asked, logger) -> dict:
     run_id = str(flow_run.id or uuid.uuid4())
-    if isinstance(db_path, Path):
-        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds, wanted)
+    if isinstance(target, Path):
+        return await _run(settings, target, run_id, asked, logger)
     # On a lake the run holds a lock in PostgreSQL for its life: other
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
@@ -102,121 +114,117 @@ async def _ingest(settings: Settings, db_path: Path | str, from_warc: list[str] 
     from warehouse.twophase import hold_run, replay_staged
 
     # writing: no `newsdesk maintain` compacts the lake while the run writes.
-    with writing(parse_target(db_path).dsn), hold_run(parse_target(db_path).dsn, run_id):
-        with connect_lake(parse_target(db_path)) as con:
+    with writing(parse_target(target).dsn), hold_run(parse_target(target).dsn, run_id):
+        with connect_lake(parse_target(target)) as con:
             replayed = replay_staged(con)  # what writers that died between their two commits left
         if replayed:
             logger.info("finished %d unit(s) of work that a killed writer had committed to PostgreSQL only",
                         replayed)
-        return await _run(settings, db_path, run_id, from_warc, logger, all_feeds, wanted)
+        return await _run(settings, target, run_id, asked, logger)
 
 
-async def _run(settings: Settings, db_path: Path | str, run_id: str, from_warc: list[str] | None, logger,
-               all_feeds: bool = False, wanted: Sequence[str] | None = None) -> dict:
+async def _run(settings: Settings, target: Path | str, run_id: str, asked: Asked, logger) -> dict:
     started = utc_now()
-    warc = [str(Path(p).expanduser().resolve()) for p in from_warc or ()]
-    if warc:
+    if asked.warc:
         settings = settings.model_copy(update={"feeds": ()})
 
     def begin() -> tuple[dict, list]:
-        with connect(db_path) as con:
+        with connect(target) as con:
             feed_registry.upsert_sources(con, [f.model_dump() for f in settings.feeds])
-            feed_registry.upsert_sources(con, [warc_source(p) for p in warc], origin="warc")
+            feed_registry.upsert_sources(con, [warc_source(p) for p in asked.warc], origin="warc")
             # We hold the ingest lock (on a lake: other runs' locks are checked): other 'running' rows are dead.
             abandon_dead_runs(con, run_id, started, logger)
-            return queries.select_feed_state(con), ([] if warc else feed_registry.opml_feeds(con))
+            return queries.select_feed_state(con), ([] if asked.warc else feed_registry.opml_feeds(con))
 
     feed_state, registry = retrying(begin)  # writers of a lake register the same feeds at once
     # The feeds polled: the sources file's and the OPML feeds of the registry (`newsdesk feeds import`).
-    if not warc:
-        settings = select_feeds(with_registry(settings, registry), wanted)
-    summary = RunSummary(run_id=run_id, db=str(db_path), feeds_total=len(settings.feeds))
-    with connect(db_path) as con:
+    if not asked.warc:
+        settings = select_feeds(with_registry(settings, registry), asked.wanted)
+    tally = RunTally(run_id, str(target))
+    tally.add(RunCounts(feeds_total=len(settings.feeds)))
+    with connect(target) as con:
         run_rows.start_run(con, run_id, started, flow_run.id, worker_name())
-    with recorded_run(db_path, run_id, summary, logger):  # 'completed', or 'failed' on any exception below
+    with recorded_run(target, run_id, tally, logger):  # 'completed', or 'failed' on any exception below
         # Articles loaded before stories existed, or before [stories] changed.
         clock = time.perf_counter()
-        backlog = await asyncio.to_thread(cluster_backlog, db_path, settings.stories.params())
-        summary.dedupe_s += time.perf_counter() - clock
+        backlog = await asyncio.to_thread(cluster_backlog, target, settings.stories.params())
+        tally.add(RunCounts(dedupe_s=time.perf_counter() - clock))
         if backlog:
             logger.info("fingerprinted %d stored articles for the current [stories] settings", backlog)
-        await _stages(settings, db_path, run_id, started, summary, feed_state, logger, warc, all_feeds)
-        with connect(db_path) as con:
+        async with _context(settings, target, run_id, started, tally, logger) as ctx:
+            await _stages(ctx, feed_state, asked)
+        with connect(target) as con:
             # Search sees this run's articles: the index takes only what the run's loads queued
             # (on a lake: what changed since the snapshot this machine's index has).
-            refreshed = search_index.update(con, db_path)
+            refreshed = search_index.update(con, target)
             if refreshed.damage:
                 logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
                                "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
             crash_point("indexing")
             per_feed = queries.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
-            await acreate_markdown_artifact(markdown=run_report(asdict(summary), per_feed), key="newsdesk-run",
-                                            description=f"newsdesk ingest into {db_path}")
+            await acreate_markdown_artifact(markdown=run_report(tally.as_dict(), per_feed), key="newsdesk-run",
+                                            description=f"newsdesk ingest into {target}")
+    c = tally.counts
     logger.info(
-        "run %s: %d feeds (%d failed, %d backing off, %d not due, %d polled by other workers), %d entries, %d new articles, %d duplicates, "
-        "%d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
-        run_id, summary.feeds_total, summary.feeds_failed, summary.feeds_skipped, summary.feeds_not_due,
-        summary.feeds_elsewhere, summary.entries_seen,
-        summary.articles_new, summary.duplicates, summary.near_duplicates, summary.entries_pending, summary.failures,
-        summary.retries, summary.retries_loaded,
+        "run %s: %d feeds (%d failed, %d backing off, %d not due, %d polled by other workers), %d entries, "
+        "%d new articles, %d duplicates, %d near-duplicates, %d pending, %d failures, %d retries (%d loaded)",
+        run_id, c.feeds_total, c.feeds_failed, c.feeds_skipped, c.feeds_not_due, c.feeds_elsewhere, c.entries_seen,
+        c.articles_new, c.duplicates, c.near_duplicates, c.entries_pending, c.failures, c.retries, c.retries_loaded,
     )
-    return asdict(summary)
+    return tally.as_dict()
 
 
-async def _stages(settings: Settings, db_path: Path | str, run_id: str, started: datetime, summary: RunSummary,
-                  feed_state: dict, logger, warc: list[str], all_feeds: bool = False) -> None:
-    """Poll the feeds, then fetch, extract and load their pages (or the
-    pages of the WARC files, a file at a time)."""
+@asynccontextmanager
+async def _context(settings: Settings, target: Path | str, run_id: str, started: datetime, tally: RunTally,
+                   logger) -> AsyncIterator[RunContext]:
+    """The run's context: its HTTP client, extraction workers and warehouse
+    writer, open for the stages and closed after them."""
     deadline = time.monotonic() + settings.pipeline.max_run_s
-    policy = settings.retry.policy()
     # A lake's raw archive is relative to the working directory (there is no warehouse file to sit beside).
     archive = archive_for(settings.archive.enabled, settings.archive.dir, settings.archive.max_file_mb,
-                          db_path if isinstance(db_path, Path) else Path.cwd() / "newsdesk.lake")
+                          target if isinstance(target, Path) else Path.cwd() / "newsdesk.lake")
     leasing, shared = None, None
-    if not isinstance(db_path, Path):  # a lake: the due feeds and each host's politeness shared by its workers
+    if not isinstance(target, Path):  # a lake: the due feeds and each host's politeness shared by its workers
         from warehouse.host_turns import HostTurns
         from warehouse.target import parse_target
 
-        dsn = parse_target(db_path).dsn
-        leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s, settings.workers.feeds_per_lease)
+        dsn = parse_target(target).dsn
+        leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s,
+                          settings.workers.feeds_per_lease, settings.workers.warc_lease_s)
         shared = HostTurns(dsn, leasing.owner, hold_s=settings.fetch.total_timeout_s + 60)
     async with Fetcher(settings.fetch, shared) as fetcher:
         pool = ExtractorPool(settings.pipeline.workers or default_workers())
-        writer = Writer(db_path, hold_s=settings.pipeline.hold_db_s)
-
-        async def pages(jobs, files: WarcInput | None = None) -> None:
-            await run_pages(jobs, fetcher=fetcher, pool=pool, writer=writer, run_id=run_id, summary=summary,
-                            file_sources=_file_sources(settings.feeds), policy=policy,
-                            dedupe=settings.stories.params(), batch_size=settings.pipeline.batch_size,
-                            task_runner=settings.pipeline.task_runner, archive=None if files else archive,
-                            warc=files, deadline=deadline, logger=logger)
-            if files is not None:
-                writer.close()  # the next file's outbox step opens the warehouse itself
-
+        writer = Writer(target, hold_s=settings.pipeline.hold_db_s)
         try:
-            if warc:
-                await _backfill(warc, pages, db_path=db_path, run_id=run_id, summary=summary, deadline=deadline,
-                                leasing=leasing, lease_s=settings.workers.warc_lease_s, logger=logger)
-                return
-            polled = await poll_due(fetcher, settings.feeds, feed_state, db_path=db_path, run_id=run_id,
-                                    started=started, policy=policy, schedule=settings.schedule.rule(),
-                                    summary=summary, archive=archive, logger=logger, all_feeds=all_feeds,
-                                    leasing=leasing)
-            await pages(work_outbox(db_path, run_id=run_id, summary=summary, polled=polled))
+            yield RunContext(run_id=run_id, target=target, settings=settings, started=started, logger=logger,
+                             tally=tally, fetcher=fetcher, pool=pool, writer=writer, deadline=deadline,
+                             archive=archive, leasing=leasing)
         finally:
             pool.close()
             writer.close()
 
 
-async def _backfill(paths: list[str], pages, *, db_path: Path | str, run_id: str, summary: RunSummary,
-                    deadline: float, leasing: Leasing | None, lease_s: float, logger) -> None:
+async def _stages(ctx: RunContext, feed_state: dict, asked: Asked) -> None:
+    """Poll the feeds, then fetch, extract and load their pages (or the
+    pages of the WARC files, a file at a time)."""
+    if asked.warc:
+        await _backfill(ctx, asked.warc)
+        return
+    polled = await poll_due(ctx, ctx.settings.feeds, feed_state, all_feeds=asked.all_feeds)
+    jobs, counts = work_outbox(ctx, polled=polled)
+    ctx.tally.add(counts)
+    await run_pages(ctx, jobs)
+
+
+async def _backfill(ctx: RunContext, paths: list[str]) -> None:
     """The pages of WARC files, a file at a time (one file's index in memory).
     On a lake the files are leased: workers given the same files each take
     the next one nobody holds, a file done is skipped, and the file of a
     worker that died passes to the next (a hung one's after `[workers]
     warc_lease_s`); its records already loaded are then known, not loaded
     again."""
+    leasing = ctx.leasing
     todo = list(paths)
     if leasing is not None:
         from warehouse import leases
@@ -226,28 +234,25 @@ async def _backfill(paths: list[str], pages, *, db_path: Path | str, run_id: str
     def next_file() -> str | None:
         if leasing is None:
             return todo.pop(0) if todo else None
-        path = leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=lease_s)
+        path = leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=leasing.file_lease_s)
         # None free: the rest are done or held; a dead run's file is freed and leased here.
         if path is None and leases.reclaim_dead(leasing.dsn):
-            path = leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=lease_s)
+            path = leases.lease_file(leasing.dsn, paths, owner=leasing.owner, lease_s=leasing.file_lease_s)
         return path
 
     try:
-        while time.monotonic() < deadline and (path := await asyncio.to_thread(next_file)) is not None:
+        while time.monotonic() < ctx.deadline and (path := await asyncio.to_thread(next_file)) is not None:
             files = await asyncio.to_thread(warc_input, [path])
-            logger.info("WARC file %s: %d pages", path, len(files.entries))
-            deferred = summary.deferred_pages
-            await pages(work_outbox(db_path, run_id=run_id, summary=summary, extra=files.entries,
-                                    unreadable=files.failures), files)
+            ctx.logger.info("WARC file %s: %d pages", path, len(files.entries))
+            jobs, counts = work_outbox(ctx, extra=files.entries, unreadable=files.failures)
+            ctx.tally.add(counts)
+            deferred = ctx.tally.counts.deferred_pages
+            await run_pages(ctx, jobs, files)
+            ctx.writer.close()  # the next file's outbox step opens the warehouse itself
             crash_point("warc_file_loaded")
-            if leasing is not None and summary.deferred_pages == deferred:  # else it stays for the next worker
-                await asyncio.to_thread(leases.finish_file, leasing.dsn, path, owner=leasing.owner, run_id=run_id,
-                                        records=len(files.entries))
+            if leasing is not None and ctx.tally.counts.deferred_pages == deferred:  # else it stays for the next worker
+                await asyncio.to_thread(leases.finish_file, leasing.dsn, path, owner=leasing.owner,
+                                        run_id=ctx.run_id, records=len(files.entries))
     finally:
         if leasing is not None:
             await asyncio.to_thread(leases.release_files, leasing.dsn, leasing.owner)
-
-
-def _file_sources(feeds: Sequence) -> frozenset[str]:
-    """Feeds read from local files: their entries' pages may be files too."""
-    return frozenset(f.name for f in feeds if urlsplit(f.url).scheme == "file")

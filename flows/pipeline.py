@@ -23,18 +23,17 @@ from prefect.utilities.annotations import quote
 
 from flows import progress
 from flows.archive import WarcArchive, WarcInput
-from flows.clock import utc_now
 from flows.conflicts import retrying
+from flows.context import RunContext
 from flows.crashpoints import crash_point
 from flows.extraction import Extracted, ExtractJob, ExtractorPool, JobBatch, extract_many
 from flows.fetch import Fetcher, Response
 from flows.stories import cluster_new
-from flows.summary import BatchCounts, RunSummary
 from transforms.dedupe import resolve_duplicates
 from transforms.errors import FetchError, StageError
-from transforms.fingerprints import DedupeParams
+from transforms.fingerprints import StoryParams
 from transforms.pages import PageOutcome, plan_attempts, triage_pages
-from transforms.records import FeedEntry, PageAttempt
+from transforms.records import FeedEntry, PageAttempt, RunCounts
 from transforms.retries import RetryPolicy
 from warehouse import page_loads, queries
 from warehouse.connection import Writer
@@ -86,63 +85,66 @@ def _job(page: PageFetch) -> ExtractJob:
 
 @task(cache_policy=NO_CACHE)
 async def extract_pages(pool: ExtractorPool, pages: Sequence[PageFetch], run_id: str, now: datetime,
-                        dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+                        stories: StoryParams) -> tuple[list[Extracted], float]:
     """HTML → fingerprinted articles, in the worker processes, so that
     fetching and loading go on meanwhile. Also returns the workers' CPU seconds."""
-    return await pool.extract([_job(p) for p in pages], run_id, now, dedupe)
+    return await pool.extract([_job(p) for p in pages], run_id, now, stories)
 
 
 @task(cache_policy=NO_CACHE)
 def extract_on_cluster(batch: JobBatch, run_id: str, now: datetime,
-                       dedupe: DedupeParams) -> tuple[list[Extracted], float]:
+                       stories: StoryParams) -> tuple[list[Extracted], float]:
     """The same extraction, as a task the flow's task runner places (a Dask
     worker with `task_runner = "dask"`); the page bytes travel with it."""
-    return extract_many(batch.jobs, run_id, now, dedupe)
+    return extract_many(batch.jobs, run_id, now, stories)
 
 
 @task(cache_policy=NO_CACHE)
-async def load_pages(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str,
-                     now: datetime, policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
+async def load_pages(writer: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str,
+                     now: datetime, policy: RetryPolicy, stories: StoryParams) -> RunCounts:
     """DuckDB work in a thread: the event loop keeps fetching the next batch."""
-    return await asyncio.to_thread(load_batch, db, pages, extracted, run_id, now, policy, dedupe)
+    return await asyncio.to_thread(settle_batch, writer, pages, extracted, run_id, now, policy, stories)
 
 
-def load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
-               policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
-    return retrying(lambda: _load_batch(db, pages, extracted, run_id, now, policy, dedupe))
+def settle_batch(writer: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str,
+                 now: datetime, policy: RetryPolicy, stories: StoryParams) -> RunCounts:
+    """Settle every entry of one batch of pages (an article, a sighting, a
+    failure or a pending retry): resolve exact duplicates against the
+    warehouse, cluster the new articles into stories, and load it all in one
+    transaction. A batch that lost a race with another writer of a lake is
+    worked out again. Returns what it counted."""
+    return retrying(lambda: _settle_batch(writer, pages, extracted, run_id, now, policy, stories))
 
 
-def _load_batch(db: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str, now: datetime,
-                policy: RetryPolicy, dedupe: DedupeParams) -> BatchCounts:
-    """Resolve exact duplicates against the warehouse, cluster the new
-    articles into stories, and load one batch: new articles, sightings,
-    failures, pending retries and upgrades, in one transaction."""
+def _settle_batch(writer: Writer, pages: Sequence[PageFetch], extracted: Sequence[Extracted], run_id: str,
+                  now: datetime, policy: RetryPolicy, stories: StoryParams) -> RunCounts:
     triage = triage_pages([PageOutcome(p.entries, article, problem, p.retry, p.archived)
                            for p, (article, problem) in zip(pages, extracted)], run_id=run_id, now=now)
     started = time.perf_counter()
-    with db.session() as con:
+    with writer.session() as con:
         known = queries.select_known_articles(con, [a.url for _, a in triage.built],
                                               [a.content_hash for _, a in triage.built])
         resolved = resolve_duplicates(triage.built, known, run_id=run_id, now=now)
-        articles, near_duplicates = cluster_new(con, resolved.articles, dedupe)
+        articles, near_duplicates = cluster_new(con, resolved.articles, stories)
         article_of = {(s.source, s.canonical_link): s.article_id for s in resolved.sightings}
         attempts = plan_attempts(triage.unfinished, article_of, now, policy)
         loading = time.perf_counter()
         # Every entry of a new page is settled by this batch (an article, a
         # sighting, a failure or a pending retry): it leaves the outbox with it.
         page_loads.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
-                        attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
-                        dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None for e in p.entries],
-                        before_commit=lambda: crash_point("loading"), run_id=run_id,
-                        between_commits=lambda: crash_point("between_commits"))
-    return BatchCounts(
+                              attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
+                              dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None
+                                        for e in p.entries],
+                              before_commit=lambda: crash_point("loading"), run_id=run_id,
+                              between_commits=lambda: crash_point("between_commits"))
+    return RunCounts(
         entries_failed=attempts.entries_failed, entries_pending=attempts.entries_pending, retries=triage.retries,
         retries_loaded=triage.retries_loaded,
         articles_new=sum(a.article_id not in triage.from_retry for a in resolved.articles),
         articles_from_feed=sum(a.body_source == "feed" for a in resolved.articles),
         duplicates=resolved.duplicates, near_duplicates=near_duplicates, dedupe_s=loading - started,
-        load_s=_since(loading), failure_rows=triage.failures,
-    )
+        load_s=_since(loading),
+    ) + RunCounts.of_failures(triage.failures)
 
 
 def _chunks(items: Sequence, size: int):
@@ -168,66 +170,67 @@ def _read_archived(batch: Sequence[Job], warc: WarcInput) -> list[PageFetch]:
     return pages
 
 
-async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPool, writer: Writer, run_id: str,
-                    summary: RunSummary, file_sources: frozenset[str], policy: RetryPolicy, dedupe: DedupeParams,
-                    batch_size: int, task_runner: str, archive: WarcArchive | None,
-                    warc: WarcInput | None = None, deadline: float | None = None, logger=None) -> None:
+async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None = None) -> None:
     """Fetch, extract and load the pages in batches, three stages overlapping:
     while batch N is extracted in the worker processes, batches N+1 and N+2
     are fetched and batch N-1 is loaded. A fetched batch is ready when the
     pool is done with the last, so the workers never wait on a fetch or a
     load. At most five batches are in memory, whatever the number of pages.
     With `warc`, the pages are read from WARC files instead of fetched.
+    Each batch's counts go to the run's tally as the batch is loaded.
 
-    Past `deadline` (a time.monotonic() value: [pipeline] max_run_s) no new
-    batch is started; the batches under way finish, and the entries of the
-    others stay in the outbox (retries in page_attempts) for the next run."""
-    batches = list(_chunks(jobs, batch_size))
+    Past `ctx.deadline` ([pipeline] max_run_s) no new batch is started; the
+    batches under way finish, and the entries of the others stay in the
+    outbox (retries in page_attempts) for the next run."""
+    pipeline = ctx.settings.pipeline
+    batches = list(_chunks(jobs, pipeline.batch_size))
     if not batches:
         return
-    if task_runner == "local":
-        pool.start()  # workers boot while the first batch is fetched
+    policy, stories = ctx.settings.retry.policy(), ctx.settings.stories.params()
+    archive = None if warc is not None else ctx.archive
+    if pipeline.task_runner == "local":
+        ctx.pool.start()  # workers boot while the first batch is fetched
     done = 0
 
-    async def fetch(batch):
+    async def fetch(batch: Sequence[Job]) -> tuple[list[PageFetch], float]:
         started = time.perf_counter()
         if warc is not None:
             pages = await asyncio.to_thread(_read_archived, batch, warc)
         else:
-            pages = await fetch_pages(fetcher, quote(batch), file_sources)
+            pages = await fetch_pages(ctx.fetcher, quote(batch), ctx.file_sources)
             if archive is not None:
                 pages = await asyncio.to_thread(_archive_pages, archive, pages)
-        summary.fetch_s += _since(started)
-        return pages
+        return pages, _since(started)
 
-    async def extract(pages):
+    async def extract(pages: list[PageFetch]) -> tuple[list[PageFetch], list[Extracted], float]:
         crash_point("extracting")
-        if task_runner == "dask":
-            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), run_id, utc_now(), dedupe)
+        if pipeline.task_runner == "dask":
+            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), ctx.run_id, ctx.now(), stories)
             extracted, cpu_s = await asyncio.to_thread(future.result)
         else:
-            extracted, cpu_s = await extract_pages(pool, quote(pages), run_id, utc_now(), dedupe)
-        summary.extract_s += cpu_s
-        return pages, extracted
+            extracted, cpu_s = await extract_pages(ctx.pool, quote(pages), ctx.run_id, ctx.now(), stories)
+        return pages, extracted, cpu_s
 
-    async def load(pages, extracted):
+    async def load(pages: list[PageFetch], extracted: list[Extracted], cpu_s: float, fetch_s: float) -> None:
         nonlocal done
-        counts = await load_pages(quote(writer), quote(pages), quote(extracted), run_id, utc_now(), policy, dedupe)
-        counts.add_to(summary)
+        counts = await load_pages(quote(ctx.writer), quote(pages), quote(extracted), ctx.run_id, ctx.now(), policy,
+                                  stories)
+        ctx.tally.add(counts + RunCounts(pages_fetched=sum(p.response is not None for p in pages), fetch_s=fetch_s,
+                                         extract_s=cpu_s))
         done += len(pages)
         progress.report("pages", done, len(jobs))
 
     def out_of_time() -> bool:
-        return deadline is not None and time.monotonic() >= deadline
+        return time.monotonic() >= ctx.deadline
 
     started = min(_FETCH_AHEAD, len(batches))
     fetching = collections.deque(asyncio.ensure_future(fetch(b)) for b in batches[:started])
     extracting: asyncio.Future | None = None
-    pending = set(fetching)
+    extracting_fetch_s = 0.0
+    pending: set[asyncio.Future] = set(fetching)
     try:
         while fetching:
-            pages = await fetching.popleft()
-            summary.pages_fetched += sum(p.response is not None for p in pages)
+            pages, fetch_s = await fetching.popleft()
             if started < len(batches) and not out_of_time():
                 fetching.append(asyncio.ensure_future(fetch(batches[started])))
                 pending.add(fetching[-1])
@@ -235,16 +238,16 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
             current = asyncio.ensure_future(extract(pages))
             pending.add(current)
             if extracting is not None:
-                await load(*await extracting)
-            extracting = current
-        await load(*await extracting)
+                await load(*await extracting, extracting_fetch_s)
+            extracting, extracting_fetch_s = current, fetch_s
+        assert extracting is not None  # there was a batch
+        await load(*await extracting, extracting_fetch_s)
     finally:
         for future in pending:
             if not future.done():
                 future.cancel()
     if started < len(batches):
         left = [job for batch in batches[started:] for job in batch]
-        summary.entries_pending += sum(len(group) for group, retry in left if retry is None)
-        summary.deferred_pages += len(left)
-        if logger is not None:
-            logger.warning("max_run_s reached: %d pages left for the next run (their entries stay queued)", len(left))
+        ctx.tally.add(RunCounts(entries_pending=sum(len(group) for group, retry in left if retry is None),
+                                deferred_pages=len(left)))
+        ctx.logger.warning("max_run_s reached: %d pages left for the next run (their entries stay queued)", len(left))

@@ -13,7 +13,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Sequence
 
 from prefect import task
@@ -21,21 +20,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from flows import progress
-from flows.archive import WarcArchive
 from flows.clock import utc_now
 from flows.conflicts import retrying
+from flows.context import RunContext
 from flows.crashpoints import crash_point
 from flows.fetch import Fetcher, Response
 from flows.pipeline import Job
 from flows.settings import FeedSettings
-from flows.summary import RunSummary
 from transforms.dedupe import plan_entries, sighting
 from transforms.errors import FetchError, ParseError, StageError
 from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, readable_polls, triage_polls
-from transforms.records import FeedEntry, ParsedFeed, failure_of
-from transforms.retries import RetryPolicy
-from transforms.schedule import ScheduleRule, cache_max_age, due_feeds, next_poll
+from transforms.records import FeedEntry, ParsedFeed, RunCounts, failure_of
+from transforms.schedule import cache_max_age, due_feeds, next_poll
 from warehouse import feed_registry, page_loads, queries
 from warehouse.connection import connect
 from warehouse.twophase import alive, is_lake, keyed_dsn
@@ -98,45 +95,34 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
     return await asyncio.to_thread(_parse_all, fetched)
 
 
-@dataclass(frozen=True, slots=True)
-class Leasing:
-    """A lake's workers share the due feeds: each leases them in batches."""
-
-    dsn: str
-    owner: str
-    lease_s: float
-    batch: int
-
-
-async def poll_due(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: dict, *, db_path: Path | str,
-                   run_id: str, started: datetime, policy: RetryPolicy, schedule: ScheduleRule,
-                   summary: RunSummary, archive: WarcArchive | None, logger, all_feeds: bool = False,
-                   leasing: Leasing | None = None) -> frozenset[tuple[str, str]]:
+async def poll_due(ctx: RunContext, feeds: Sequence[FeedSettings], feed_state: dict, *,
+                   all_feeds: bool = False) -> frozenset[tuple[str, str]]:
     """Poll the feeds that are due (all of them with `all_feeds`). Alone
-    (a file), in one go; with `leasing` (a lake), a batch at a time, each
-    leased so that no other worker polls it. Returns, as `poll_feeds`, the
-    (feed, link) of the entries found new."""
+    (a file), in one go; with `ctx.leasing` (a lake), a batch at a time, each
+    leased so that no other worker polls it. Each batch's counts go to the
+    run's tally as it is recorded. Returns, as `poll_feeds`, the (feed, link)
+    of the entries found new."""
+    logger, leasing = ctx.logger, ctx.leasing
     overrides = {f.name: f.interval_min * 60 for f in feeds if f.interval_min is not None}
     polls_at = {n: next_poll(s.next_poll_at, s.last_fetched_at, overrides.get(n)) for n, s in feed_state.items()}
     plan = due_feeds([f.name for f in feeds], {n: s.next_attempt_at for n, s in feed_state.items()}, polls_at,
-                     started, every_feed=all_feeds)
+                     ctx.started, every_feed=all_feeds)
     for name, until in plan.backing_off:
         logger.info("feed %s is backing off until %s", name, until)
     if plan.not_due:
         first = min(plan.not_due, key=lambda item: item[1])
         logger.info("%d feeds not due yet (the next, %s, at %s)", len(plan.not_due), first[0], first[1])
-    summary.feeds_skipped = len(plan.backing_off)
-    summary.feeds_not_due = len(plan.not_due)
+    ctx.tally.add(RunCounts(feeds_skipped=len(plan.backing_off), feeds_not_due=len(plan.not_due)))
     by_name = {f.name: f for f in feeds}
-    common = dict(db_path=db_path, run_id=run_id, policy=policy, schedule=schedule, summary=summary,
-                  archive=archive, logger=logger)
     if leasing is None:
-        return await poll_feeds(fetcher, [by_name[n] for n in plan.due], feed_state, **common)
+        found, counts = await poll_feeds(ctx, [by_name[n] for n in plan.due], feed_state)
+        ctx.tally.add(counts)
+        return found
     from warehouse import leases
 
     # The state read at the start: a feed polled by another worker since is not leased again.
     remaining = [(n, feed_state[n].last_fetched_at if n in feed_state else None) for n in plan.due]
-    found: frozenset[tuple[str, str]] = frozenset()
+    found = frozenset()
     try:
         while remaining:
             names = await asyncio.to_thread(leases.lease_feeds, leasing.dsn, remaining, owner=leasing.owner,
@@ -150,94 +136,96 @@ async def poll_due(fetcher: Fetcher, feeds: Sequence[FeedSettings], feed_state: 
             crash_point("feeds_leased")
             if names:
                 logger.info("leased %d due feeds (%d others due when this run began)", len(names), len(remaining))
-            found |= await poll_feeds(fetcher, [by_name[n] for n in names], feed_state, **common)
+            batch_found, counts = await poll_feeds(ctx, [by_name[n] for n in names], feed_state)
+            found |= batch_found
+            ctx.tally.add(counts)
     finally:
         await asyncio.to_thread(leases.release_feeds, leasing.dsn, leasing.owner)
-    summary.feeds_elsewhere = len(remaining)
+    ctx.tally.add(RunCounts(feeds_elsewhere=len(remaining)))
     if remaining:
         logger.info("%d due feeds were polled by other workers", len(remaining))
     return found
 
 
-async def poll_feeds(fetcher: Fetcher, due: Sequence[FeedSettings], feed_state: dict, *, db_path: Path | str,
-                     run_id: str, policy: RetryPolicy, schedule: ScheduleRule, summary: RunSummary,
-                     archive: WarcArchive | None, logger) -> frozenset[tuple[str, str]]:
+async def poll_feeds(ctx: RunContext, due: Sequence[FeedSettings],
+                     feed_state: dict) -> tuple[frozenset[tuple[str, str]], RunCounts]:
     """Poll these feeds and record, in one transaction, the polls, the
     feeds' new state and next poll, the failures, the sightings of articles
     already held and the new entries (queued in the outbox for
     `work_outbox`). Returns the (feed, link) of the entries it found new,
-    for `work_outbox`."""
+    for `work_outbox`, and what it counted."""
+    run_id = ctx.run_id
     overrides = {f.name: f.interval_min * 60 for f in due if f.interval_min is not None}
     progress.report("feeds", 0, len(due))
     validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
     clock = time.perf_counter()
-    fetched = await fetch_feeds(fetcher, due, quote(validators))
+    fetched = await fetch_feeds(ctx.fetcher, due, quote(validators))
+    archive = ctx.archive
     if archive is not None:
         await asyncio.to_thread(lambda: [archive.write(f.response) for f in fetched
                                          if f.response is not None and f.response.status == 200])
-    summary.fetch_s += time.perf_counter() - clock
+    fetch_s = time.perf_counter() - clock
     crash_point("feeds_fetched")
     clock = time.perf_counter()
     polled = await parse_feeds(quote(fetched))
-    summary.parse_s += time.perf_counter() - clock
+    parse_s = time.perf_counter() - clock
     progress.report("feeds", len(due), len(due))
 
     triage = triage_polls(polled, {n: s.consecutive_failures for n, s in feed_state.items()}, run_id=run_id,
-                          policy=policy, rule=schedule,
+                          policy=ctx.settings.retry.policy(), rule=ctx.settings.schedule.rule(),
                           overrides=overrides,
                           intervals={n: (s.poll_interval_s, s.poll_reason) for n, s in feed_state.items()})
     for poll in polled:
         if poll.error is not None:
-            logger.warning("feed %s failed: %s", poll.name, str(poll.error))
+            ctx.logger.warning("feed %s failed: %s", poll.name, str(poll.error))
     for name, warning in triage.warnings:  # kept in feed_polls.warning and sources.last_warning
-        logger.warning("feed %s is readable but: %s", name, warning)
-    summary.feeds_failed += triage.feeds_failed
-    summary.feeds_ok += triage.feeds_ok
-    summary.feeds_not_modified += triage.feeds_not_modified
+        ctx.logger.warning("feed %s is readable but: %s", name, warning)
     entries = triage.entries
-    summary.entries_seen += len(entries) + triage.entries_rejected
-    summary.entries_failed += triage.entries_rejected
-    summary.add_failures(triage.failures)
 
     crash_point("feeds_parsed")
-    now = utc_now()
+    now = ctx.now()
     clock = time.perf_counter()
     def record():
-        with connect(db_path) as con:
+        with connect(ctx.target) as con:
             plan = plan_entries(entries, queries.select_known_for_entries(con, entries))
             # Entries of articles we already hold need no fetch: only a sighting.
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
             feed_registry.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
-                              queued=[e for group in plan.to_fetch for e in group], sightings=stored,
-                              failures=triage.failures)
+                                       queued=[e for group in plan.to_fetch for e in group], sightings=stored,
+                                       failures=triage.failures)
         return plan, stored
 
     plan, stored = retrying(record)
-    summary.entries_known += len(plan.already_seen)
-    summary.duplicates += len(stored)
-    summary.dedupe_s += time.perf_counter() - clock
+    counts = RunCounts(
+        feeds_failed=triage.feeds_failed, feeds_ok=triage.feeds_ok,
+        feeds_not_modified=triage.feeds_not_modified, entries_seen=len(entries) + triage.entries_rejected,
+        entries_failed=triage.entries_rejected, entries_known=len(plan.already_seen), duplicates=len(stored),
+        fetch_s=fetch_s, parse_s=parse_s, dedupe_s=time.perf_counter() - clock,
+    ) + RunCounts.of_failures(triage.failures)
     crash_point("polls_recorded")
     # Seen (counted) by this run's polls: on a lake another writer polling the
     # same feed may have queued one of these first, under its run.
-    return frozenset((e.source, e.canonical_link) for group in plan.to_fetch for e in group)
+    return frozenset((e.source, e.canonical_link) for group in plan.to_fetch for e in group), counts
 
 
-def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
+def work_outbox(ctx: RunContext, *, extra: Sequence[FeedEntry] = (),
                 unreadable: Sequence[tuple[str, StageError]] = (),
-                polled: frozenset[tuple[str, str]] = frozenset()) -> list[Job]:
+                polled: frozenset[tuple[str, str]] = frozenset()) -> tuple[list[Job], RunCounts]:
     """The page jobs of the run: every entry in the outbox (this run's polls,
     and what a run that died left), grouped by link, then the retries that
     are due. Entries whose article was stored meanwhile become sightings.
     `extra` entries (from WARC files) are planned alongside, never queued:
     their pages are in the files, not on the network. `unreadable` (source,
-    error) pairs are WARC records that could not be read: a failure row each."""
-    now = utc_now()
+    error) pairs are WARC records that could not be read: a failure row each.
+    Returns the jobs and what it counted."""
+    run_id = ctx.run_id
+    now = ctx.now()
     clock = time.perf_counter()
     lost = [failure_of(error, run_id=run_id, source=name, at=now, outcome="not_loaded") for name, error in unreadable]
 
     def work():
-        with connect(db_path) as con:
+        with connect(ctx.target) as con:
             queued = queries.select_outbox(con)
             # Workers of a lake each work what they queued, and what dead runs left:
             # not the entries of another live worker (which would fetch each page twice).
@@ -249,19 +237,17 @@ def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Seque
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
             page_loads.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
-                            failures=lost, run_id=run_id)
+                                  failures=lost, run_id=run_id)
             return queued, mine, plan, stored, queries.select_due_attempts(con, now)
 
     queued, mine, plan, stored, retries = retrying(work)
-    # Seen by this run from the outbox: left by a run that did not finish.
-    summary.entries_seen += sum(queued_by != run_id and (e.source, e.canonical_link) not in polled
-                                for e, queued_by in mine) + len(extra) + len(unreadable)
-    # Polled here, queued, and gone from the outbox already: another writer of
-    # the lake worked them meanwhile. Known to this run, like a link seen before.
-    summary.entries_known += len(polled - {(e.source, e.canonical_link) for e, _ in queued})
-    summary.entries_failed += len(unreadable)
-    summary.add_failures(lost)
-    summary.duplicates += len(stored)
-    summary.entries_known += len(plan.already_seen)
-    summary.dedupe_s += time.perf_counter() - clock
-    return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries]
+    counts = RunCounts(
+        # Seen by this run from the outbox: left by a run that did not finish.
+        entries_seen=sum(queued_by != run_id and (e.source, e.canonical_link) not in polled
+                         for e, queued_by in mine) + len(extra) + len(unreadable),
+        # Polled here, queued, and gone from the outbox already: another writer of
+        # the lake worked them meanwhile. Known to this run, like a link seen before.
+        entries_known=len(polled - {(e.source, e.canonical_link) for e, _ in queued}) + len(plan.already_seen),
+        entries_failed=len(unreadable), duplicates=len(stored), dedupe_s=time.perf_counter() - clock,
+    ) + RunCounts.of_failures(lost)
+    return [(group, None) for group in plan.to_fetch] + [((a.entry,), a) for a in retries], counts

@@ -13,12 +13,14 @@ PostgreSQL is free (`warehouse.twophase.hold_run`).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
+from flows.clock import utc_now
 from flows.conflicts import retrying
+from flows.summary import RunTally
+from transforms.records import RunCounts
 from warehouse import run_rows
 from warehouse.connection import connect
 
@@ -30,24 +32,23 @@ def abandon_dead_runs(con, run_id: str, now: datetime, logger) -> None:
 
 
 @contextmanager
-def recorded_run(db_path: Path, run_id: str, summary: Any, logger) -> Iterator[None]:
+def recorded_run(target: Path | str, run_id: str, tally: RunTally, logger) -> Iterator[None]:
     """Finish the run's row when the block ends: 'completed' when it ran to
     its end, 'failed' with the error on any exception (cancellation too)."""
     try:
         yield
     except BaseException as exc:
         try:
-            _finish(db_path, run_id, summary, "failed", repr(exc))
+            _finish(target, run_id, tally.counts, "failed", repr(exc))
         except Exception as finish_exc:  # the warehouse itself failed: say so, keep the first error
             logger.error("run %s failed (%r) and could not be recorded as failed: %r", run_id, exc, finish_exc)
         raise
-    _finish(db_path, run_id, summary, "completed", None)
+    _finish(target, run_id, tally.counts, "completed", None)
 
 
-def _finish(db_path: Path | str, run_id: str, summary: Any, status: str, error: str | None) -> None:
+def _finish(target: Path | str, run_id: str, counts: RunCounts, status: str, error: str | None) -> None:
     def finish() -> None:
-        with connect(db_path) as con:
-            run_rows.finish_run(con, run_id, finished_at=datetime.now(timezone.utc), status=status,
-                            counts=asdict(summary), error=error)
+        with connect(target) as con:
+            run_rows.finish_run(con, run_id, finished_at=utc_now(), status=status, counts=counts, error=error)
 
     retrying(finish)  # another writer of a lake may be updating its own run's row

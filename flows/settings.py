@@ -151,9 +151,9 @@ class StorySettings(_Strict):
 
     def params(self):
         # Imported here: datasketch costs ~0.4 s, which `newsdesk sql` need not pay.
-        from transforms.fingerprints import DedupeParams
+        from transforms.fingerprints import StoryParams
 
-        return DedupeParams(**self.model_dump())
+        return StoryParams(**self.model_dump())
 
 
 class ArchiveSettings(_Strict):

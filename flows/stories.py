@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.fingerprints import StoryParams, fingerprint
 from transforms.records import Article
 from transforms.stories import StoryRoot, assign_stories, candidate_window
 from warehouse import queries, story_keys
@@ -15,7 +15,7 @@ from warehouse.connection import Connection, connect
 
 
 def cluster_new(con: Connection, articles: Sequence[Article],
-                params: DedupeParams) -> tuple[list[Article], int]:
+                params: StoryParams) -> tuple[list[Article], int]:
     """Give each new article (fingerprinted at extraction) its story. Returns
     the articles ready to load and how many joined an existing story."""
     keys = [k for a in articles if a.fingerprint for k in a.fingerprint.band_keys]
@@ -29,13 +29,13 @@ def cluster_new(con: Connection, articles: Sequence[Article],
     return out, sum(not s.is_root for s in assignments)
 
 
-def cluster_backlog(db: Path, params: DedupeParams, chunk: int = 2_000) -> int:
+def cluster_backlog(target: Path | str, params: StoryParams, chunk: int = 2_000) -> int:
     """Fingerprint the articles that have no fingerprint under the current
     settings, and cluster those that have no story yet (a warehouse from
     before stories existed). Returns how many articles it went through."""
     done = 0
     while True:
-        with connect(db) as con:
+        with connect(target) as con:
             backlog = queries.select_fingerprint_backlog(con, params.scheme, chunk)
             if not backlog:
                 return done

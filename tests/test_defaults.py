@@ -1,5 +1,5 @@
 """Every default is written once: in the settings models. The pure records
-built from them (`RetryPolicy`, `DedupeParams`) have none, and the schedule
+built from them (`RetryPolicy`, `StoryParams`) have none, and the schedule
 of prefect.yaml (read by `prefect deploy`) is the settings' own."""
 
 import dataclasses
@@ -8,12 +8,12 @@ import yaml
 
 from flows.settings import RetrySettings, ScheduleSettings, StorySettings
 from tests.conftest import REPO
-from transforms.fingerprints import DedupeParams
+from transforms.fingerprints import StoryParams
 from transforms.retries import RetryPolicy
 
 
 def test_pure_parameter_records_carry_no_defaults_of_their_own():
-    for record in (RetryPolicy, DedupeParams):
+    for record in (RetryPolicy, StoryParams):
         defaults = [f.name for f in dataclasses.fields(record) if f.default is not dataclasses.MISSING]
         assert defaults == [], f"{record.__name__} repeats defaults of the settings: {defaults}"
 

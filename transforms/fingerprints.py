@@ -44,7 +44,7 @@ def _permutations(num_perm: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
-class DedupeParams:
+class StoryParams:
     """The story rule's parameters. Defaults and validation live in one place,
     `flows.settings.StorySettings`, which builds this."""
 
@@ -79,7 +79,7 @@ def shingles(text: str, size: int) -> set[bytes]:
     return {" ".join(gram).encode() for gram in zip(*(words[i:] for i in range(size)))}
 
 
-def band_keys(values: np.ndarray, params: DedupeParams) -> tuple[int, ...]:
+def band_keys(values: np.ndarray, params: StoryParams) -> tuple[int, ...]:
     keys = []
     for band in range(params.bands):
         chunk = values[band * params.rows:(band + 1) * params.rows]
@@ -88,7 +88,7 @@ def band_keys(values: np.ndarray, params: DedupeParams) -> tuple[int, ...]:
     return tuple(keys)
 
 
-def fingerprint(text: str, params: DedupeParams) -> Fingerprint:
+def fingerprint(text: str, params: StoryParams) -> Fingerprint:
     """Fingerprint of a normalized body. A body without words gets an empty
     one, stored like any other so that it is not fingerprinted again."""
     grams = shingles(text, params.shingle_size)
@@ -106,7 +106,7 @@ class Similarity:
     jaccard: float  # estimated |A∩B| / |A∪B|
     containment: float  # estimated |A∩B| / min(|A|, |B|): near 1 when one is a cut of the other
 
-    def matches(self, params: DedupeParams) -> bool:
+    def matches(self, params: StoryParams) -> bool:
         return self.jaccard >= params.threshold or self.containment >= params.containment
 
 

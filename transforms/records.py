@@ -7,8 +7,9 @@ a record is built once, in a transform, and never patched on the way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
+from typing import Sequence
 
 import numpy as np
 
@@ -239,3 +240,62 @@ class RegistryFeed:
     language: str | None = None
     tags: tuple[str, ...] = ()
     origin: str = "opml"  # 'opml' | 'sources file'
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """What a run, or one unit of its work (a batch of feeds, of pages),
+    counted. The one list of run counters: units return them, the run adds
+    them up (`+`), the `runs` row stores the fields marked stored
+    (`RUN_COLUMNS`, checked against the table by a test), the CLI prints them
+    and the report shows them."""
+
+    feeds_total: int = 0
+    feeds_ok: int = 0
+    feeds_not_modified: int = 0
+    feeds_failed: int = 0
+    feeds_skipped: int = 0  # backing off after failures
+    feeds_not_due: int = 0  # healthy, their next poll later (transforms/schedule.py)
+    feeds_elsewhere: int = 0  # due, but polled by another worker of the lake
+    entries_seen: int = 0
+    entries_known: int = 0  # entries their feed had shown before: skipped
+    entries_failed: int = 0
+    entries_pending: int = 0  # no row yet: retried in a later run
+    articles_new: int = 0
+    articles_from_feed: int = 0
+    duplicates: int = 0  # entries of an article already held (in the warehouse or this run)
+    near_duplicates: int = 0  # of articles_new, joined an existing story
+    failures: int = 0
+    pages_fetched: int = 0
+    retries: int = 0  # pending pages tried again
+    retries_loaded: int = 0  # of which now loaded (new or upgraded)
+    # Pages not started before [pipeline] max_run_s: left for the next run.
+    # Not stored: their entries are in entries_pending.
+    deferred_pages: int = field(default=0, metadata={"stored": False})
+    # Seconds per stage; fetching overlaps extraction, so they add up to more than the wall time.
+    fetch_s: float = 0.0  # feeds and pages over HTTP / from files
+    parse_s: float = 0.0  # feedparser
+    extract_s: float = 0.0  # trafilatura, normalization, fingerprints (worker processes' CPU)
+    dedupe_s: float = 0.0  # duplicate decisions: known-entry lookups, exact duplicates, story clustering
+    load_s: float = 0.0  # the load transactions
+    failure_reasons: dict[str, int] = field(default_factory=dict, metadata={"stored": False})
+
+    def __add__(self, other: RunCounts) -> RunCounts:
+        added = {name: getattr(self, name) + getattr(other, name) for name in _ADDED}
+        reasons = dict(self.failure_reasons)
+        for reason, n in other.failure_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        return RunCounts(**added, failure_reasons=reasons)
+
+    @staticmethod
+    def of_failures(failures: Sequence[Failure]) -> RunCounts:
+        """The `failures` count and `failure_reasons` of these failure rows."""
+        reasons: dict[str, int] = {}
+        for f in failures:
+            reasons[f.reason] = reasons.get(f.reason, 0) + 1
+        return RunCounts(failures=len(failures), failure_reasons=reasons)
+
+
+_ADDED = tuple(f.name for f in fields(RunCounts) if f.name != "failure_reasons")
+# The counts a `runs` row stores, in this order (warehouse/run_rows.py).
+RUN_COLUMNS = tuple(f.name for f in fields(RunCounts) if f.metadata.get("stored", True))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping, Sequence
 
-from transforms.fingerprints import DedupeParams, similarity
+from transforms.fingerprints import StoryParams, similarity
 from transforms.records import Fingerprint, StoryRoot
 
 
@@ -45,11 +45,11 @@ class Assignment:
         return self.duplicate_of is None
 
 
-def _matchable(fp: Fingerprint | None, params: DedupeParams) -> bool:
+def _matchable(fp: Fingerprint | None, params: StoryParams) -> bool:
     return fp is not None and fp.scheme == params.scheme and fp.shingles >= params.min_shingles
 
 
-def candidate_window(first_seen: Sequence[datetime], params: DedupeParams) -> tuple[datetime, datetime] | None:
+def candidate_window(first_seen: Sequence[datetime], params: StoryParams) -> tuple[datetime, datetime] | None:
     """First-seen times of the roots that articles seen at these times may
     join (the warehouse reads only those); None when the window is off."""
     if not params.window_days or not first_seen:
@@ -61,7 +61,7 @@ def candidate_window(first_seen: Sequence[datetime], params: DedupeParams) -> tu
 def assign_stories(
     new: Sequence[tuple[str, Fingerprint | None, datetime]],
     stored: Mapping[int, Sequence[StoryRoot]],
-    params: DedupeParams,
+    params: StoryParams,
 ) -> list[Assignment]:
     """Assign each new article (id, fingerprint, first seen), in the given
     (first-seen) order, to a story.

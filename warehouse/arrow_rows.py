@@ -1,48 +1,74 @@
-"""The Arrow shapes of the records the warehouse loads, and the one INSERT
-every load goes through.
+"""The Arrow shapes of the records the warehouse loads, the one INSERT
+every load goes through, and the reader that turns rows back into records.
 
 Rows travel as Arrow tables (DuckDB loads them ~100x faster than
-executemany), one shape per table, built from the records of
-`transforms.records` by field name. No Python loop issues one INSERT per row.
+executemany), one shape per table. Each shape is derived from its record
+type in `transforms.records` (a column per field, the type from the
+annotation), so a field added to a record is a column of its shape; rows
+read back become records by column name, never by position.
+`tests/warehouse/test_shapes.py` checks each shape against its table.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+import types
+import typing
+from dataclasses import fields
+from datetime import date, datetime
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from transforms.records import FeedPoll, PageAttempt
+from transforms.records import Article, Failure, FeedEntry, FeedPoll, PageAttempt, Sighting
 from warehouse.scopes import registered
-from warehouse.search import queue_articles
 
 TS = pa.timestamp("us", tz="UTC")
 
 
-ARTICLE_SCHEMA = pa.schema([
-    ("article_id", pa.string()), ("url", pa.string()), ("source", pa.string()),
-    ("title", pa.string()), ("author", pa.string()), ("published_at", TS),
-    ("published_date", pa.date32()), ("date_source", pa.string()), ("date_note", pa.string()),
-    ("language", pa.string()), ("body", pa.string()), ("body_source", pa.string()),
-    ("body_note", pa.string()), ("word_count", pa.int32()), ("content_hash", pa.string()),
-    ("first_seen_at", TS), ("run_id", pa.string()), ("extractor", pa.string()),
-    ("story_id", pa.string()), ("duplicate_of", pa.string()), ("story_similarity", pa.float64()),
-    ("warc_file", pa.string()), ("warc_offset", pa.int64()), ("published_raw", pa.string()),
-])
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), bytes: pa.binary(),
+    datetime: TS, date: pa.date32(),
+}
 
 
-SIGHTING_SCHEMA = pa.schema([
-    ("article_id", pa.string()), ("source", pa.string()), ("url", pa.string()),
-    ("canonical_link", pa.string()), ("guid", pa.string()), ("seen_at", TS), ("run_id", pa.string()),
-])
+def _arrow_type(hint: Any) -> pa.DataType:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a nullable X
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return _ARROW_TYPES[hint]
 
 
-FAILURE_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("stage", pa.string()), ("url", pa.string()), ("source", pa.string()),
-    ("reason", pa.string()), ("error", pa.string()), ("at", TS), ("transient", pa.bool_()),
-    ("outcome", pa.string()),
-])
+def shape_of(record: type, *, leave_out: Sequence[str] = ()) -> pa.Schema:
+    """The Arrow schema of a record type: a column per field, in field order,
+    typed from its annotation (`str | None` is a nullable string)."""
+    hints = typing.get_type_hints(record)
+    return pa.schema([(f.name, _arrow_type(hints[f.name])) for f in fields(record) if f.name not in leave_out])
+
+
+T = TypeVar("T")
+
+
+def record_of(record: type[T], row: Mapping[str, Any], **given: Any) -> T:
+    """A record from a row read by column name (`named_rows`); `given` fields
+    are set from elsewhere (a nested record, a value the row lacks)."""
+    return record(**{f.name: given[f.name] if f.name in given else row[f.name] for f in fields(record)})  # type: ignore[arg-type]
+
+
+def named_rows(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The rows of an executed query, as dicts by column name."""
+    names = [d[0] for d in cursor.description or ()]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+ARTICLE_SCHEMA = shape_of(Article, leave_out=("fingerprint",))  # fingerprints: article_fingerprints
+SIGHTING_SCHEMA = shape_of(Sighting)
+FAILURE_SCHEMA = shape_of(Failure)
+FEED_POLL_SCHEMA = shape_of(FeedPoll)
+# The entry_outbox and page_attempts rows each hold a whole FeedEntry.
+ENTRY_SCHEMA = shape_of(FeedEntry)
+ENTRY_COLUMNS = ", ".join(ENTRY_SCHEMA.names)
+OUTBOX_SCHEMA = pa.schema([*ENTRY_SCHEMA, ("run_id", pa.string()), ("queued_at", TS), ("position", pa.int32())])
+ATTEMPT_SCHEMA = pa.schema([*ENTRY_SCHEMA, *shape_of(PageAttempt, leave_out=("entry",))])
 
 
 def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
@@ -62,39 +88,21 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conf
     with registered(con, "_batch", rows):
         result = con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}"
                              + (f' RETURNING "{returning}"' if returning else ""))
-        inserted = {r[0] for r in result.fetchall()} if returning else set()
-        if table == "articles":  # the search index picks them up after the run
-            queue_articles(con, "_batch")
-    return inserted
-
-
-ATTEMPT_SCHEMA = pa.schema([
-    ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
-    ("title", pa.string()), ("author", pa.string()), ("published_at", TS), ("feed_text", pa.string()),
-    ("language", pa.string()), ("published_raw", pa.string()), ("article_id", pa.string()),
-    ("status", pa.string()), ("attempts", pa.int32()),
-    ("last_reason", pa.string()), ("last_error", pa.string()), ("first_failed_at", TS),
-    ("last_attempt_at", TS), ("next_attempt_at", TS),
-])
-
-
-ENTRY_FIELDS = ("source", "canonical_link", "link", "guid", "title", "author", "published_at", "feed_text", "language",
-                 "published_raw")
+        return {r[0] for r in result.fetchall()} if returning else set()
 
 
 def attempts_arrow(attempts: Sequence[PageAttempt]) -> pa.Table:
-    columns = {name: [getattr(a.entry, name) for a in attempts] for name in ENTRY_FIELDS}
-    for name in ATTEMPT_SCHEMA.names[len(ENTRY_FIELDS):]:
+    columns = {name: [getattr(a.entry, name) for a in attempts] for name in ENTRY_SCHEMA.names}
+    for name in ATTEMPT_SCHEMA.names[len(ENTRY_SCHEMA):]:
         columns[name] = [getattr(a, name) for a in attempts]
     return pa.table(columns, schema=ATTEMPT_SCHEMA)
 
 
-OUTBOX_SCHEMA = pa.schema([
-    ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
-    ("title", pa.string()), ("author", pa.string()), ("published_at", TS), ("feed_text", pa.string()),
-    ("language", pa.string()), ("published_raw", pa.string()), ("run_id", pa.string()), ("queued_at", TS),
-    ("position", pa.int32()),
-])
+def outbox_arrow(queued: Sequence[FeedEntry], run_id: str, at: datetime) -> pa.Table:
+    """entry_outbox rows: the entries a run queued, in the order found."""
+    columns: dict[str, list[Any]] = {name: [getattr(e, name) for e in queued] for name in ENTRY_SCHEMA.names}
+    columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
+    return pa.table(columns, schema=OUTBOX_SCHEMA)
 
 
 FINGERPRINT_SCHEMA = pa.schema([
@@ -103,13 +111,6 @@ FINGERPRINT_SCHEMA = pa.schema([
 
 
 BAND_SCHEMA = pa.schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", TS)])
-
-
-FEED_POLL_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", TS), ("status", pa.int32()),
-    ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
-    ("new_entries", pa.int32()), ("warning", pa.string()),
-])
 
 
 def feed_polls_arrow(polls: Sequence[FeedPoll]) -> pa.Table:

@@ -15,12 +15,13 @@ import pyarrow as pa
 
 from transforms.records import Failure, FeedEntry, FeedPoll, RegistryFeed, Sighting, SourceState
 from warehouse.arrow_rows import (
-    ENTRY_FIELDS,
     FAILURE_SCHEMA,
-    OUTBOX_SCHEMA,
     TS,
     feed_polls_arrow,
     insert_rows,
+    named_rows,
+    outbox_arrow,
+    record_of,
     to_arrow,
 )
 from warehouse.page_loads import insert_sightings
@@ -48,12 +49,10 @@ def record_polls(
 
         return lakeload.record_polls(con, run_id=run_id, at=at, states=states, polls=polls, queued=queued,
                                      sightings=sightings, failures=failures)
-    columns = {name: [getattr(e, name) for e in queued] for name in ENTRY_FIELDS}
-    columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
     with transaction(con):
         update_source_states(con, states)
         insert_feed_polls(con, polls)
-        insert_rows(con, "entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
+        insert_rows(con, "entry_outbox", outbox_arrow(queued, run_id, at), "ON CONFLICT DO NOTHING")
         insert_sightings(con, sightings)
         insert_rows(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
 
@@ -166,10 +165,9 @@ def set_tags(con: duckdb.DuckDBPyConnection, tags: dict[str, tuple[str, ...]]) -
 
 def opml_feeds(con: duckdb.DuckDBPyConnection) -> list[RegistryFeed]:
     """The active feeds imported from OPML: polled beside the sources file's."""
-    rows = con.execute("SELECT name, url, title, html_url, language, tags FROM sources "
-                       "WHERE origin = 'opml' AND active ORDER BY name").fetchall()
-    return [RegistryFeed(name=r[0], url=r[1], title=r[2], html_url=r[3], language=r[4], tags=tuple(r[5] or ()))
-            for r in rows]
+    rows = named_rows(con.execute("SELECT name, url, title, html_url, language, tags FROM sources "
+                                  "WHERE origin = 'opml' AND active ORDER BY name"))
+    return [record_of(RegistryFeed, r, tags=tuple(r["tags"] or ())) for r in rows]
 
 
 def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = False) -> tuple[list[str], list[tuple]]:

@@ -23,14 +23,13 @@ from warehouse import twophase
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
     BAND_SCHEMA,
-    ENTRY_FIELDS,
     FAILURE_SCHEMA,
     FINGERPRINT_SCHEMA,
-    OUTBOX_SCHEMA,
     SIGHTING_SCHEMA,
     attempts_arrow,
     feed_polls_arrow,
     insert_rows,
+    outbox_arrow,
     to_arrow,
 )
 from warehouse.lake import KEYED_SCHEMA
@@ -193,12 +192,9 @@ def record_polls(con: duckdb.DuckDBPyConnection, *, run_id: str, at: datetime, s
                  failures: Sequence[Failure]) -> None:
     from warehouse.feed_registry import update_source_states
 
-    columns = {name: [getattr(e, name) for e in queued] for name in ENTRY_FIELDS}
-    columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
-
     def keyed() -> None:
         update_source_states(con, states)
-        insert_rows(con, f"{KEYS}.entry_outbox", pa.table(columns, schema=OUTBOX_SCHEMA), "ON CONFLICT DO NOTHING")
+        insert_rows(con, f"{KEYS}.entry_outbox", outbox_arrow(queued, run_id, at), "ON CONFLICT DO NOTHING")
         _sightings(con, sightings)
 
     twophase.commit_unit(con, kind="polls", run_id=run_id, keyed=keyed,

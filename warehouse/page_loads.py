@@ -79,7 +79,10 @@ def load_batch(
                                    attempts=attempts, upgrades=upgrades, settled=settled, dequeued=dequeued,
                                    run_id=run_id, before_commit=before_commit, between_commits=between_commits)
     with transaction(con):
-        new = insert_rows(con, "articles", to_arrow(articles, ARTICLE_SCHEMA), "ON CONFLICT DO NOTHING", "article_id")
+        rows = to_arrow(articles, ARTICLE_SCHEMA)
+        new = insert_rows(con, "articles", rows, "ON CONFLICT DO NOTHING", "article_id")
+        with registered(con, "_loaded", rows.select(["article_id"])):
+            queue_articles(con, "_loaded")  # the search index picks them up after the run
         insert_sightings(con, sightings)
         insert_rows(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
         insert_rows(con, "page_attempts", attempts_arrow(attempts), """

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from transforms.errors import InputError
 from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, StoryRoot
+from warehouse.arrow_rows import ENTRY_COLUMNS, named_rows, record_of
 from warehouse.scopes import registered
 
 
@@ -144,33 +145,19 @@ def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, FeedState]:
 
 def select_outbox(con: duckdb.DuckDBPyConnection) -> list[tuple[FeedEntry, str]]:
     """Every queued entry with the run that queued it, in the order found."""
-    rows = con.execute("""
-        SELECT source, link, canonical_link, guid, title, author, published_at, feed_text, language, run_id,
-               published_raw
-        FROM entry_outbox ORDER BY queued_at, position
-    """).fetchall()
-    return [(FeedEntry(source=r[0], link=r[1], canonical_link=r[2], guid=r[3], title=r[4], author=r[5],
-                       published_at=r[6], feed_text=r[7], language=r[8], published_raw=r[10]), r[9]) for r in rows]
+    rows = named_rows(con.execute(f"SELECT {ENTRY_COLUMNS}, run_id FROM entry_outbox ORDER BY queued_at, position"))
+    return [(record_of(FeedEntry, r), r["run_id"]) for r in rows]
 
 
 def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 10_000) -> list[PageAttempt]:
     """Pending pages whose next attempt has come, oldest first."""
-    rows = con.execute("""
-        SELECT source, link, canonical_link, guid, title, author, published_at, feed_text, language,
-               article_id, status, attempts, last_reason, last_error, first_failed_at, last_attempt_at, next_attempt_at,
-               published_raw
+    rows = named_rows(con.execute(f"""
+        SELECT {ENTRY_COLUMNS}, article_id, status, attempts, last_reason, last_error, first_failed_at,
+               last_attempt_at, next_attempt_at
         FROM page_attempts WHERE status = 'pending' AND next_attempt_at <= ?
         ORDER BY next_attempt_at LIMIT ?
-    """, [now, limit]).fetchall()
-    return [
-        PageAttempt(
-            entry=FeedEntry(source=r[0], link=r[1], canonical_link=r[2], guid=r[3], title=r[4], author=r[5],
-                            published_at=r[6], feed_text=r[7], language=r[8], published_raw=r[17]),
-            article_id=r[9], status=r[10], attempts=r[11], last_reason=r[12], last_error=r[13],
-            first_failed_at=r[14], last_attempt_at=r[15], next_attempt_at=r[16],
-        )
-        for r in rows
-    ]
+    """, [now, limit]))
+    return [record_of(PageAttempt, r, entry=record_of(FeedEntry, r)) for r in rows]
 
 
 def select_story_roots(

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import duckdb
 
+from transforms.records import RUN_COLUMNS, RunCounts
 from warehouse.scopes import transaction
 from warehouse.twophase import alive, is_lake, keyed_dsn
 
@@ -20,27 +21,19 @@ def start_run(con: duckdb.DuckDBPyConnection, run_id: str, started_at: datetime,
     )
 
 
-RUN_COUNTS = (
-    "feeds_total", "feeds_ok", "feeds_not_modified", "feeds_failed", "entries_seen",
-    "entries_known", "articles_new", "articles_from_feed", "duplicates", "entries_failed",
-    "pages_fetched", "failures", "feeds_skipped", "entries_pending", "retries", "retries_loaded",
-    "near_duplicates", "feeds_not_due", "feeds_elsewhere", "fetch_s", "parse_s", "extract_s", "dedupe_s", "load_s",
-)
-
-
 def finish_run(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
     *,
     finished_at: datetime,
     status: str,
-    counts: dict[str, int],
+    counts: RunCounts,
     error: str | None = None,
 ) -> None:
-    sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
+    sets = ", ".join(f"{name} = ?" for name in RUN_COLUMNS)
     con.execute(
         f"UPDATE runs SET finished_at = ?, status = ?, error = ?, {sets} WHERE run_id = ?",
-        [finished_at, status, error, *(counts.get(name, 0) for name in RUN_COUNTS), run_id],
+        [finished_at, status, error, *(getattr(counts, name) for name in RUN_COLUMNS), run_id],
     )
 
 

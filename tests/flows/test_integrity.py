@@ -268,22 +268,24 @@ def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path
     from datetime import datetime, timezone
 
     from flows.runstate import recorded_run
-    from flows.summary import RunSummary
+    from flows.summary import RunTally
+    from transforms.records import RunCounts
     from warehouse import run_rows
     from warehouse.connection import connect
 
     db = tmp_path / "w.duckdb"
     with connect(db) as con:
         run_rows.start_run(con, "r1", datetime.now(timezone.utc), None)
-    summary = RunSummary(run_id="r1", db=str(db), feeds_total=2, feeds_ok=2, articles_new=7, entries_seen=7)
+    tally = RunTally("r1", str(db))
+    tally.add(RunCounts(feeds_total=2, feeds_ok=2, articles_new=7, entries_seen=7))
     with pytest.raises(RuntimeError, match="index refresh"):
-        with recorded_run(db, "r1", summary, logging.getLogger("test")):
+        with recorded_run(db, "r1", tally, logging.getLogger("test")):
             raise RuntimeError("index refresh: disk full")
     assert query(db, "SELECT status, articles_new, feeds_ok, error LIKE '%index refresh%', finished_at IS NOT NULL "
                      "FROM runs") == [("failed", 7, 2, True, True)]
     with connect(db) as con:
         run_rows.start_run(con, "r2", datetime.now(timezone.utc), None)
-    with recorded_run(db, "r2", RunSummary(run_id="r2", db=str(db)), logging.getLogger("test")):
+    with recorded_run(db, "r2", RunTally("r2", str(db)), logging.getLogger("test")):
         pass
     assert query(db, "SELECT status FROM runs WHERE run_id = 'r2'") == [("completed",)]
 
@@ -291,7 +293,7 @@ def test_a_failure_after_the_loads_marks_the_run_failed_with_its_counts(tmp_path
 def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_path):
     from datetime import datetime, timezone
 
-    from transforms.records import FeedPoll
+    from transforms.records import FeedPoll, RunCounts
     from warehouse import feed_registry, run_rows
     from warehouse.connection import connect
 
@@ -300,7 +302,7 @@ def test_abandoning_keeps_recorded_counts_and_takes_the_rest_from_the_rows(tmp_p
     with connect(db) as con:
         for run in ("dead", "done", "live"):
             run_rows.start_run(con, run, now, None)
-        run_rows.finish_run(con, "done", finished_at=now, status="completed", counts={"articles_new": 3})
+        run_rows.finish_run(con, "done", finished_at=now, status="completed", counts=RunCounts(articles_new=3))
         feed_registry.insert_feed_polls(con, [FeedPoll(run_id="dead", source="a", fetched_at=now, status=200, ok=True,
                                               not_modified=False, error=None, entries=4, new_entries=4),
                                      FeedPoll(run_id="dead", source="b", fetched_at=now, status=None, ok=False,

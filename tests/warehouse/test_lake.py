@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.warehouse.test_warehouse import _batch
-from transforms.records import FeedPoll
+from transforms.records import FeedPoll, RunCounts
 from warehouse import feed_registry, page_loads, run_rows
 from warehouse.connection import connect
 from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES, connect_lake, current_snapshot
@@ -46,7 +46,7 @@ def _file_warehouse(path):
         page_loads.load_batch(con, articles=[art], sightings=[s], failures=[f])
         feed_registry.insert_feed_polls(con, [FeedPoll(run_id="run-1", source="a", fetched_at=NOW, status=200, ok=True,
                                               not_modified=False, error=None, entries=1, new_entries=1)])
-        run_rows.finish_run(con, "run-1", finished_at=NOW, status="completed", counts={"articles_new": 1})
+        run_rows.finish_run(con, "run-1", finished_at=NOW, status="completed", counts=RunCounts(articles_new=1))
     return art
 
 

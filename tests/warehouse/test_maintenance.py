@@ -18,7 +18,7 @@ from flows.cli import app
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import Failure, FeedPoll
+from transforms.records import Failure, FeedPoll, RunCounts
 from warehouse import feed_registry, page_loads, run_rows
 from warehouse.connection import connect
 from warehouse.lake import connect_lake, current_snapshot
@@ -61,7 +61,7 @@ def _small_run(con, i: int, first: int) -> int:
         FeedPoll(run_id=run, source="a", fetched_at=at, status=200, ok=True, not_modified=False, error=None,
                  entries=len(articles), new_entries=len(articles))])
     page_loads.load_batch(con, articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades, run_id=run)
-    run_rows.finish_run(con, run, finished_at=at, status="completed", counts={"articles_new": len(articles)})
+    run_rows.finish_run(con, run, finished_at=at, status="completed", counts=RunCounts(articles_new=len(articles)))
     return first + len(articles)
 
 

@@ -11,7 +11,7 @@ from flows.settings import StorySettings
 from flows.stories import cluster_backlog, cluster_new
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
-from transforms.fingerprints import DedupeParams, fingerprint
+from transforms.fingerprints import StoryParams, fingerprint
 from warehouse import arrow_rows, page_loads, queries
 from warehouse.connection import connect
 from warehouse.schema import MIGRATIONS
@@ -26,7 +26,7 @@ def body(seed: int, n: int = 300) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def article(n: int, text: str, minutes: int = 0, params: DedupeParams = P):
+def article(n: int, text: str, minutes: int = 0, params: StoryParams = P):
     e = entry(source=f"feed{n % 3}", link=f"https://x.example/{n}", canonical_link=f"https://x.example/{n}",
               guid=f"g{n}", feed_text=text)
     a = build_article(e, None, page_problem=None, run_id="r1", now=NOW + timedelta(minutes=minutes))

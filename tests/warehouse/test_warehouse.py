@@ -7,7 +7,7 @@ import pytest
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import Failure, FeedPoll, SourceState
+from transforms.records import Failure, FeedPoll, RunCounts, SourceState
 from warehouse import feed_registry, page_loads, queries, run_rows
 from warehouse.connection import connect
 from warehouse.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
@@ -141,7 +141,7 @@ def test_sources_and_runs(db):
         row = con.execute("SELECT url, language, title, last_status, last_error, consecutive_failures, last_success_at FROM sources").fetchone()
         assert row == ("https://a.example/feed2", "en", "A", 500, "boom", 1, NOW)
         run_rows.start_run(con, "r1", NOW, None)
-        run_rows.finish_run(con, "r1", finished_at=NOW, status="completed", counts={"articles_new": 3})
+        run_rows.finish_run(con, "r1", finished_at=NOW, status="completed", counts=RunCounts(articles_new=3))
         run = queries.select_run(con, "r1")
         assert run["status"] == "completed" and run["articles_new"] == 3 and run["failures"] == 0
 
@@ -206,5 +206,17 @@ def test_views_exist_and_balance(db):
         assert health == (3, 0.667, 0.333, 2.0)
         run_rows.start_run(con, "r1", NOW, None)
         run_rows.finish_run(con, "r1", finished_at=NOW, status="completed",
-                        counts={"entries_seen": 5, "entries_known": 1, "articles_new": 2, "duplicates": 1, "entries_pending": 1})
+                        counts=RunCounts(entries_seen=5, entries_known=1, articles_new=2, duplicates=1, entries_pending=1))
         assert con.execute("SELECT accounted, balanced FROM run_accounting").fetchone() == (5, True)
+
+
+def test_the_runs_columns_are_the_run_counters(db):
+    """One list of run counters (transforms.records.RunCounts): the `runs`
+    table has a column for each stored one, and no count column beyond them."""
+    from transforms.records import RUN_COLUMNS
+
+    with connect(db) as con:
+        columns = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'").fetchall()}
+    lifecycle = {"run_id", "flow_run_id", "started_at", "finished_at", "status", "error", "worker"}
+    assert columns - lifecycle == set(RUN_COLUMNS)
