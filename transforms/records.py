@@ -12,7 +12,7 @@ from datetime import date, datetime
 
 import numpy as np
 
-from transforms.errors import ParseError
+from transforms.errors import NewsdeskError, ParseError
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ class Failure:
     outcome: str = "not_loaded"
 
 
-def failure_of(error, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
+def failure_of(error: NewsdeskError, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
     """The `failures` row of a `transforms.errors.NewsdeskError`."""
     return Failure(run_id=run_id, stage=error.stage, url=error.url, source=source, reason=error.reason,
                    error=error.message, at=at, transient=error.transient, outcome=outcome)
