@@ -8,7 +8,7 @@ executemany), one shape per table, built from the records of
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -20,7 +20,14 @@ from warehouse.search import queue_articles
 TS = pa.timestamp("us", tz="UTC")
 
 
-ARTICLE_SCHEMA = pa.schema([
+def arrow_schema(fields: Iterable[tuple[str, pa.DataType]]) -> pa.Schema:
+    """`pa.schema` of (name, type) pairs. For the type checker: pyarrow's
+    stubs take a union there, against which a list mixing types (string,
+    int32, timestamp) is inferred as list[tuple[str, object]] and refused."""
+    return pa.schema(fields)
+
+
+ARTICLE_SCHEMA = arrow_schema([
     ("article_id", pa.string()), ("url", pa.string()), ("source", pa.string()),
     ("title", pa.string()), ("author", pa.string()), ("published_at", TS),
     ("published_date", pa.date32()), ("date_source", pa.string()), ("date_note", pa.string()),
@@ -32,13 +39,13 @@ ARTICLE_SCHEMA = pa.schema([
 ])
 
 
-SIGHTING_SCHEMA = pa.schema([
+SIGHTING_SCHEMA = arrow_schema([
     ("article_id", pa.string()), ("source", pa.string()), ("url", pa.string()),
     ("canonical_link", pa.string()), ("guid", pa.string()), ("seen_at", TS), ("run_id", pa.string()),
 ])
 
 
-FAILURE_SCHEMA = pa.schema([
+FAILURE_SCHEMA = arrow_schema([
     ("run_id", pa.string()), ("stage", pa.string()), ("url", pa.string()), ("source", pa.string()),
     ("reason", pa.string()), ("error", pa.string()), ("at", TS), ("transient", pa.bool_()),
     ("outcome", pa.string()),
@@ -53,7 +60,7 @@ def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str,
-            returning: str | None = None) -> set:
+            returning: str | None = None) -> set[Any]:
     """Insert the rows; with `returning`, the values of that column in the rows
     actually inserted (not those an ON CONFLICT DO NOTHING skipped)."""
     if rows.num_rows == 0:
@@ -68,7 +75,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conf
     return inserted
 
 
-ATTEMPT_SCHEMA = pa.schema([
+ATTEMPT_SCHEMA = arrow_schema([
     ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
     ("title", pa.string()), ("author", pa.string()), ("published_at", TS), ("feed_text", pa.string()),
     ("language", pa.string()), ("published_raw", pa.string()), ("article_id", pa.string()),
@@ -89,7 +96,7 @@ def attempts_arrow(attempts: Sequence[PageAttempt]) -> pa.Table:
     return pa.table(columns, schema=ATTEMPT_SCHEMA)
 
 
-OUTBOX_SCHEMA = pa.schema([
+OUTBOX_SCHEMA = arrow_schema([
     ("source", pa.string()), ("canonical_link", pa.string()), ("link", pa.string()), ("guid", pa.string()),
     ("title", pa.string()), ("author", pa.string()), ("published_at", TS), ("feed_text", pa.string()),
     ("language", pa.string()), ("published_raw", pa.string()), ("run_id", pa.string()), ("queued_at", TS),
@@ -97,15 +104,15 @@ OUTBOX_SCHEMA = pa.schema([
 ])
 
 
-FINGERPRINT_SCHEMA = pa.schema([
+FINGERPRINT_SCHEMA = arrow_schema([
     ("article_id", pa.string()), ("scheme", pa.string()), ("shingles", pa.int32()), ("signature", pa.binary()),
 ])
 
 
-BAND_SCHEMA = pa.schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", TS)])
+BAND_SCHEMA = arrow_schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", TS)])
 
 
-FEED_POLL_SCHEMA = pa.schema([
+FEED_POLL_SCHEMA = arrow_schema([
     ("run_id", pa.string()), ("source", pa.string()), ("fetched_at", TS), ("status", pa.int32()),
     ("ok", pa.bool_()), ("not_modified", pa.bool_()), ("error", pa.string()), ("entries", pa.int32()),
     ("new_entries", pa.int32()), ("warning", pa.string()),
