@@ -63,7 +63,7 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[Job], file_sources: froze
 
     async def one(group: tuple[FeedEntry, ...], retry: PageAttempt | None) -> PageFetch:
         entry = group[0]
-        if not entry.has_link:  # an item without a link: its article is the feed's text
+        if entry.link is None:  # an item without a link (not has_link): its article is the feed's text
             return PageFetch(group, None, None, retry)
         try:
             resp = await fetcher.get_page(entry.link, allow_file=entry.source in file_sources)
@@ -212,7 +212,9 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
 
     async def load(pages, extracted):
         nonlocal done
-        counts = await load_pages(quote(writer), quote(pages), quote(extracted), run_id, utc_now(), policy, dedupe)
+        # Prefect unwraps quote() arguments; its typing of a task call does not say so.
+        counts = await load_pages(quote(writer), quote(pages), quote(extracted),  # type: ignore[call-overload]
+                                  run_id, utc_now(), policy, dedupe)
         counts.add_to(summary)
         done += len(pages)
         progress.report("pages", done, len(jobs))
@@ -237,6 +239,7 @@ async def run_pages(jobs: Sequence[Job], *, fetcher: Fetcher, pool: ExtractorPoo
             if extracting is not None:
                 await load(*await extracting)
             extracting = current
+        assert extracting is not None  # batches is not empty: the loop ran
         await load(*await extracting)
     finally:
         for future in pending:

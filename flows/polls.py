@@ -171,7 +171,8 @@ async def poll_feeds(fetcher: Fetcher, due: Sequence[FeedSettings], feed_state: 
     progress.report("feeds", 0, len(due))
     validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
     clock = time.perf_counter()
-    fetched = await fetch_feeds(fetcher, due, quote(validators))
+    # Prefect unwraps quote() arguments; its typing of a task call does not say so.
+    fetched = await fetch_feeds(fetcher, due, quote(validators))  # type: ignore[call-overload]
     if archive is not None:
         await asyncio.to_thread(lambda: [archive.write(f.response) for f in fetched
                                          if f.response is not None and f.response.status == 200])
@@ -223,7 +224,7 @@ async def poll_feeds(fetcher: Fetcher, due: Sequence[FeedSettings], feed_state: 
     return frozenset((e.source, e.canonical_link) for group in plan.to_fetch for e in group)
 
 
-def work_outbox(db_path: Path, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
+def work_outbox(db_path: Path | str, *, run_id: str, summary: RunSummary, extra: Sequence[FeedEntry] = (),
                 unreadable: Sequence[tuple[str, NewsdeskError]] = (),
                 polled: frozenset[tuple[str, str]] = frozenset()) -> list[Job]:
     """The page jobs of the run: every entry in the outbox (this run's polls,

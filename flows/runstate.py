@@ -30,7 +30,7 @@ def abandon_dead_runs(con, run_id: str, now: datetime, logger) -> None:
 
 
 @contextmanager
-def recorded_run(db_path: Path, run_id: str, summary: Any, logger) -> Iterator[None]:
+def recorded_run(db_path: Path | str, run_id: str, summary: Any, logger) -> Iterator[None]:
     """Finish the run's row when the block ends: 'completed' when it ran to
     its end, 'failed' with the error on any exception (cancellation too)."""
     try:

@@ -29,7 +29,7 @@ def cluster_new(con: Connection, articles: Sequence[Article],
     return out, sum(not s.is_root for s in assignments)
 
 
-def cluster_backlog(db: Path, params: DedupeParams, chunk: int = 2_000) -> int:
+def cluster_backlog(db: Path | str, params: DedupeParams, chunk: int = 2_000) -> int:
     """Fingerprint the articles that have no fingerprint under the current
     settings, and cluster those that have no story yet (a warehouse from
     before stories existed). Returns how many articles it went through."""
