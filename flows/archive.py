@@ -161,7 +161,8 @@ def warc_source(path: str) -> dict:
 
 
 def warc_input(paths: Sequence[str]) -> WarcInput:
-    entries, where, failures = [], {}, []
+    entries, where = [], {}
+    failures: list[tuple[str, StageError]] = []
     for path in paths:
         resolved = Path(path).expanduser().resolve()
         name = warc_source(path)["name"]

@@ -144,9 +144,11 @@ def ingest(
             check_warehouse_target(target)
         else:  # a new lake is made here, with its data folder; the flow's connections then find it
             from warehouse.lake import connect_lake
-            from warehouse.target import parse_target
+            from warehouse.target import LakeTarget, parse_target
 
-            with connect_lake(parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))):
+            lake = parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
+            assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+            with connect_lake(lake):
                 pass
 
     import asyncio
@@ -211,7 +213,7 @@ def _plain_console_logs() -> None:
                 record.exc_info = record.exc_text = None
             return _format(record)
 
-        handler.format = plain
+        handler.format = plain  # type: ignore[method-assign]  # on purpose: this handler's own format
 
 
 def _print_summary(s: dict) -> None:
@@ -584,9 +586,11 @@ def _open_registry(db: str | None, data_path: str | None = None):
         check_warehouse_target(target)
         return connect(target)
     from warehouse.lake import connect_lake
-    from warehouse.target import parse_target
+    from warehouse.target import LakeTarget, parse_target
 
-    return connect_lake(parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH")))
+    lake = parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
+    assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+    return connect_lake(lake)
 
 
 @feeds_app.command("import")

@@ -39,7 +39,7 @@ DAYS_PER_COPY = 16
 ROWS_PER_COPY = 10_000
 
 
-def export(db: Path, fmt: str, out: Path, since: date | None = None, until: date | None = None) -> tuple[int, Path]:
+def export(db: Path | str, fmt: str, out: Path, since: date | None = None, until: date | None = None) -> tuple[int, Path]:
     """Export the articles published between `since` and `until` (inclusive,
     either open). Returns how many articles, and where they went."""
     if fmt not in FORMATS:
@@ -108,16 +108,16 @@ def _day_groups(counts: list[tuple[date, int]], max_days: int, max_rows: int) ->
     at most `max_days` days and `max_rows` rows; a day bigger than
     `max_rows` is a group of its own."""
     groups: list[tuple[date, date]] = []
-    first = last = None
+    group: tuple[date, date] | None = None  # (first, last) day of the group being filled
     days = rows = 0
     for day, n in counts:
-        if first is not None and (days >= max_days or rows + n > max_rows):
-            groups.append((first, last))
-            first, days, rows = None, 0, 0
-        first = day if first is None else first
-        last, days, rows = day, days + 1, rows + n
-    if first is not None:
-        groups.append((first, last))
+        if group is not None and (days >= max_days or rows + n > max_rows):
+            groups.append(group)
+            group, days, rows = None, 0, 0
+        group = (day if group is None else group[0], day)
+        days, rows = days + 1, rows + n
+    if group is not None:
+        groups.append(group)
     return groups
 
 

@@ -75,6 +75,7 @@ def extract_one(job: ExtractJob, run_id: str, now: datetime, stories: StoryParam
     if job.body is not None:
         if job.content_type in _HTML_TYPES or (job.content_type in _SNIFF_TYPES and looks_like_html(job.body)):
             try:
+                assert job.final_url is not None  # a body comes with the URL it was read from
                 extracted = extract_page(decode_html(job.body, job.charset), job.final_url)
             except StageError as exc:
                 problem = exc
@@ -209,10 +210,12 @@ class ExtractorPool:
             for n, (part, result) in enumerate(zip(slices, parts)):
                 if isinstance(result, BrokenProcessPool):
                     parts[n] = await self._one_by_one(part, run_id, now, stories)
+        done: list[tuple[list[Extracted], float]] = []
         for result in parts:
             if isinstance(result, BaseException):
                 raise result
-        return [item for part, _ in parts for item in part], sum(cpu for _, cpu in parts)
+            done.append(result)
+        return [item for part, _ in done for item in part], sum(cpu for _, cpu in done)
 
     async def _one_by_one(self, jobs: Sequence[ExtractJob], run_id: str, now: datetime,
                           stories: StoryParams) -> tuple[list[Extracted], float]:

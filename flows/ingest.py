@@ -82,7 +82,7 @@ def flow_for(settings: Settings):
     """The `ingest` flow with the task runner the settings ask for."""
     if settings.pipeline.task_runner != "dask":
         return ingest
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner
 
     if settings.pipeline.dask_address:
         runner = DaskTaskRunner(address=settings.pipeline.dask_address)
@@ -90,7 +90,9 @@ def flow_for(settings: Settings):
         workers = settings.pipeline.workers or default_workers()
         runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                                 "dashboard_address": None})
-    return ingest.with_options(task_runner=runner)
+    # prefect-dask subclasses a bare TaskRunner, which the type variable's default makes
+    # TaskRunner[PrefectConcurrentFuture]: not the TaskRunner[PrefectFuture] with_options takes.
+    return ingest.with_options(task_runner=runner)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +112,14 @@ async def _ingest(settings: Settings, target: Path | str, asked: Asked, logger) 
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
     from warehouse.maintenance import writing
-    from warehouse.target import parse_target
+    from warehouse.target import LakeTarget, parse_target
     from warehouse.twophase import hold_run, replay_staged
 
+    lake = parse_target(target)
+    assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
     # writing: no `newsdesk maintain` compacts the lake while the run writes.
-    with writing(parse_target(target).dsn), hold_run(parse_target(target).dsn, run_id):
-        with connect_lake(parse_target(target)) as con:
+    with writing(lake.dsn), hold_run(lake.dsn, run_id):
+        with connect_lake(lake) as con:
             replayed = replay_staged(con)  # what writers that died between their two commits left
         if replayed:
             logger.info("finished %d unit(s) of work that a killed writer had committed to PostgreSQL only",
@@ -187,9 +191,11 @@ async def _context(settings: Settings, target: Path | str, run_id: str, started:
     leasing, shared = None, None
     if not isinstance(target, Path):  # a lake: the due feeds and each host's politeness shared by its workers
         from warehouse.host_turns import HostTurns
-        from warehouse.target import parse_target
+        from warehouse.target import LakeTarget, parse_target
 
-        dsn = parse_target(target).dsn
+        lake = parse_target(target)
+        assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+        dsn = lake.dsn
         leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s,
                           settings.workers.feeds_per_lease, settings.workers.warc_lease_s)
         shared = HostTurns(dsn, leasing.owner, hold_s=settings.fetch.total_timeout_s + 60)

@@ -40,10 +40,12 @@ def maintain(db: str | Path, *, keep_days: int, grace_hours: float,
 
     from warehouse.lake import NewLakeNeedsDataPath, connect_lake
     from warehouse.maintenance import maintain_lake
-    from warehouse.target import parse_target
+    from warehouse.target import LakeTarget, parse_target
 
+    target = parse_target(db)
+    assert isinstance(target, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
     try:
-        with connect_lake(parse_target(db)) as con:
+        with connect_lake(target) as con:
             report = maintain_lake(con, keep_days=keep_days, grace=timedelta(hours=grace_hours), on_step=on_step)
     except NewLakeNeedsDataPath:
         raise NoWarehouse(f"no warehouse in the lake {db}: nothing to maintain") from None
@@ -57,6 +59,7 @@ def _when(at) -> str:
 def describe(done: Maintained, grace_hours: float) -> list[str]:
     """What `newsdesk maintain` prints, and the flow logs."""
     if done.lake is None:
+        assert done.file_bytes is not None  # a file's report: maintain() gives its sizes
         before, after = done.file_bytes
         return [f"checkpointed {done.target}: a DuckDB file keeps no snapshots and no small files "
                 f"({before / 2**20:.1f} MB before, {after / 2**20:.1f} MB after)"]

@@ -5,6 +5,8 @@ call the CLI makes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
 
 from flows.confine import check_run_paths
@@ -30,7 +32,7 @@ def maintain(sources: str | None = None, db: str | None = None, keep_days: int |
     lines = describe(done, grace)
     for line in lines:
         logger.info("%s", line)
-    report = {"target": done.target, "lines": lines}
+    report: dict[str, Any] = {"target": done.target, "lines": lines}
     if done.lake is not None:
         report.update(files_before=done.lake.files_before, files_after=done.lake.files_after,
                       expired=len(done.lake.expired), deleted=len(done.lake.deleted),

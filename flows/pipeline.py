@@ -62,7 +62,7 @@ async def fetch_pages(fetcher: Fetcher, jobs: Sequence[Job], file_sources: froze
 
     async def one(group: tuple[FeedEntry, ...], retry: PageAttempt | None) -> PageFetch:
         entry = group[0]
-        if not entry.has_link:  # an item without a link: its article is the feed's text
+        if entry.link is None:  # an item without a link (not has_link): its article is the feed's text
             return PageFetch(group, None, None, retry)
         try:
             resp = await fetcher.get_page(entry.link, allow_file=entry.source in file_sources)
@@ -211,10 +211,12 @@ async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None
             extracted, cpu_s = await extract_pages(ctx.pool, quote(pages), ctx.run_id, ctx.now(), stories)
         return pages, extracted, cpu_s
 
-    async def load(pages: list[PageFetch], extracted: list[Extracted], cpu_s: float, fetch_s: float) -> None:
+    async def load(extraction: tuple[list[PageFetch], list[Extracted], float], fetch_s: float) -> None:
         nonlocal done
-        counts = await load_pages(quote(ctx.writer), quote(pages), quote(extracted), ctx.run_id, ctx.now(), policy,
-                                  stories)
+        pages, extracted, cpu_s = extraction
+        # Prefect unwraps quote() arguments; its typing of a task call does not say so.
+        counts = await load_pages(quote(ctx.writer), quote(pages), quote(extracted),  # type: ignore[call-overload]
+                                  ctx.run_id, ctx.now(), policy, stories)
         ctx.tally.add(counts + RunCounts(pages_fetched=sum(p.response is not None for p in pages), fetch_s=fetch_s,
                                          extract_s=cpu_s))
         done += len(pages)
@@ -238,10 +240,10 @@ async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None
             current = asyncio.ensure_future(extract(pages))
             pending.add(current)
             if extracting is not None:
-                await load(*await extracting, extracting_fetch_s)
+                await load(await extracting, extracting_fetch_s)
             extracting, extracting_fetch_s = current, fetch_s
         assert extracting is not None  # there was a batch
-        await load(*await extracting, extracting_fetch_s)
+        await load(await extracting, extracting_fetch_s)
     finally:
         for future in pending:
             if not future.done():

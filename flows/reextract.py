@@ -58,7 +58,9 @@ def reextract(db: Path | str, settings: Settings, since: date | None = None,
         job = ExtractJob(entry, response.body, response.content_type, response.charset, response.final_url, None)
         article, problem = extract_one(job, row.run_id, row.first_seen_at, dedupe)
         if article is None or article.body_source != "page":
-            report.kept.append((row.article_id, problem.reason if problem else (article.body_note or "no page text")))
+            # extract_one gives an article or the problem that prevented it, never neither.
+            note = article.body_note if article is not None else None
+            report.kept.append((row.article_id, problem.reason if problem else (note or "no page text")))
             continue
         old = stored[row.article_id]
         article = replace(article, article_id=row.article_id, url=row.url, first_seen_at=old["first_seen_at"],

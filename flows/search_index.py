@@ -247,8 +247,11 @@ def _update(con: Connection, db: str | os.PathLike) -> IndexUpdate:
         return _rebuild_in_run(con, db, damage)
     if is_lake(db):
         upto = store.select_snapshot(con)
+        since = _watermark(path)
+        if since is None:  # gone since in_sync read it (a rebuild elsewhere): rebuild, as in_sync would have said
+            return _rebuild_in_run(con, db, None)
         try:
-            changed = store.select_changed(con, _watermark(path), upto)
+            changed = store.select_changed(con, since, upto)
         except store.ChangesExpired as exc:
             log.warning("search index at %s is older than the lake keeps (%s): rebuilding it", path, exc)
             return _rebuild_in_run(con, db, None)

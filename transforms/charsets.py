@@ -12,6 +12,10 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from charset_normalizer.models import CharsetMatch
 
 BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),  # before UTF-16: FF FE 00 00
@@ -85,7 +89,7 @@ def detect_encoding(body: bytes, language: str | None = None) -> str | None:
     return codec_name(best.encoding)
 
 
-def _language(match) -> str:
+def _language(match: CharsetMatch) -> str:
     # `languages` is empty when the text was too short to tell; `language`
     # then is what the encoding implies (EUC-JP: Japanese).
     return match.languages[0] if match.languages else match.language
@@ -125,8 +129,7 @@ def decode_feed(body: bytes, content_type: str | None = None, language: str | No
         return DecodedFeed(body[size:].decode(name, errors="replace"), name, name, None)
     for marker, name in _XML_SNIFF:
         if body.startswith(marker):
-            text = body.decode(name, errors="replace")
-            return DecodedFeed(text, name, name, None)
+            return DecodedFeed(body.decode(name, errors="replace"), name, name, None)
 
     http_label = header_charset(content_type)
     match = _XML_DECLARATION.match(body[:1024])

@@ -68,7 +68,7 @@ def strip_control_refs(markup: str) -> str:
     feed summary or a whole page. `&#x80;`-`&#x9f;` mean windows-1252 in HTML
     (`&#x9b;` is "›") and become that character. Tab, newline and CR stay."""
 
-    def replace(match: re.Match) -> str:
+    def replace(match: re.Match[str]) -> str:
         code = int(match.group(1), 16) if match.group(1) else int(match.group(2))
         if code in (0x09, 0x0A, 0x0D) or not (code < 0x20 or 0x7F <= code <= 0x9F):
             return match.group()

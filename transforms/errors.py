@@ -14,6 +14,8 @@ recorded, never swallowed: the flow turns each one into a `failures` row.
 
 from __future__ import annotations
 
+from typing import Any
+
 from transforms.controls import strip_controls
 
 
@@ -49,7 +51,7 @@ class StageError(NewsdeskError):
         self.transient = transient
         super().__init__(f"[{self.stage}:{reason}] {url}: {self.message}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross process boundaries (extraction workers): rebuild from
         # the fields, not from the formatted message Exception keeps in args.
         return (self.__class__, (self.url, self.reason, self.message), dict(self.__dict__))

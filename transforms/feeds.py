@@ -19,6 +19,7 @@ import hashlib
 import html
 import re
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping, TypeGuard, cast
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
@@ -32,6 +33,9 @@ from transforms.dedupe import global_guid
 from transforms.errors import ParseError
 from transforms.normalize import canonical_url, normalize_text, normalize_title
 from transforms.records import FeedEntry, ParsedFeed
+
+if TYPE_CHECKING:
+    from dateparser.date import DateDataParser
 
 _BLOCK_TAGS = {
     "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -61,7 +65,8 @@ def html_to_text(fragment: str) -> str:
             el.tail = "\n" + (el.tail or "")
             if el.tag.lower() != "br":
                 el.text = "\n" + (el.text or "")
-    return root.text_content().strip()
+    # lxml-stubs leave fragment_fromstring untyped; an HTML element's text_content() is a str.
+    return cast(str, root.text_content()).strip()
 
 
 def feed_text(value: str | None, content_type: str | None) -> str:
@@ -78,7 +83,7 @@ def feed_text(value: str | None, content_type: str | None) -> str:
     return strip_controls(value).strip()
 
 
-def _field_text(item, name: str) -> str:
+def _field_text(item: Mapping[str, Any], name: str) -> str:
     detail = item.get(f"{name}_detail") or {}
     return feed_text(item.get(name), detail.get("type"))
 
@@ -106,7 +111,7 @@ _DATE_LANGUAGES = [
 _TWELVE_HOUR = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*[ap]\.?\s?m\b", re.I)
 # A complete date has a year: four digits, or two at the end of a numeric date.
 _HAS_YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)|\d{1,2}[./-]\d{1,2}[./-]\d{2}(?!\d)")
-_parser: list = []  # the DateDataParser, made on first use
+_parser: list[DateDataParser] = []  # the DateDataParser, made on first use
 
 
 def parse_date_text(value: str | None) -> datetime | None:
@@ -127,7 +132,7 @@ def parse_date_text(value: str | None) -> datetime | None:
     return found.astimezone(timezone.utc) if found else None
 
 
-def _twelve_hour_handler(value: str):
+def _twelve_hour_handler(value: str) -> tuple[int, ...] | None:
     # Before feedparser's own handlers: its RFC 822 reader drops "PM".
     if not _TWELVE_HOUR.search(value):
         return None
@@ -135,7 +140,7 @@ def _twelve_hour_handler(value: str):
     return found.utctimetuple() if found else None
 
 
-def _any_language_handler(value: str):
+def _any_language_handler(value: str) -> tuple[int, ...] | None:
     found = parse_date_text(value)
     return found.utctimetuple() if found else None
 
@@ -155,7 +160,7 @@ def _register_date_handlers() -> None:
 _register_date_handlers()
 
 
-def _utc(struct) -> datetime | None:
+def _utc(struct: tuple[int, ...] | None) -> datetime | None:
     if not struct:
         return None
     try:
@@ -167,7 +172,7 @@ def _utc(struct) -> datetime | None:
 # -- entries -----------------------------------------------------------------
 
 
-def _entry_text(entry) -> str:
+def _entry_text(entry: Mapping[str, Any]) -> str:
     # content:encoded / atom:content is the full text when a feed carries it;
     # the summary is often a teaser. Take the longest we get.
     candidates = [feed_text(c.get("value"), c.get("type")) for c in entry.get("content", []) or []]
@@ -175,7 +180,7 @@ def _entry_text(entry) -> str:
     return max(candidates, key=len)
 
 
-def _http_url(value: str | None) -> bool:
+def _http_url(value: str | None) -> TypeGuard[str]:
     return bool(value) and urlsplit(value).scheme in ("http", "https")
 
 
@@ -183,8 +188,9 @@ def entry_key(source: str, guid: str | None, title: str | None, date: str | None
     """The identity of an item without a link: its GUID when that is global
     (tag:, urn:), else a hash of the feed with its GUID, or with its title
     and date, so that a rerun finds the same key."""
-    if global_guid(guid):
-        return guid
+    global_key = global_guid(guid)  # the GUID itself when it is global
+    if global_key:
+        return global_key
     parts = ("guid", source, guid) if guid else ("item", source, title or "", date or "")
     return "urn:newsdesk:entry:" + hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:32]
 
@@ -216,8 +222,8 @@ def parse_feed(
 
     warnings = [f"encoding: {decoded.warning}"] if decoded.warning else []
     if parsed.get("bozo"):
-        exc = parsed.get("bozo_exception")
-        bozo = f"{type(exc).__name__}: {exc}" if exc else "ill-formed feed"
+        bozo_exc = parsed.get("bozo_exception")
+        bozo = f"{type(bozo_exc).__name__}: {bozo_exc}" if bozo_exc else "ill-formed feed"
         # Ill-formed and nothing recovered (a truncated response, an HTML
         # error page): a failure to record, not an empty feed.
         if not parsed.entries:
@@ -235,7 +241,7 @@ def parse_feed(
     for item in parsed.entries:
         guid = one_line(item.get("id"))
         # A control in a link is no part of any URL: percent-encoded, as a browser does.
-        link = quote_controls((item.get("link") or "").strip())
+        link: str | None = quote_controls((item.get("link") or "").strip())
         if not link and _http_url(guid):
             link = guid
         title = normalize_title(_field_text(item, "title"))
@@ -299,7 +305,7 @@ def parse_feed(
     )
 
 
-def _positive_int(value) -> int | None:
+def _positive_int(value: object) -> int | None:
     """A count the feed wrote as text (`<ttl> 60 </ttl>`); None if it is no
     positive whole number."""
     try:

@@ -21,6 +21,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 from datasketch import MinHash
@@ -40,7 +41,7 @@ _MINHASH_SCHEME = "affine32"  # datasketch 2's default: uint32 values, bijective
 @lru_cache(maxsize=8)
 def _permutations(num_perm: int) -> np.ndarray:
     """Drawing the permutations costs more than hashing a short article: draw once."""
-    return MinHash(num_perm=num_perm, seed=_SEED, scheme=_MINHASH_SCHEME).permutations
+    return cast(np.ndarray, MinHash(num_perm=num_perm, seed=_SEED, scheme=_MINHASH_SCHEME).permutations)
 
 
 @dataclass(frozen=True, slots=True)

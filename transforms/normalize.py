@@ -10,6 +10,7 @@ import hashlib
 import re
 import unicodedata
 from datetime import date, datetime, time, timezone
+from typing import overload
 from urllib.parse import urlsplit, urlunsplit
 
 import courlan
@@ -172,6 +173,18 @@ _WORD = re.compile(r"\w+")
 
 def word_count(body: str) -> int:
     return len(_WORD.findall(body))
+
+
+@overload
+def to_utc(value: datetime | date) -> datetime: ...
+
+
+@overload
+def to_utc(value: None) -> None: ...
+
+
+@overload
+def to_utc(value: datetime | date | None) -> datetime | None: ...
 
 
 def to_utc(value: datetime | date | None) -> datetime | None:

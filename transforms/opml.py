@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from lxml import etree
@@ -68,17 +68,18 @@ class ImportPlan:
     tags_of_known: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (name, tags this file gives it)
 
 
-def _attr(element, name: str) -> str | None:
+def _attr(element: etree._Element, name: str) -> str | None:
     # Exporters disagree on case (xmlUrl, xmlurl, XMLURL).
     value = element.get(name)
     if value is None:
         lowered = name.lower()
-        value = next((v for k, v in element.attrib.items() if isinstance(k, str) and k.lower() == lowered), None)
+        value = next((v for k, v in element.attrib.items()
+                      if isinstance(k, str) and isinstance(v, str) and k.lower() == lowered), None)
     value = value.strip() if value else None
     return value or None
 
 
-def _child(element, name: str):
+def _child(element: etree._Element, name: str) -> etree._Element | None:
     """The first child of that name, in any letter case and any namespace."""
     return next((c for c in element if isinstance(c.tag, str) and etree.QName(c).localname.lower() == name), None)
 
@@ -118,8 +119,8 @@ def read_opml(data: bytes, *, url: str = "OPML") -> OpmlDocument:
     if not isinstance(root.tag, str) or etree.QName(root).localname.lower() != "opml":
         raise ParseError(url, "not_opml", f"the root element is <{etree.QName(root).localname}>, not <opml>")
     head = _child(root, "head")
-    head_title = None if head is None else _child(head, "title")
-    head_title = None if head_title is None else head_title.text
+    title_element = None if head is None else _child(head, "title")
+    head_title = None if title_element is None else title_element.text
     body = _child(root, "body")
     if body is None:
         raise ParseError(url, "not_opml", "no <body>")
@@ -127,23 +128,25 @@ def read_opml(data: bytes, *, url: str = "OPML") -> OpmlDocument:
     problems: list[Problem] = []
     folders = 0
 
-    def walk(parent, path: tuple[str, ...]) -> None:
+    def walk(parent: etree._Element, path: tuple[str, ...]) -> None:
         nonlocal folders
         for element in parent:
             if not isinstance(element.tag, str) or etree.QName(element).localname.lower() != "outline":
                 continue
             title = _attr(element, "title") or _attr(element, "text")
             feed_url = _attr(element, "xmlUrl")
+            # lxml-stubs declare `sourceline = ...`; lxml gives the line a parsed element starts on.
+            line = cast(int, element.sourceline)
             tags = _unique([*path, *_categories(_attr(element, "category"))])
             if feed_url:
-                outlines.append(Outline(element.sourceline, feed_url, title, _attr(element, "htmlUrl"),
+                outlines.append(Outline(line, feed_url, title, _attr(element, "htmlUrl"),
                                         _attr(element, "language"), tags))
                 walk(element, path + ((title,) if title else ()))  # rare, but some nest feeds in feeds
             elif len(element):
                 folders += 1
                 walk(element, path + ((title,) if title else ()))
             else:
-                problems.append(Problem(element.sourceline,
+                problems.append(Problem(line,
                                         f"outline {title!r} has no xmlUrl: not a feed, skipped"))
 
     walk(body, ())
@@ -263,10 +266,11 @@ def write_opml(feeds: Sequence[RegistryFeed], *, title: str, now: datetime) -> b
     for feed in sorted(feeds, key=lambda f: (f.tags[:1], f.name)):
         parent = body
         if feed.tags:
-            parent = folders.get(feed.tags[0])
-            if parent is None:
-                parent = folders[feed.tags[0]] = etree.SubElement(body, "outline", text=feed.tags[0],
+            folder = folders.get(feed.tags[0])
+            if folder is None:
+                folder = folders[feed.tags[0]] = etree.SubElement(body, "outline", text=feed.tags[0],
                                                                   title=feed.tags[0])
+            parent = folder
         attrs = {"type": "rss", "text": feed.title or feed.name, "title": feed.title or feed.name,
                  "xmlUrl": feed.url}
         if feed.html_url:

@@ -48,10 +48,12 @@ def triage_pages(pages: Sequence[PageOutcome], *, run_id: str, now: datetime) ->
         if article is not None and article.body_source == "page" and page.archived:
             article = replace(article, warc_file=page.archived[0], warc_offset=page.archived[1])
         fell_back = article is not None and article.body_source == "feed"
-        reason = problem.reason if problem else (article.body_note if fell_back else None)
+        reason = problem.reason if problem else (article.body_note if article is not None and fell_back else None)
         if page.retry is not None:
             out.retries += 1
         if reason is None:  # the page body made it
+            if article is None:  # extraction gives an article or the problem that prevented it, never neither
+                raise ValueError(f"page {entry.link}: neither an article nor a problem")
             if page.retry is not None:
                 out.retries_loaded += 1
                 out.settled.extend((e.source, e.canonical_link) for e in page.entries)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from transforms.errors import ParseError
+from transforms.errors import ParseError, StageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +157,7 @@ class Failure:
     outcome: str = "not_loaded"
 
 
-def failure_of(error, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
+def failure_of(error: StageError, *, run_id: str, source: str | None, at: datetime, outcome: str) -> Failure:
     """The `failures` row of a `transforms.errors.StageError`."""
     return Failure(run_id=run_id, stage=error.stage, url=error.url, source=source, reason=error.reason,
                    error=error.message, at=at, transient=error.transient, outcome=outcome)

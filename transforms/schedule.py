@@ -76,10 +76,11 @@ def publisher_floor(hints: FeedHints) -> tuple[int, str] | None:
     asked = []
     if hints.ttl_min and hints.ttl_min > 0:
         asked.append((hints.ttl_min * 60, f"<ttl> {hints.ttl_min} min"))
-    period = _PERIODS.get((hints.update_period or "").strip().lower())
+    update_period = (hints.update_period or "").strip().lower()
+    period = _PERIODS.get(update_period)
     if period:
         frequency = hints.update_frequency if hints.update_frequency and hints.update_frequency > 0 else 1
-        asked.append((period // frequency, f"sy:updatePeriod {hints.update_period.strip().lower()}"
+        asked.append((period // frequency, f"sy:updatePeriod {update_period}"
                       + (f" x{frequency}" if frequency > 1 else "")))
     if hints.max_age_s and hints.max_age_s > 0:
         asked.append((hints.max_age_s, f"Cache-Control max-age {hints.max_age_s} s"))

@@ -26,10 +26,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, TypeGuard
 
 from transforms.fingerprints import StoryParams, similarity
-from transforms.records import Fingerprint, StoryRoot
+from transforms.records import Fingerprint
+from transforms.records import StoryRoot as StoryRoot  # the stored side of assign_stories, imported from here
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class Assignment:
         return self.duplicate_of is None
 
 
-def _matchable(fp: Fingerprint | None, params: StoryParams) -> bool:
+def _matchable(fp: Fingerprint | None, params: StoryParams) -> TypeGuard[Fingerprint]:
     return fp is not None and fp.scheme == params.scheme and fp.shingles >= params.min_shingles
 
 

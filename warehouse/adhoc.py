@@ -58,7 +58,11 @@ def _tokens(sql: str) -> tuple[list[tuple[str, Any]], list[int]]:
     found = duckdb.tokenize(sql)
     # A token's text runs from its offset: a word, or one character of an
     # operator (a comment may follow it before the next token).
-    texts = [(_WORD.match(sql, offset) or _CHAR.match(sql, offset)).group() for offset, _ in found]
+    texts = []
+    for offset, _ in found:
+        match = _WORD.match(sql, offset) or _CHAR.match(sql, offset)
+        assert match is not None  # _CHAR takes any character, and every token starts at one
+        texts.append(match.group())
     return list(zip(texts, (kind for _, kind in found))), [offset for offset, _ in found]
 
 
@@ -127,14 +131,14 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         raise QueryError(f"only read-only queries (SELECT, EXPLAIN SELECT ...) are allowed, not {kind.name}")
 
 
-def _held_bytes(rows: list[tuple]) -> int:
+def _held_bytes(rows: list[tuple[Any, ...]]) -> int:
     # What the rows hold, near enough: the values' own sizes (strings and
     # blobs dominate), not the tuples around them.
     return sum(sys.getsizeof(v) for row in rows for v in row)
 
 
-def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str, tables: dict[str, dict[str, list]] | None = None,
-                 limits: Limits = Limits()) -> tuple[list[str], list[tuple]]:
+def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str, tables: dict[str, dict[str, list[Any]]] | None = None,
+                 limits: Limits = Limits()) -> tuple[list[str], list[tuple[Any, ...]]]:
     """A user's ad hoc SQL, checked by `check_read_only`, interrupted after
     `limits.timeout_s`, its result refused past `limits.max_rows` rows or
     `limits.max_bytes`. `tables` are columns made visible to the statement
@@ -143,15 +147,15 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str, tables: dict[str, dic
     timer = threading.Timer(limits.timeout_s, con.interrupt)
     timer.daemon = True
     with ExitStack() as scopes:
-        for name, columns in (tables or {}).items():
-            scopes.enter_context(registered(con, name, pa.table(columns)))
+        for name, table in (tables or {}).items():
+            scopes.enter_context(registered(con, name, pa.table(table)))
         timer.start()
         try:
             cur = con.execute(sql)
             if cur.description is None:
-                return [], []
+                return [], []  # type: ignore[unreachable]  # duckdb's stubs leave out the None of a result-less cursor
             columns = [d[0] for d in cur.description]
-            rows: list[tuple] = []
+            rows: list[tuple[Any, ...]] = []
             held = 0
             # Few rows at a time at first: one row may be huge, and the size
             # is checked between fetches.

@@ -11,11 +11,11 @@ read back become records by column name, never by position.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
-from dataclasses import fields
 from datetime import date, datetime
-from typing import Any, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -38,11 +38,19 @@ def _arrow_type(hint: Any) -> pa.DataType:
     return _ARROW_TYPES[hint]
 
 
+def arrow_schema(fields: Iterable[tuple[str, pa.DataType]]) -> pa.Schema:
+    """`pa.schema` of (name, type) pairs. For the type checker: pyarrow's
+    stubs take a union there, against which a list mixing types (string,
+    int32, timestamp) is inferred as list[tuple[str, object]] and refused."""
+    return pa.schema(fields)
+
+
 def shape_of(record: type, *, leave_out: Sequence[str] = ()) -> pa.Schema:
     """The Arrow schema of a record type: a column per field, in field order,
     typed from its annotation (`str | None` is a nullable string)."""
     hints = typing.get_type_hints(record)
-    return pa.schema([(f.name, _arrow_type(hints[f.name])) for f in fields(record) if f.name not in leave_out])
+    return arrow_schema([(f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(record)
+                         if f.name not in leave_out])
 
 
 T = TypeVar("T")
@@ -51,7 +59,7 @@ T = TypeVar("T")
 def record_of(record: type[T], row: Mapping[str, Any], **given: Any) -> T:
     """A record from a row read by column name (`named_rows`); `given` fields
     are set from elsewhere (a nested record, a value the row lacks)."""
-    return record(**{f.name: given[f.name] if f.name in given else row[f.name] for f in fields(record)})  # type: ignore[arg-type]
+    return record(**{f.name: given[f.name] if f.name in given else row[f.name] for f in dataclasses.fields(record)})  # type: ignore[arg-type]
 
 
 def named_rows(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -67,8 +75,8 @@ FEED_POLL_SCHEMA = shape_of(FeedPoll)
 # The entry_outbox and page_attempts rows each hold a whole FeedEntry.
 ENTRY_SCHEMA = shape_of(FeedEntry)
 ENTRY_COLUMNS = ", ".join(ENTRY_SCHEMA.names)
-OUTBOX_SCHEMA = pa.schema([*ENTRY_SCHEMA, ("run_id", pa.string()), ("queued_at", TS), ("position", pa.int32())])
-ATTEMPT_SCHEMA = pa.schema([*ENTRY_SCHEMA, *shape_of(PageAttempt, leave_out=("entry",))])
+OUTBOX_SCHEMA = arrow_schema([*ENTRY_SCHEMA, ("run_id", pa.string()), ("queued_at", TS), ("position", pa.int32())])
+ATTEMPT_SCHEMA = arrow_schema([*ENTRY_SCHEMA, *shape_of(PageAttempt, leave_out=("entry",))])
 
 
 def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
@@ -79,7 +87,7 @@ def to_arrow(records: Sequence[Any], schema: pa.Schema) -> pa.Table:
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conflict: str,
-            returning: str | None = None) -> set:
+            returning: str | None = None) -> set[Any]:
     """Insert the rows; with `returning`, the values of that column in the rows
     actually inserted (not those an ON CONFLICT DO NOTHING skipped)."""
     if rows.num_rows == 0:
@@ -105,12 +113,12 @@ def outbox_arrow(queued: Sequence[FeedEntry], run_id: str, at: datetime) -> pa.T
     return pa.table(columns, schema=OUTBOX_SCHEMA)
 
 
-FINGERPRINT_SCHEMA = pa.schema([
+FINGERPRINT_SCHEMA = arrow_schema([
     ("article_id", pa.string()), ("scheme", pa.string()), ("shingles", pa.int32()), ("signature", pa.binary()),
 ])
 
 
-BAND_SCHEMA = pa.schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", TS)])
+BAND_SCHEMA = arrow_schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", TS)])
 
 
 def feed_polls_arrow(polls: Sequence[FeedPoll]) -> pa.Table:

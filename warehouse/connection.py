@@ -19,7 +19,8 @@ from typing import Iterator, Sequence
 import duckdb
 
 from transforms.errors import NewsdeskError, NoWarehouse
-from warehouse.schema import NotAWarehouse, migrate, refuse_foreign
+from warehouse.schema import NotAWarehouse as NotAWarehouse  # raised by connect(), imported from here
+from warehouse.schema import migrate, refuse_foreign
 from warehouse.target import LakeTarget, is_lake, parse_target
 
 # For type hints outside the warehouse, which never imports duckdb itself.
@@ -74,7 +75,7 @@ def _refuse_special(path: Path) -> None:
         raise NotAWarehouse(f"{path} is not a regular file (a FIFO, a device or a socket), not a DuckDB warehouse file")
 
 
-def check_warehouse_file(path: str | os.PathLike) -> None:
+def check_warehouse_file(path: str | os.PathLike[str]) -> None:
     """Refuse a path that exists but cannot be a DuckDB file, without opening
     it (an ingest may hold it): a directory, a FIFO or a device, or a file
     whose header lacks DuckDB's magic bytes. A missing file is fine here:
@@ -108,7 +109,7 @@ def _check_creatable(path: Path) -> None:
     os.unlink(probe)
 
 
-def check_warehouse_target(path: str | os.PathLike) -> None:
+def check_warehouse_target(path: str | os.PathLike[str]) -> None:
     """For the commands that create or write the warehouse (ingest, serve,
     reindex), before they start: check_warehouse_file; a missing file must
     be creatable; an existing one must be a newsdesk warehouse or an empty
@@ -177,7 +178,7 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
 
 
 @contextmanager
-def connect(path: str | os.PathLike, *, read_only: bool = False,
+def connect(path: str | os.PathLike[str], *, read_only: bool = False,
             wait_s: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse, migrated to the current schema when writable.
     Waits up to `wait_s` for a lock held by another process. `path` may
@@ -186,7 +187,9 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
     if is_lake(path):
         from warehouse.lake import connect_lake
 
-        with connect_lake(parse_target(path), read_only=read_only,
+        target = parse_target(path)
+        assert isinstance(target, LakeTarget)  # is_lake(path): parse_target gives a lake
+        with connect_lake(target, read_only=read_only,
                           memory_limit=MEMORY_LIMIT if read_only else WRITER_MEMORY_LIMIT) as con:
             yield con
         return
@@ -215,7 +218,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
 
 
 @contextmanager
-def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.PathLike] = (),
+def connect_sandboxed(path: str | os.PathLike[str], *, allow_read: Sequence[str | os.PathLike[str]] = (),
                       wait_s: float = 30.0, as_of: int | datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse for ad hoc SQL so that nothing can be written
     anywhere: the file read-only, and no file system access at all (no
@@ -224,7 +227,9 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
     locked, so a query cannot switch any of it back. On a lake, `as_of` (a
     snapshot id or a time) reads the lake as it was then."""
     if is_lake(path):
-        with _sandboxed_lake(parse_target(path), allow_read, as_of) as con:
+        target = parse_target(path)
+        assert isinstance(target, LakeTarget)  # is_lake(path): parse_target gives a lake
+        with _sandboxed_lake(target, allow_read, as_of) as con:
             yield con
         return
     if as_of is not None:
@@ -251,7 +256,7 @@ def connect_sandboxed(path: str | os.PathLike, *, allow_read: Sequence[str | os.
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _directories(allow_read: Sequence[str | os.PathLike]) -> list[str]:
+def _directories(allow_read: Sequence[str | os.PathLike[str]]) -> list[str]:
     return [str(Path(d).expanduser().resolve()).rstrip("/") + "/" for d in allow_read]
 
 
@@ -267,7 +272,7 @@ def _lock_down(con: duckdb.DuckDBPyConnection, dirs: list[str]) -> None:
 
 
 @contextmanager
-def _sandboxed_lake(target: LakeTarget, allow_read: Sequence[str | os.PathLike],
+def _sandboxed_lake(target: LakeTarget, allow_read: Sequence[str | os.PathLike[str]],
                     as_of: int | datetime | None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The sandbox of `connect_sandboxed` around a lake attached read-only.
     The lake reads its own data files, so its data folder is allowed
@@ -301,7 +306,7 @@ class Writer:
     after the load, and a reader waiting on the lock gets in before the next
     one opens it again."""
 
-    def __init__(self, path: str | os.PathLike, hold_s: float = 5.0):
+    def __init__(self, path: str | os.PathLike[str], hold_s: float = 5.0):
         self.lake = is_lake(path)
         self.path = Path(path) if not self.lake else path
         self.hold_s = hold_s
@@ -317,8 +322,10 @@ class Writer:
                 from warehouse.lake import connect_lake
 
                 self._lake_scope = ExitStack()
+                target = parse_target(self.path)
+                assert isinstance(target, LakeTarget)  # is_lake(path): parse_target gives a lake
                 self._con = self._lake_scope.enter_context(
-                    connect_lake(parse_target(self.path), memory_limit=WRITER_MEMORY_LIMIT))
+                    connect_lake(target, memory_limit=WRITER_MEMORY_LIMIT))
             try:
                 yield self._con
             except BaseException:
@@ -326,6 +333,7 @@ class Writer:
                 raise
             return
         if self._con is None:
+            assert isinstance(self.path, Path)  # not a lake: __init__ made it a Path
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = _open(self.path, False, 30.0)
             _prepare(self._con)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +17,7 @@ from transforms.records import Failure, FeedEntry, FeedPoll, RegistryFeed, Sight
 from warehouse.arrow_rows import (
     FAILURE_SCHEMA,
     TS,
+    arrow_schema,
     feed_polls_arrow,
     insert_rows,
     named_rows,
@@ -25,6 +26,7 @@ from warehouse.arrow_rows import (
     to_arrow,
 )
 from warehouse.page_loads import insert_sightings
+from warehouse.rows import one_row
 from warehouse.scopes import registered, transaction
 from warehouse.twophase import is_lake
 
@@ -63,7 +65,7 @@ def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll])
     insert_rows(con, "feed_polls", feed_polls_arrow(polls), "")
 
 
-def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict], *, origin: str = "sources file") -> None:
+def upsert_sources(con: duckdb.DuckDBPyConnection, feeds: Iterable[dict[str, Any]], *, origin: str = "sources file") -> None:
     """Register the feeds of the sources file (or a WARC file's pseudo-feed);
     keeps each feed's fetch state. A feed of the sources file is polled
     whatever `feeds remove` said of an OPML feed of that name."""
@@ -103,13 +105,14 @@ def register_feeds(con: duckdb.DuckDBPyConnection, feeds: Sequence[RegistryFeed]
     table = pa.table({name: [getattr(f, name) if name != "tags" else list(f.tags) for f in feeds]
                       for name in _REGISTRY_SCHEMA.names}, schema=_REGISTRY_SCHEMA)
     with registered(con, "_registry", table), transaction(con):
-        before = con.execute("SELECT count(*) FROM sources").fetchone()[0]
+        before: int = one_row(con.execute("SELECT count(*) FROM sources"))[0]
         con.execute(
             "INSERT INTO sources (name, url, title, html_url, language, tags, origin, consecutive_failures, "
             "active, added_at) "
             "SELECT name, url, title, html_url, language, tags, origin, 0, true, now() FROM _registry "
             "ON CONFLICT (name) DO NOTHING")
-        return con.execute("SELECT count(*) FROM sources").fetchone()[0] - before
+        after: int = one_row(con.execute("SELECT count(*) FROM sources"))[0]
+        return after - before
 
 
 def registered_urls(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -170,7 +173,7 @@ def opml_feeds(con: duckdb.DuckDBPyConnection) -> list[RegistryFeed]:
     return [record_of(RegistryFeed, r, tags=tuple(r["tags"] or ())) for r in rows]
 
 
-def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = False) -> tuple[list[str], list[tuple]]:
+def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The registry as `newsdesk feeds list` shows it."""
     cur = con.execute(
         "SELECT name, origin, active, url, tags, last_status, last_error, "
@@ -183,7 +186,7 @@ def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = Fa
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
     if not states:
         return
-    table = pa.Table.from_pylist([dataclasses.asdict(s) for s in states], schema=pa.schema([
+    table = pa.Table.from_pylist([dataclasses.asdict(s) for s in states], schema=arrow_schema([
         ("name", pa.string()), ("fetched_at", TS), ("status", pa.int32()), ("ok", pa.bool_()),
         ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
         ("next_attempt_at", TS), ("warning", pa.string()),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from typing import Any
 
 import psycopg
 
@@ -48,7 +49,7 @@ class HostTurns:
         self.statements = 0
         self.waited_s = 0.0
 
-    async def _execute(self, sql: str, params: list) -> list[tuple]:
+    async def _execute(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         async with self._lock:
             if self._pg is None:
                 self._pg = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
@@ -72,7 +73,7 @@ class HostTurns:
                 WHERE h.host = %s AND h.slot = free.slot RETURNING h.slot
             """, [self._owner, self._hold_s, host, slots, host])
             if rows:
-                slot = rows[0][0]
+                slot: int = rows[0][0]
                 break
             self.waited_s += pause
             await asyncio.sleep(pause * (0.5 + random.random()))

@@ -28,7 +28,8 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from types import ModuleType
+from typing import Any, Iterator
 
 import duckdb
 import duckdb_extension_ducklake
@@ -36,6 +37,7 @@ import duckdb_extension_postgres_scanner
 import psycopg
 
 from transforms.errors import InputError, NewsdeskError, NoWarehouse
+from warehouse.rows import one_row
 from warehouse.schema import migrate
 from warehouse.target import LakeTarget
 
@@ -147,7 +149,7 @@ class NewLakeNeedsDataPath(InputError):
 
 
 @functools.lru_cache(maxsize=1)
-def _file_schema() -> dict:
+def _file_schema() -> dict[str, Any]:
     """Columns, primary keys, indexes and views of the file warehouse at its
     current version, read from an in-memory database the migrations built."""
     con = duckdb.connect()
@@ -244,7 +246,10 @@ def keyed_ddl() -> str:
     return "\n".join(parts)
 
 
-def _extension(module, name: str) -> str:
+def _extension(module: ModuleType, name: str) -> str:
+    if module.__file__ is None:  # a namespace package: no folder to look in
+        raise LakeError(f"the {name} extension for DuckDB {duckdb.__version__} is not installed "
+                        f"({module.__name__} has no files)")
     path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not path.exists():
         raise LakeError(f"the {name} extension for DuckDB {duckdb.__version__} is not installed ({path})")
@@ -265,8 +270,8 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, dsn: str) -> None:
     with pg:
         pg.execute("SELECT pg_advisory_lock(hashtext('newsdesk schema'))")
         try:
-            done = pg.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{KEYED_SCHEMA}.lake_schema"]).fetchone()[0]
-            version = pg.execute(f"SELECT max(version) FROM {KEYED_SCHEMA}.lake_schema").fetchone()[0] if done else None
+            done = one_row(pg.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{KEYED_SCHEMA}.lake_schema"]))[0]
+            version = one_row(pg.execute(f"SELECT max(version) FROM {KEYED_SCHEMA}.lake_schema"))[0] if done else None
             if version is not None and version > LAKE_VERSION:
                 raise LakeError(f"the lake's schema version {version} is newer than this newsdesk ({LAKE_VERSION}); "
                                 "upgrade newsdesk")
@@ -297,13 +302,16 @@ def _kept_snapshots(con: duckdb.DuckDBPyConnection, target: LakeTarget) -> str:
     """The range of snapshots the lake still has, in words, for a message."""
     try:
         con.execute(f"ATTACH {_literal(target.attach)} AS kept (READ_ONLY)")
-        first, last, since, until = con.execute(
+        first, last, since, until = one_row(con.execute(
             "SELECT min(snapshot_id), max(snapshot_id), min(snapshot_time), max(snapshot_time) "
-            "FROM ducklake_snapshots('kept')").fetchone()
+            "FROM ducklake_snapshots('kept')"))
         con.execute("DETACH kept")
     except duckdb.Error as exc:
         return f"snapshots it could not list ({exc})"
-    when = lambda t: t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")  # noqa: E731
+
+    def when(t: datetime) -> str:
+        return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
     return (f"snapshots {first} to {last}, from {when(since)} to {when(until)} "
             "(`newsdesk maintain` expires those older than `[maintenance] keep_days`)")
 
@@ -329,7 +337,7 @@ def _creating(dsn: str, *, writable: bool) -> Iterator[None]:
         yield  # unreachable: the ATTACH says so in its own words
         return
     with pg:
-        if pg.execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL").fetchone()[0]:
+        if one_row(pg.execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL"))[0]:
             yield
             return
         pg.execute("SELECT pg_advisory_lock(hashtext('newsdesk lake create'))")
@@ -380,8 +388,8 @@ def attach(con: duckdb.DuckDBPyConnection, target: LakeTarget, *, read_only: boo
     con.execute("SET pg_use_ctid_scan = false")
     if not read_only and as_of is None:
         _ensure_schema(con, target.dsn)
-    elif not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' AND table_name = 'runs'"
-                         ).fetchone()[0]:
+    elif not one_row(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' "
+                                 "AND table_name = 'runs'"))[0]:
         if as_of is not None:
             raise SnapshotNotKept(f"the lake held no warehouse yet at snapshot {_as_of_words(as_of)}: it keeps "
                                   f"{_kept_snapshots(con, target)}")
@@ -410,4 +418,5 @@ def connect_lake(target: LakeTarget, *, read_only: bool = False, as_of: int | da
 
 
 def current_snapshot(con: duckdb.DuckDBPyConnection) -> int:
-    return con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+    snapshot_id: int = one_row(con.execute("SELECT id FROM lake.current_snapshot()"))[0]
+    return snapshot_id

@@ -13,7 +13,7 @@ batch again against what is now known (the article becomes a duplicate).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import duckdb
 import pyarrow as pa
@@ -26,6 +26,7 @@ from warehouse.arrow_rows import (
     FAILURE_SCHEMA,
     FINGERPRINT_SCHEMA,
     SIGHTING_SCHEMA,
+    arrow_schema,
     attempts_arrow,
     feed_polls_arrow,
     insert_rows,
@@ -74,7 +75,7 @@ def _claim(con: duckdb.DuckDBPyConnection, articles: Sequence[Article], unit: st
         return
     claims = _claims(articles, unit)
     _insert_claims(con, claims)
-    keys = claims["key"].to_pylist()
+    keys = cast(list[str], claims["key"].to_pylist())  # urls and page hashes: never null
     owners = {(kind, key): by for kind, key, by in lookup(
         con, f"SELECT kind, key, claimed_by FROM {KEYS}.article_keys", "key", keys)}
     lost = sorted({key for kind, key in zip(claims["kind"].to_pylist(), keys) if owners.get((kind, key)) != unit})
@@ -217,8 +218,8 @@ def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[st
     stories = pa.table({
         "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
         "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
-    }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
-                         ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+    }, schema=arrow_schema([("article_id", pa.string()), ("story_id", pa.string()),
+                            ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
     twophase.commit_unit(con, kind="stories", run_id="backlog", keyed=keyed,
                          parts=lambda: {"stories": stories, "fingerprints": _fingerprints(fingerprints)})
 

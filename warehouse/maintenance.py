@@ -39,13 +39,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import duckdb
 import psycopg
 
 from transforms.errors import NewsdeskError
 from warehouse.lake import LAKE_TABLES
+from warehouse.rows import one_row
 from warehouse.twophase import keyed_dsn, retryable
 
 # lake_loads too: it is written by every commit.
@@ -87,7 +88,7 @@ def hold_maintenance(dsn: str, wait_s: float = 7200.0) -> Iterator[None]:
     go with the process that holds them."""
     pg = psycopg.connect(dsn, autocommit=True)
     try:
-        if not pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_LOCK]).fetchone()[0]:
+        if not one_row(pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [_LOCK]))[0]:
             raise MaintenanceRunning("another `newsdesk maintain` is running on this lake (its PostgreSQL "
                                      "advisory lock is held); run this one when it has finished")
         pg.execute(f"SET lock_timeout = '{int(wait_s * 1000)}ms'")
@@ -123,8 +124,8 @@ def writing(dsn: str) -> Iterator[None]:
 
 def _files(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Data and delete files each table's current snapshot reads."""
-    return {table: con.execute("SELECT count(*) + count(delete_file) FROM ducklake_list_files('lake', ?)",
-                               [table]).fetchone()[0] for table in TABLES}
+    return {table: one_row(con.execute("SELECT count(*) + count(delete_file) FROM ducklake_list_files('lake', ?)",
+                                       [table]))[0] for table in TABLES}
 
 
 def _lost_race(exc: duckdb.Error) -> bool:
@@ -132,7 +133,8 @@ def _lost_race(exc: duckdb.Error) -> bool:
             or "TransactionContext Error" in str(exc))
 
 
-def _step(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, attempts: int = 10) -> list[tuple]:
+def _step(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None,
+          attempts: int = 10) -> list[tuple[Any, ...]]:
     """One DuckLake maintenance function, in its own transaction; run again
     when its commit failed, which is a race lost to a writer: it starts over
     from the catalog as it is then, nothing of the failed try was kept.
@@ -189,8 +191,8 @@ def maintain_lake(con: duckdb.DuckDBPyConnection, *, keep_days: int, grace: time
             con, "SELECT * FROM ducklake_delete_orphaned_files('lake', older_than => ?)", [_ago(grace)])]
         waiting = len(_step(con, "SELECT * FROM ducklake_cleanup_old_files('lake', dry_run => true, "
                                  "cleanup_all => true)"))
-        kept, oldest_id, oldest_at = con.execute(
-            "SELECT count(*), min(snapshot_id), min(snapshot_time) FROM lake.snapshots()").fetchone()
+        kept, oldest_id, oldest_at = one_row(con.execute(
+            "SELECT count(*), min(snapshot_id), min(snapshot_time) FROM lake.snapshots()"))
         return LakeMaintenance(files_before=before, files_after=_files(con), inlined_rows=inlined,
                                expired=sorted(expired), expired_before=cut, kept=kept,
                                oldest_kept=(oldest_id, oldest_at), deleted=deleted, orphans=orphans,

@@ -19,6 +19,7 @@ import duckdb
 
 from transforms.errors import InputError
 from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES, _file_schema
+from warehouse.rows import one_row
 from warehouse.scopes import transaction
 
 
@@ -44,7 +45,7 @@ _CHECKSUM = ("SELECT count(*), coalesce(sum(md5_number_lower(url || '|' || conte
 
 
 def _checksum(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    count, total = con.execute(_CHECKSUM.format(table=table)).fetchone()
+    count, total = one_row(con.execute(_CHECKSUM.format(table=table)))
     return f"{count}:{int(total) % 2**64:016x}"
 
 
@@ -72,9 +73,9 @@ def _move(con: duckdb.DuckDBPyConnection) -> Moved:
         if source not in {detail for detail, in moved}:
             raise LakeNotEmpty(f"the lake holds another warehouse's articles ({moved[0][0]}, this file's: {source}); "
                                "migrate moves a warehouse into an empty lake")
-        return Moved({}, con.execute("SELECT count(*) FROM lake.main.articles").fetchone()[0],
+        return Moved({}, one_row(con.execute("SELECT count(*) FROM lake.main.articles"))[0],
                      source, _checksum(con, "lake.main.articles"), already=True)
-    held = {t: con.execute(f"SELECT count(*) FROM lake.main.{t}").fetchone()[0] for t in LAKE_TABLES}
+    held = {t: one_row(con.execute(f"SELECT count(*) FROM lake.main.{t}"))[0] for t in LAKE_TABLES}
     if any(held.values()):
         busy = ", ".join(f"{t} ({n})" for t, n in held.items() if n)
         raise LakeNotEmpty(f"the lake holds data already ({busy}); migrate moves a warehouse into an empty lake")
@@ -87,7 +88,7 @@ def _move(con: duckdb.DuckDBPyConnection) -> Moved:
         for table in KEYED_TABLES:
             cols = _columns(table)
             con.execute(f"INSERT INTO keys.{KEYED_SCHEMA}.{table} ({cols}) SELECT {cols} FROM src.main.{table}")
-            counts[table] = con.execute(f"SELECT count(*) FROM src.main.{table}").fetchone()[0]
+            counts[table] = one_row(con.execute(f"SELECT count(*) FROM src.main.{table}"))[0]
         # What the file answers from its articles' indexes: an article by its
         # canonical URL or any entry link it was sighted under, by the hash
         # of a page body (the first article of that hash).
@@ -117,7 +118,7 @@ def _move(con: duckdb.DuckDBPyConnection) -> Moved:
             order = {"articles": " ORDER BY first_seen_at, article_id", "runs": " ORDER BY started_at",
                      "feed_polls": " ORDER BY fetched_at", "failures": ' ORDER BY "at"'}.get(table, "")
             con.execute(f"INSERT INTO lake.main.{table} ({cols}) SELECT {cols} FROM src.main.{table}{order}")
-            counts[table] = con.execute(f"SELECT count(*) FROM src.main.{table}").fetchone()[0]
+            counts[table] = one_row(con.execute(f"SELECT count(*) FROM src.main.{table}"))[0]
         con.execute("INSERT INTO lake.main.lake_loads (load_id, kind, \"at\", detail) VALUES (?, 'migrate', ?, ?)",
                     [uuid.uuid4().hex, datetime.now(timezone.utc), _checksum(con, "src.main.articles")])
     return Moved(counts, counts["articles"], _checksum(con, "src.main.articles"),

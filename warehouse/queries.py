@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import duckdb
@@ -12,6 +12,7 @@ import pyarrow as pa
 from transforms.errors import InputError
 from transforms.records import FeedEntry, Fingerprint, KnownKeys, PageAttempt, StoryRoot
 from warehouse.arrow_rows import ENTRY_COLUMNS, named_rows, record_of
+from warehouse.rows import one_row
 from warehouse.scopes import registered
 
 
@@ -37,7 +38,7 @@ _ARTICLES_BY_HASH = {
 
 
 def lookup(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Iterable[Any],
-           chunk: int = 500) -> list[tuple]:
+           chunk: int = 500) -> list[tuple[Any, ...]]:
     """Rows of `select ... WHERE column IN (values)`, the values bound as
     constants, `chunk` at a time.
 
@@ -52,7 +53,7 @@ def lookup(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Ite
     (2048) rows match, hence chunks of 500 keys: room for a key that
     matches a few rows (a link seen in several feeds)."""
     distinct = list(dict.fromkeys(v for v in values if v is not None))
-    rows: list[tuple] = []
+    rows: list[tuple[Any, ...]] = []
     for start in range(0, len(distinct), chunk):
         part = distinct[start:start + chunk]
         rows += con.execute(f"{select} WHERE {column} IN ({', '.join('?' * len(part))})", part).fetchall()
@@ -232,8 +233,8 @@ def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limi
     # Every run asks; almost always there is none. Fingerprints are one per
     # article (article_id is their key) and articles are never deleted, so
     # equal counts mean no backlog, without an anti-join over the history.
-    missing = con.execute("SELECT (SELECT count(*) FROM articles) "
-                          "- (SELECT count(*) FROM article_fingerprints WHERE scheme = ?)", [scheme]).fetchone()[0]
+    missing = one_row(con.execute("SELECT (SELECT count(*) FROM articles) "
+                                  "- (SELECT count(*) FROM article_fingerprints WHERE scheme = ?)", [scheme]))[0]
     if missing <= 0:
         return []
     rows = con.execute("""
@@ -249,7 +250,7 @@ class QueryError(InputError):
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
-            tables: dict[str, dict[str, list]] | None = None) -> tuple[list[str], list[tuple]]:
+            tables: dict[str, dict[str, list[Any]]] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one statement; returns column names and rows. `tables` are
     columns made visible to the statement under their names (search hits)."""
     with ExitStack() as scopes:
@@ -260,7 +261,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from exc
         if cur.description is None:
-            return [], []
+            return [], []  # type: ignore[unreachable]  # duckdb's stubs leave out the None of a result-less cursor
         try:
             return [d[0] for d in cur.description], cur.fetchall()
         except duckdb.Error as exc:
@@ -288,7 +289,7 @@ class ArchivedArticle(NamedTuple):
     published_raw: str | None  # the feed's date when it could not be read
 
 
-def select_archived_articles(con: duckdb.DuckDBPyConnection, since=None, source: str | None = None) -> list[ArchivedArticle]:
+def select_archived_articles(con: duckdb.DuckDBPyConnection, since: date | None = None, source: str | None = None) -> list[ArchivedArticle]:
     """Articles whose page body came from an archived response, oldest first."""
     rows = con.execute("""
         SELECT a.article_id, a.url, a.source, a.title, a.author, a.published_at, a.date_source, a.first_seen_at,
@@ -338,7 +339,7 @@ def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[s
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def select_recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> tuple[list[str], list[tuple]]:
+def select_recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> tuple[list[str], list[tuple[Any, ...]]]:
     return run_sql(con, """
         SELECT run_id, started_at, status, round(epoch(finished_at - started_at), 1) AS wall_s,
                feeds_ok || '/' || feeds_total AS feeds, entries_seen, articles_new, duplicates, near_duplicates,

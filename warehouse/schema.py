@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from transforms.errors import InputError, NewsdeskError
+from warehouse.rows import one_row
 from warehouse.scopes import transaction
 
 _V1 = """
@@ -467,7 +468,7 @@ def refuse_foreign(con: duckdb.DuckDBPyConnection) -> None:
     database is another program's."""
     names = foreign_tables(con)
     if names:
-        path = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0]
+        path = one_row(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"))[0]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         raise NotAWarehouse(f"{path} is not a newsdesk warehouse: a DuckDB file with tables of its own ({shown}) "
                             f"and no newsdesk schema_migrations; it was left unchanged")
@@ -478,7 +479,8 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, description VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
     )
-    return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+    version: int = one_row(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0]
+    return version
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from transforms.errors import NewsdeskError
 from warehouse.queries import lookup
+from warehouse.rows import one_row
 from warehouse.scopes import snapshot, transaction
 
 # What the index needs of an article.
@@ -40,7 +41,7 @@ class Queued(NamedTuple):
 def select_queued(con: duckdb.DuckDBPyConnection) -> Queued:
     """The current version of every queued article (one read transaction)."""
     with snapshot(con):
-        upto = con.execute("SELECT coalesce(max(seq), 0) FROM search_queue").fetchone()[0]
+        upto = one_row(con.execute("SELECT coalesce(max(seq), 0) FROM search_queue"))[0]
         ids = [r[0] for r in con.execute("SELECT DISTINCT article_id FROM search_queue WHERE seq <= ?",
                                          [upto]).fetchall()]
         names = [name.strip() for name in INDEX_COLUMNS.split(",")]
@@ -63,7 +64,7 @@ def begin_rebuild(con: duckdb.DuckDBPyConnection, rows_per_batch: int = 2_000) -
     record batches read in the same snapshot (streamed: memory stays bounded).
     The caller ends the snapshot with `end_rebuild`."""
     con.begin()
-    upto = con.execute("SELECT coalesce(max(seq), 0) FROM search_queue").fetchone()[0]
+    upto = one_row(con.execute("SELECT coalesce(max(seq), 0) FROM search_queue"))[0]
     reader = con.execute(f"SELECT {INDEX_COLUMNS} FROM articles").to_arrow_reader(rows_per_batch)
     return upto, iter(reader)
 
@@ -94,7 +95,8 @@ def select_hit_rows(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) 
 # feed. There is no queue: any machine's index catches up from its own mark.
 
 def select_snapshot(con: duckdb.DuckDBPyConnection) -> int:
-    return con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+    snapshot_id: int = one_row(con.execute("SELECT id FROM lake.current_snapshot()"))[0]
+    return snapshot_id
 
 
 class ChangesExpired(NewsdeskError):
@@ -109,7 +111,7 @@ def select_changed(con: duckdb.DuckDBPyConnection, since: int, upto: int) -> lis
         return []
     names = [name.strip() for name in INDEX_COLUMNS.split(",")]
     try:
-        oldest = con.execute("SELECT min(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+        oldest = one_row(con.execute("SELECT min(snapshot_id) FROM lake.snapshots()"))[0]
     except duckdb.Error as exc:
         raise ChangesExpired(str(exc)) from None
     if oldest is None or oldest > since:

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Fingerprint
-from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, insert_rows
+from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, arrow_schema, insert_rows
 from warehouse.queries import lookup
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
@@ -89,8 +89,8 @@ def save_stories(
             stories = pa.table({
                 "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
                 "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
-            }, schema=pa.schema([("article_id", pa.string()), ("story_id", pa.string()),
-                                 ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
+            }, schema=arrow_schema([("article_id", pa.string()), ("story_id", pa.string()),
+                                    ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
             with registered(con, "_stories", stories):
                 con.execute("""
                     UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,

@@ -49,11 +49,11 @@ class LakeTarget:
 Target = FileTarget | LakeTarget
 
 
-def is_lake(value: str | os.PathLike | None) -> bool:
+def is_lake(value: str | os.PathLike[str] | None) -> bool:
     return value is not None and str(value).startswith(LAKE_PREFIX)
 
 
-def parse_target(value: str | os.PathLike, data_path: str | os.PathLike | None = None) -> Target:
+def parse_target(value: str | os.PathLike[str], data_path: str | os.PathLike[str] | None = None) -> Target:
     """A lake for `ducklake:postgres:...`, else the file at that path.
     `data_path` (a folder, or an object-storage URL passed to DuckDB as it
     is) only matters to a lake."""

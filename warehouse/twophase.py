@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from transforms.errors import NewsdeskError
 from warehouse.lake import KEYED_SCHEMA
+from warehouse.rows import one_row
 from warehouse.scopes import registered, transaction
 
 STAGED = f"keys.{KEYED_SCHEMA}.staged_loads"
@@ -58,11 +59,12 @@ def retryable(exc: BaseException) -> bool:
 
 def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether `con` is a lake connection (warehouse.lake.attach)."""
-    return bool(con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'keys'").fetchone()[0])
+    return bool(one_row(con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'keys'"))[0])
 
 
 def keyed_dsn(con: duckdb.DuckDBPyConnection) -> str:
-    return con.execute("SELECT path FROM duckdb_databases() WHERE database_name = 'keys'").fetchone()[0]
+    dsn: str = one_row(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = 'keys'"))[0]
+    return dsn
 
 
 def _to_ipc(table: pa.Table) -> bytes:
@@ -163,8 +165,7 @@ def _apply(con: duckdb.DuckDBPyConnection, load_id: str, kind: str, parts: dict[
     for attempt in range(attempts):
         try:
             with transaction(con):
-                if con.execute("SELECT count(*) FROM lake.main.lake_loads WHERE load_id = ?",
-                               [load_id]).fetchone()[0]:
+                if one_row(con.execute("SELECT count(*) FROM lake.main.lake_loads WHERE load_id = ?", [load_id]))[0]:
                     return False
                 for name in _ORDER:
                     if name in parts and parts[name].num_rows:
@@ -229,7 +230,7 @@ def alive(dsn: str, run_ids: Sequence[str]) -> set[str]:
     with psycopg.connect(dsn, autocommit=True) as pg:
         for run_id in run_ids:
             key = f"newsdesk run {run_id}"
-            if pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]).fetchone()[0]:
+            if one_row(pg.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key]))[0]:
                 pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
             else:
                 live.add(run_id)
