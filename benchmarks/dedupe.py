@@ -6,7 +6,7 @@
    (tokenize, shingle, MinHash, band keys) over 800-word articles cut from
    the real bodies of tests/data/extraction.
 2. Candidate lookup per new article against histories of N stored story
-   roots: the warehouse join on band keys (`queries.select_story_roots`)
+   roots: the warehouse join on band keys (`story_rows.select_story_roots`)
    plus the decision (`transforms.stories.assign_stories`), for batches of
    new articles of which a quarter are copies of stored ones. The history is
    synthetic: random signatures and band keys (a band key is a hash, so a
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from flows.settings import StorySettings  # noqa: E402
 from transforms.fingerprints import fingerprint  # noqa: E402
 from transforms.stories import assign_stories  # noqa: E402
-from warehouse import queries  # noqa: E402
+from warehouse import story_rows  # noqa: E402
 from warehouse.connection import connect  # noqa: E402
 
 EXTRACTION = ROOT / "tests" / "data" / "extraction"
@@ -115,7 +115,7 @@ def lookup(db: Path, batches: list[list[tuple[str, object]]]) -> tuple[list[floa
         for batch in batches:
             started = time.perf_counter()
             keys = [k for _, f in batch for k in f.band_keys]
-            stored = queries.select_story_roots(con, keys, P.scheme, None)
+            stored = story_rows.select_story_roots(con, keys, P.scheme, None)
             now = datetime.now(timezone.utc)
             assignments = assign_stories([(a, f, now) for a, f in batch], stored, P)
             per_article_ms.append((time.perf_counter() - started) * 1000 / len(batch))

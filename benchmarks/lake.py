@@ -31,7 +31,7 @@ benchmarks/run.py and benchmarks/scale.py, whose machinery this reuses.
 4. Commits per second of 1, 2 and 4 writer processes to one new lake, each
    with its own connection, each committing `--commits` batches of
    `--articles` synthetic articles (with fingerprints, sightings) through
-   warehouse.page_loads.load_batch wrapped in flows.conflicts.retrying, as the
+   warehouse.article_rows.load_batch wrapped in flows.conflicts.retrying, as the
    flow wraps its loads; retries counted; directly and behind a 10 ms proxy
    (tests/latency_proxy.py) in front of PostgreSQL.
 
@@ -112,8 +112,8 @@ def writer_child(target: str, writer: int, commits: int, per_commit: int) -> Non
     from flows.settings import StorySettings
     from transforms.fingerprints import fingerprint
     from transforms.records import Article, Sighting
+    from warehouse.article_rows import load_batch
     from warehouse.connection import connect
-    from warehouse.page_loads import load_batch
 
     params = StorySettings().params()  # the defaults a run fingerprints with
     words = ("harbour council budget river bridge school market railway festival museum hospital library "
@@ -355,7 +355,7 @@ def profile(b: Bench, label: str, db: str, sources: Path) -> dict:
 
 def band_lookup_cost(lake_db: str) -> tuple[float, float, int]:
     """ms to look up 2,000 stored band keys in the lake's story_bands the way
-    a run does (warehouse.queries.lookup through DuckDB's postgres scanner),
+    a run does (warehouse.lookups.lookup through DuckDB's postgres scanner),
     then the same with the scanner's ctid-range split turned off; and the
     table's pages. The scanner splits a scan into one query per
     pg_pages_per_task pages (1,000), each a TID range scan that filters
@@ -363,7 +363,7 @@ def band_lookup_cost(lake_db: str) -> tuple[float, float, int]:
     import psycopg
 
     from warehouse.connection import connect
-    from warehouse.queries import lookup
+    from warehouse.lookups import lookup
     from warehouse.target import parse_target
 
     # As autovacuum leaves it a minute after a large load (the runs above

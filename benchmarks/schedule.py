@@ -3,7 +3,7 @@
     python benchmarks/schedule.py [--feeds 100000] [--entries 30]
 
 1. Registering the feeds of a sources file (`feed_registry.upsert_sources`).
-2. Reading every feed's state (`queries.select_feed_state`) and deciding
+2. Reading every feed's state (`feed_registry.select_feed_state`) and deciding
    which are due (`transforms.schedule.due_feeds`), with a tenth due.
 3. Scheduling the polled feeds: `transforms.polls.triage_polls` over parsed
    feeds of `--entries` dated entries each (the interval per feed), then
@@ -28,7 +28,7 @@ from transforms.polls import PolledFeed, triage_polls  # noqa: E402
 from transforms.records import FeedEntry, ParsedFeed  # noqa: E402
 from transforms.retries import RetryPolicy  # noqa: E402
 from transforms.schedule import ScheduleRule, due_feeds  # noqa: E402
-from warehouse import feed_registry, queries  # noqa: E402
+from warehouse import feed_registry  # noqa: E402
 from warehouse.connection import connect  # noqa: E402
 from warehouse.scopes import transaction  # noqa: E402
 
@@ -78,7 +78,7 @@ def main() -> None:
                 feed_registry.update_source_states(con, triage.states)
         _timed("store state and next poll (update_source_states)", store)
 
-        state = _timed("read every feed's state (select_feed_state)", lambda: queries.select_feed_state(con))
+        state = _timed("read every feed's state (select_feed_state)", lambda: feed_registry.select_feed_state(con))
         later = now + timedelta(minutes=30)
         due = _timed("decide which are due in 30 min (due_feeds)", lambda: due_feeds(
             names, {n: s.next_attempt_at for n, s in state.items()}, {n: s.next_poll_at for n, s in state.items()},

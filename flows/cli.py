@@ -70,7 +70,7 @@ def _reporting(failed: str = "error", *, run: bool = False):
     user's input, 1 for a failure). With `run`, whatever escapes is a failed
     run (exit 1): the flow has recorded it."""
     from transforms.errors import NewsdeskError
-    from warehouse.queries import QueryError
+    from warehouse.adhoc import QueryError
 
     try:
         yield
@@ -443,7 +443,7 @@ def runs(
     """List recent ingest runs from the warehouse, newest first."""
     from flows.settings import default_db
     from warehouse.connection import connect
-    from warehouse.queries import select_recent_runs
+    from warehouse.run_rows import select_recent_runs
 
     with _reporting():
         with connect(default_db(db), read_only=True) as con:

@@ -41,7 +41,7 @@ from flows.stories import cluster_backlog
 from flows.summary import RunTally
 from transforms.records import RunCounts
 from transforms.reports import run_report
-from warehouse import feed_registry, queries, run_rows
+from warehouse import feed_registry, run_rows
 from warehouse.connection import Writer, check_warehouse_target, connect
 
 
@@ -138,7 +138,7 @@ async def _run(settings: Settings, target: Path | str, run_id: str, asked: Asked
             feed_registry.upsert_sources(con, [warc_source(p) for p in asked.warc], origin="warc")
             # We hold the ingest lock (on a lake: other runs' locks are checked): other 'running' rows are dead.
             abandon_dead_runs(con, run_id, started, logger)
-            return queries.select_feed_state(con), ([] if asked.warc else feed_registry.opml_feeds(con))
+            return feed_registry.select_feed_state(con), ([] if asked.warc else feed_registry.opml_feeds(con))
 
     feed_state, registry = retrying(begin)  # writers of a lake register the same feeds at once
     # The feeds polled: the sources file's and the OPML feeds of the registry (`newsdesk feeds import`).
@@ -165,7 +165,7 @@ async def _run(settings: Settings, target: Path | str, run_id: str, asked: Asked
                 logger.warning("the search index could not be read (%s): rebuilt it from the warehouse, "
                                "%d articles in %.1f s", refreshed.damage, refreshed.articles, refreshed.seconds)
             crash_point("indexing")
-            per_feed = queries.select_run_feeds(con, run_id)
+            per_feed = run_rows.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
             await acreate_markdown_artifact(markdown=run_report(tally.as_dict(), per_feed), key="newsdesk-run",
                                             description=f"newsdesk ingest into {target}")

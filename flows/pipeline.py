@@ -35,7 +35,7 @@ from transforms.fingerprints import StoryParams
 from transforms.pages import PageOutcome, plan_attempts, triage_pages
 from transforms.records import FeedEntry, PageAttempt, RunCounts
 from transforms.retries import RetryPolicy
-from warehouse import page_loads, queries
+from warehouse import article_rows, lookups
 from warehouse.connection import Writer
 
 Job = tuple[tuple[FeedEntry, ...], PageAttempt | None]  # entries sharing one link; the retry it is, if one
@@ -122,7 +122,7 @@ def _settle_batch(writer: Writer, pages: Sequence[PageFetch], extracted: Sequenc
                            for p, (article, problem) in zip(pages, extracted)], run_id=run_id, now=now)
     started = time.perf_counter()
     with writer.session() as con:
-        known = queries.select_known_articles(con, [a.url for _, a in triage.built],
+        known = lookups.select_known_articles(con, [a.url for _, a in triage.built],
                                               [a.content_hash for _, a in triage.built])
         resolved = resolve_duplicates(triage.built, known, run_id=run_id, now=now)
         articles, near_duplicates = cluster_new(con, resolved.articles, stories)
@@ -131,7 +131,7 @@ def _settle_batch(writer: Writer, pages: Sequence[PageFetch], extracted: Sequenc
         loading = time.perf_counter()
         # Every entry of a new page is settled by this batch (an article, a
         # sighting, a failure or a pending retry): it leaves the outbox with it.
-        page_loads.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
+        article_rows.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
                               attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
                               dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None
                                         for e in p.entries],

@@ -33,7 +33,7 @@ from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, readable_polls, triage_polls
 from transforms.records import FeedEntry, ParsedFeed, RunCounts, failure_of
 from transforms.schedule import cache_max_age, due_feeds, next_poll
-from warehouse import feed_registry, page_loads, queries
+from warehouse import article_rows, feed_registry, lookups, outbox
 from warehouse.connection import connect
 from warehouse.twophase import alive, is_lake, keyed_dsn
 
@@ -188,7 +188,7 @@ async def poll_feeds(ctx: RunContext, due: Sequence[FeedSettings],
     clock = time.perf_counter()
     def record():
         with connect(ctx.target) as con:
-            plan = plan_entries(entries, queries.select_known_for_entries(con, entries))
+            plan = plan_entries(entries, lookups.select_known_for_entries(con, entries))
             # Entries of articles we already hold need no fetch: only a sighting.
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
@@ -227,19 +227,19 @@ def work_outbox(ctx: RunContext, *, extra: Sequence[FeedEntry] = (),
 
     def work():
         with connect(ctx.target) as con:
-            queued = queries.select_outbox(con)
+            queued = outbox.select_outbox(con)
             # Workers of a lake each work what they queued, and what dead runs left:
             # not the entries of another live worker (which would fetch each page twice).
             others = {queued_by for _, queued_by in queued if queued_by != run_id}
             live = alive(keyed_dsn(con), sorted(others)) if others and is_lake(con) else set()
             mine = [(e, queued_by) for e, queued_by in queued if queued_by not in live]
             entries = [e for e, _ in mine] + list(extra)
-            plan = plan_entries(entries, queries.select_known_for_entries(con, entries, outbox=False))
+            plan = plan_entries(entries, lookups.select_known_for_entries(con, entries, outbox=False))
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
-            page_loads.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
+            article_rows.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
                                   failures=lost, run_id=run_id)
-            return queued, mine, plan, stored, queries.select_due_attempts(con, now)
+            return queued, mine, plan, stored, outbox.select_due_attempts(con, now)
 
     queued, mine, plan, stored, retries = retrying(work)
     counts = RunCounts(

@@ -14,7 +14,7 @@ from flows.extraction import ExtractJob, extract_one
 from flows.fetch import Response
 from flows.settings import Settings
 from transforms.records import Article, FeedEntry
-from warehouse import page_loads, queries
+from warehouse import article_rows
 from warehouse.connection import connect
 
 # What extraction decides; identity, feed, first sighting and story are kept.
@@ -37,8 +37,8 @@ def reextract(db: Path | str, settings: Settings, since: date | None = None,
     dedupe = settings.stories.params()
     report = ReextractReport()
     with connect(db, read_only=True) as con:
-        archived = queries.select_archived_articles(con, since, source)
-        stored = queries.select_articles(con, [a.article_id for a in archived])
+        archived = article_rows.select_archived_articles(con, since, source)
+        stored = article_rows.select_articles(con, [a.article_id for a in archived])
     updates: list[Article] = []
     for row in archived:
         report.articles += 1
@@ -71,6 +71,6 @@ def reextract(db: Path | str, settings: Settings, since: date | None = None,
             updates.append(article)
     if updates:
         with connect(db) as con:
-            page_loads.apply_reextraction(con, updates)
+            article_rows.apply_reextraction(con, updates)
             search_index.update(con, db)
     return report

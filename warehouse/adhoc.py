@@ -20,12 +20,12 @@ import sys
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import duckdb
 import pyarrow as pa
 
-from warehouse.queries import QueryError
+from transforms.errors import InputError
 from warehouse.scopes import registered
 
 # Statement types that only read. DESCRIBE, SHOW, SUMMARIZE, PRAGMA
@@ -35,6 +35,10 @@ _QUERY = duckdb.StatementType.SELECT
 _EXPLAIN = duckdb.StatementType.EXPLAIN
 _WORD = re.compile(r"\w+")
 _CHAR = re.compile(r".", re.DOTALL)
+
+
+class QueryError(InputError):
+    """A user's SQL failed (syntax, unknown column, write on a read-only file)."""
 
 
 class QueryTimeout(QueryError):
@@ -178,3 +182,22 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str, tables: dict[str, dic
             raise QueryError(str(exc)) from exc
         finally:
             timer.cancel()
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
+            tables: dict[str, dict[str, list[Any]]] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one statement; returns column names and rows. `tables` are
+    columns made visible to the statement under their names (search hits)."""
+    with ExitStack() as scopes:
+        for name, columns in (tables or {}).items():
+            scopes.enter_context(registered(con, name, pa.table(columns)))
+        try:
+            cur = con.execute(sql, params or [])
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
+        if cur.description is None:
+            return [], []  # type: ignore[unreachable]  # duckdb's stubs leave out the None of a result-less cursor
+        try:
+            return [d[0] for d in cur.description], cur.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc

@@ -130,6 +130,6 @@ def marks(values: Sequence[Any]) -> str:
 
 
 def chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
-    """Key lists of at most `size` (see `warehouse.queries.lookup`)."""
+    """Key lists of at most `size` (see `warehouse.lookups.lookup`)."""
     for start in range(0, len(values), size):
         yield values[start:start + size]

@@ -1,14 +1,14 @@
 """The feed registry and what polls teach it: the feeds of the sources file,
 their fetch state (validators, backoff), one row per poll, and the new
 entries a poll queues in the outbox, in the transaction that stores the
-validators they stand for.
+validators they stand for; and each feed's state as the next run reads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -25,7 +25,7 @@ from warehouse.arrow_rows import (
     record_of,
     to_arrow,
 )
-from warehouse.page_loads import insert_sightings
+from warehouse.article_rows import insert_sightings
 from warehouse.rows import one_row
 from warehouse.scopes import registered, transaction
 from warehouse.twophase import is_lake
@@ -218,3 +218,21 @@ def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[Source
             FROM _states AS s
             WHERE sources.name = s.name
         """)
+
+
+class FeedState(NamedTuple):
+    etag: str | None
+    last_modified: str | None
+    next_attempt_at: datetime | None
+    consecutive_failures: int
+    next_poll_at: datetime | None
+    poll_interval_s: int | None
+    poll_reason: str | None
+    last_fetched_at: datetime | None
+
+
+def select_feed_state(con: duckdb.DuckDBPyConnection) -> dict[str, FeedState]:
+    """What the last polls left per feed: validators for conditional GET,
+    backoff, the schedule."""
+    rows = con.execute("SELECT name, " + ", ".join(FeedState._fields) + " FROM sources").fetchall()
+    return {name: FeedState(*rest) for name, *rest in rows}

@@ -1,5 +1,5 @@
-"""Loads into a lake: what `warehouse.page_loads`, `feed_registry` and
-`story_keys` do in one file transaction,
+"""Loads into a lake: what `warehouse.article_rows`, `feed_registry` and
+`story_rows` do in one file transaction,
 as one unit of `warehouse.twophase` (keyed state in PostgreSQL, the bulk in
 the lake).
 
@@ -34,7 +34,7 @@ from warehouse.arrow_rows import (
     to_arrow,
 )
 from warehouse.lake import KEYED_SCHEMA
-from warehouse.queries import lookup
+from warehouse.lookups import lookup
 from warehouse.scopes import registered
 
 KEYS = f"keys.{KEYED_SCHEMA}"
@@ -205,7 +205,7 @@ def record_polls(con: duckdb.DuckDBPyConnection, *, run_id: str, at: datetime, s
 
 def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[str, Fingerprint]],
                  assignments: Sequence[tuple[str, str, str | None, float | None]]) -> None:
-    """The backlog's stories and fingerprints (see warehouse.story_keys.save_stories)."""
+    """The backlog's stories and fingerprints (see warehouse.story_rows.save_stories)."""
     ids = [a for a, _ in fingerprints]
     first_seen = dict(lookup(con, "SELECT article_id, first_seen_at FROM lake.main.articles", "article_id", ids))
     new_roots = {a for a, story, _, _ in assignments if story == a}
@@ -225,7 +225,7 @@ def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[st
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
-    """See warehouse.page_loads.apply_reextraction: a new body's page hash is
+    """See warehouse.article_rows.apply_reextraction: a new body's page hash is
     claimed (unless another article has it), a root's band keys replaced."""
     unit = twophase.new_unit()
     ids = [a.article_id for a in articles]

@@ -1,14 +1,17 @@
 """The run lifecycle: a run's row is written 'running' when it starts and
-ends 'completed', 'failed' or, found dead by a later run, 'abandoned'.
+ends 'completed', 'failed' or, found dead by a later run, 'abandoned'; and
+the reads of runs (`newsdesk runs`, a run's per-feed report).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import duckdb
 
 from transforms.records import RUN_COLUMNS, RunCounts
+from warehouse.adhoc import run_sql
 from warehouse.scopes import transaction
 from warehouse.twophase import alive, is_lake, keyed_dsn
 
@@ -75,3 +78,46 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
             WHERE status = 'running' AND run_id IN (SELECT unnest(?::VARCHAR[]))
         """, [at, dead])
     return dead
+
+
+def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    columns, rows = run_sql(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    return dict(zip(columns, rows[0])) if rows else None
+
+
+def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """Per feed, what one run did: poll status, entries, new articles, duplicates, failures."""
+    # A run's rows are all stamped after it started, and tables are appended
+    # in time order: a constant lower bound on the time lets DuckDB skip every
+    # older row group on its min/max, where run_id alone (random) would read
+    # the whole column. An hour of slack covers a clock stepped back mid-run.
+    started = con.execute("SELECT started_at FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    since = started[0] - timedelta(hours=1) if started else datetime.min.replace(tzinfo=timezone.utc)
+    cur = con.execute("""
+        WITH new AS (SELECT source, count(*) AS n FROM articles
+                     WHERE run_id = $r AND first_seen_at >= $since GROUP BY 1),
+             seen AS (SELECT source, count(*) AS n FROM article_sightings
+                      WHERE run_id = $r AND seen_at >= $since GROUP BY 1),
+             fails AS (SELECT source, count(*) AS n FROM failures WHERE run_id = $r AND "at" >= $since GROUP BY 1)
+        SELECT p.source, p.status, p.ok, p.not_modified, p.entries, p.new_entries,
+               coalesce(new.n, 0) AS articles_new,
+               greatest(coalesce(seen.n, 0) - coalesce(new.n, 0), 0) AS duplicates,
+               coalesce(fails.n, 0) AS failures, p.error, p.warning
+        FROM feed_polls p
+        LEFT JOIN new ON new.source = p.source
+        LEFT JOIN seen ON seen.source = p.source
+        LEFT JOIN fails ON fails.source = p.source
+        WHERE p.run_id = $r AND p.fetched_at >= $since
+        ORDER BY p.source
+    """, {"r": run_id, "since": since})
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def select_recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> tuple[list[str], list[tuple[Any, ...]]]:
+    return run_sql(con, """
+        SELECT run_id, started_at, status, round(epoch(finished_at - started_at), 1) AS wall_s,
+               feeds_ok || '/' || feeds_total AS feeds, entries_seen, articles_new, duplicates, near_duplicates,
+               entries_pending AS pending, failures, flow_run_id
+        FROM runs ORDER BY started_at DESC LIMIT ?
+    """, [limit])

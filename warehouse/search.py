@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from transforms.errors import NewsdeskError
-from warehouse.queries import lookup
+from warehouse.lookups import lookup
 from warehouse.rows import one_row
 from warehouse.scopes import snapshot, transaction
 

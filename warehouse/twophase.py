@@ -109,9 +109,9 @@ def _keep_revisions(con: duckdb.DuckDBPyConnection, reason: str, changed: str) -
 
 
 def _upgrade(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
-    """The page body replaces a feed-text body (see warehouse.page_loads._upgrade,
+    """The page body replaces a feed-text body (see warehouse.article_rows._upgrade,
     the file's version): the old version is kept as a revision."""
-    from warehouse.page_loads import UPGRADE_SET  # page_loads imports this module
+    from warehouse.article_rows import UPGRADE_SET  # article_rows imports this module
 
     with registered(con, "_part", rows):
         _keep_revisions(con, "upgrade", "a.body_source = 'feed' AND a.content_hash <> u.content_hash")
@@ -131,7 +131,7 @@ def _stories(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
 
 def _reextract(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """What re-extraction decides replaces the stored (see
-    warehouse.page_loads.apply_reextraction): a changed body is kept as a revision."""
+    warehouse.article_rows.apply_reextraction): a changed body is kept as a revision."""
     with registered(con, "_part", rows):
         _keep_revisions(con, "reextract", "a.content_hash <> u.content_hash")
         con.execute("""

@@ -56,8 +56,8 @@ def run_ingest(sources: Path, db: Path, *, all_feeds: bool = False) -> dict:
 
 
 def query(db: Path, sql: str, params=None) -> list[tuple]:
+    from warehouse.adhoc import run_sql
     from warehouse.connection import connect
-    from warehouse.queries import run_sql
 
     with connect(db, read_only=True) as con:
         return run_sql(con, sql, params)[1]

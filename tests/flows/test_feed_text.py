@@ -10,7 +10,7 @@ import pytest
 from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
 from transforms.reports import run_report
 from warehouse.connection import connect
-from warehouse.queries import select_run_feeds
+from warehouse.run_rows import select_run_feeds
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

@@ -423,7 +423,7 @@ def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
 
     from tests.transforms.test_articles import entry
     from transforms.articles import build_article
-    from warehouse import page_loads
+    from warehouse import article_rows
     from warehouse.connection import connect
 
     db = tmp_path / "w.duckdb"
@@ -434,7 +434,7 @@ def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
                   feed_text=f"Article number {n}. " + "Words of the article. " * 50)
         articles.append(build_article(e, None, page_problem=None, run_id="r", now=datetime(2026, 3, 5, tzinfo=timezone.utc)))
     with connect(db) as con:
-        page_loads.load_batch(con, articles=articles)
+        article_rows.load_batch(con, articles=articles)
     out = tmp_path / "out"
     env = cli_env(tmp_path)
     args = [str(NEWSDESK), "export", "--format", "parquet", "--out", str(out), "--db", str(db)]

@@ -11,7 +11,7 @@ from flows.settings import StorySettings
 from tests.warehouse.profiling import Profiled, rows_scanned
 from transforms.fingerprints import fingerprint
 from transforms.records import Article, Sighting
-from warehouse import page_loads, queries
+from warehouse import article_rows, lookups, run_rows
 from warehouse.connection import connect
 
 ROWS = 250_000
@@ -70,7 +70,7 @@ def test_a_lookup_reads_its_keys_not_the_column(big, tmp_path, select, column, t
     with connect(big, read_only=True) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         found = []
-        scanned = rows_scanned(con, lambda: found.extend(queries.lookup(con, select, column, stored + missing,
+        scanned = rows_scanned(con, lambda: found.extend(lookups.lookup(con, select, column, stored + missing,
                                                                         chunk=80)))
         position = 0 if column in ("url", "content_hash", "article_id") else 1
         assert sorted(r[position] for r in found) == sorted(stored)
@@ -91,7 +91,7 @@ def test_a_full_chunk_of_keys_is_still_index_probes(big, tmp_path):
     with connect(big, read_only=True) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         found = []
-        scanned = rows_scanned(con, lambda: found.extend(queries.lookup(con, select, column, keys)))
+        scanned = rows_scanned(con, lambda: found.extend(lookups.lookup(con, select, column, keys)))
     assert len(found) == 500 and scanned[table] <= 500, scanned
 
 
@@ -107,7 +107,7 @@ def test_the_run_report_reads_the_runs_row_groups_not_the_history(big, tmp_path)
     with connect(big, read_only=True) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         report = []
-        scanned = rows_scanned(con, lambda: report.extend(queries.select_run_feeds(con, "r")))
+        scanned = rows_scanned(con, lambda: report.extend(run_rows.select_run_feeds(con, "r")))
     # A run's rows are stamped after it started (less an hour of slack for
     # the clock): those of feed7 among the last 70 minutes of seconds.
     expected = sum(1 for i in range(ROWS) if i % 50 == 7 and i >= ROWS - 1 - 70 * 60)
@@ -128,7 +128,7 @@ def test_an_upgrade_reads_its_articles_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute("UPDATE articles SET body_source = 'feed' WHERE article_id IN (?, ?)", targets)
         con.execute("CHECKPOINT")
-        stored = queries.select_articles(con, targets)
+        stored = article_rows.select_articles(con, targets)
     texts = {t: " ".join(f"w{n}-{i}" for i in range(200)) for n, t in enumerate(targets)}
     pages = [Article(article_id=t, url=stored[t]["url"], source=stored[t]["source"], title="t", author=None,
                      published_at=stored[t]["published_at"], published_date=stored[t]["published_date"],
@@ -139,7 +139,7 @@ def test_an_upgrade_reads_its_articles_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         profiled = Profiled(con)
-        page_loads.load_batch(profiled, upgrades=pages)
+        article_rows.load_batch(profiled, upgrades=pages)
         assert sorted(con.execute("SELECT article_id, body, body_source FROM articles WHERE body_source = 'page' "
                                   "AND article_id IN (?, ?)", targets).fetchall()) == sorted(
             (t, texts[t], "page") for t in targets)
@@ -173,7 +173,7 @@ def test_a_batch_load_reads_its_keys_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         profiled = Profiled(con)
-        page_loads.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
+        article_rows.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == ROWS + 40
         assert con.execute("SELECT article_id, run_id FROM article_sightings WHERE canonical_link = ?",
                            [again.canonical_link]).fetchall() == [(_md5("7")[:20], "r")]

@@ -19,7 +19,7 @@ from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
 from transforms.records import Failure, FeedPoll, RunCounts
-from warehouse import feed_registry, page_loads, run_rows
+from warehouse import article_rows, feed_registry, run_rows
 from warehouse.connection import connect
 from warehouse.lake import connect_lake, current_snapshot
 from warehouse.maintenance import TABLES, MaintenanceRunning, hold_maintenance, maintain_lake, writing
@@ -60,7 +60,7 @@ def _small_run(con, i: int, first: int) -> int:
     feed_registry.record_polls(con, run_id=run, at=at, states=[], queued=[], polls=[
         FeedPoll(run_id=run, source="a", fetched_at=at, status=200, ok=True, not_modified=False, error=None,
                  entries=len(articles), new_entries=len(articles))])
-    page_loads.load_batch(con, articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades, run_id=run)
+    article_rows.load_batch(con, articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades, run_id=run)
     run_rows.finish_run(con, run, finished_at=at, status="completed", counts=RunCounts(articles_new=len(articles)))
     return first + len(articles)
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO
 from transforms.records import Article, FeedEntry, PageAttempt
-from warehouse import queries
+from warehouse import outbox
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
     ATTEMPT_SCHEMA,
@@ -68,8 +68,8 @@ def test_rows_read_back_are_the_records_written(tmp_path):
     with connect(tmp_path / "w.duckdb") as con:
         insert_rows(con, "entry_outbox", outbox_arrow(entries, "run-1", NOW), "")
         insert_rows(con, "page_attempts", attempts_arrow([attempt]), "")
-        assert queries.select_outbox(con) == [(entries[0], "run-1"), (entries[1], "run-1")]
-        assert queries.select_due_attempts(con, NOW) == [attempt]
+        assert outbox.select_outbox(con) == [(entries[0], "run-1"), (entries[1], "run-1")]
+        assert outbox.select_due_attempts(con, NOW) == [attempt]
 
 
 def test_docs_schema_sql_is_the_current_schema():

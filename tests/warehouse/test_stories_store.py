@@ -12,7 +12,7 @@ from flows.stories import cluster_backlog, cluster_new
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.fingerprints import StoryParams, fingerprint
-from warehouse import arrow_rows, page_loads, queries
+from warehouse import arrow_rows, article_rows, story_rows
 from warehouse.connection import connect
 from warehouse.schema import MIGRATIONS
 
@@ -35,7 +35,7 @@ def article(n: int, text: str, minutes: int = 0, params: StoryParams = P):
 
 def load_clustered(con, articles, params=P):
     clustered, near = cluster_new(con, articles, params)
-    page_loads.load_batch(con, articles=clustered)
+    article_rows.load_batch(con, articles=clustered)
     return clustered, near
 
 
@@ -50,14 +50,14 @@ def test_candidates_come_from_a_band_key_join_and_only_roots_are_indexed(tmp_pat
         # Two roots with 42 band keys each; the member adds a fingerprint, no keys.
         assert con.execute("SELECT count(*), count(DISTINCT story_id) FROM story_bands").fetchone() == (2 * P.bands, 2)
         assert con.execute("SELECT count(*) FROM article_fingerprints").fetchone()[0] == 3
-        roots = queries.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme, None)
+        roots = story_rows.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme, None)
         assert {r.story_id for rs in roots.values() for r in rs} == {first[0].article_id}
         assert {r.first_seen_at for rs in roots.values() for r in rs} == {first[0].first_seen_at}
         # Signatures of another scheme are never candidates.
-        assert queries.select_story_roots(con, list(copy.fingerprint.band_keys), "other", None) == {}
+        assert story_rows.select_story_roots(con, list(copy.fingerprint.band_keys), "other", None) == {}
         # Nor are roots first seen outside the window asked for.
         later = (NOW + timedelta(days=31), NOW + timedelta(days=40))
-        assert queries.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme, later) == {}
+        assert story_rows.select_story_roots(con, list(copy.fingerprint.band_keys), P.scheme, later) == {}
         row = con.execute("SELECT story_id, articles, sources FROM stories WHERE articles = 2").fetchone()
         assert row == (first[0].article_id, 2, 2)
 
@@ -126,7 +126,7 @@ def test_upgrade_replaces_the_fingerprint_of_a_feed_text_root(tmp_path):
         [root], _ = load_clustered(con, [article(1, "a short summary from the feed " * 3)])
         page_body = body(7)
         upgraded = replace(article(1, page_body), article_id=root.article_id, body_source="page")
-        page_loads.load_batch(con, upgrades=[upgraded])
+        article_rows.load_batch(con, upgrades=[upgraded])
         stored = con.execute("SELECT signature FROM article_fingerprints WHERE article_id = ?",
                              [root.article_id]).fetchone()[0]
         assert bytes(stored) == fingerprint(page_body, P).signature

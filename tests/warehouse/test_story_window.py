@@ -10,7 +10,7 @@ import pyarrow as pa
 from flows.settings import StorySettings
 from tests.warehouse.profiling import rows_scanned
 from transforms.stories import candidate_window
-from warehouse import queries, story_keys
+from warehouse import story_rows
 from warehouse.connection import ROW_GROUP_SIZE, connect
 from warehouse.schema import MIGRATIONS, migrate
 
@@ -81,8 +81,8 @@ def test_the_candidate_lookup_reads_the_window_not_the_history(tmp_path):
     window = candidate_window([NOW], P)
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
-        everything = rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, None))
-        recent = rows_scanned(con, lambda: queries.select_story_roots(con, keys, P.scheme, window))
+        everything = rows_scanned(con, lambda: story_rows.select_story_roots(con, keys, P.scheme, None))
+        recent = rows_scanned(con, lambda: story_rows.select_story_roots(con, keys, P.scheme, window))
     total = roots * P.bands
     # Without a window every row group is read (the join's own min/max
     # filter on band_key skips a few vectors at the edges).
@@ -105,7 +105,7 @@ def test_replacing_a_roots_band_keys_reads_its_row_groups_not_the_history(tmp_pa
     gone = [(ids[i], first_seen[i]) for i in (roots - 3, roots - 2)]
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
-        scanned = rows_scanned(con, lambda: story_keys._drop_bands(con, gone))
+        scanned = rows_scanned(con, lambda: story_rows._drop_bands(con, gone))
         left = con.execute("SELECT count(*), count(DISTINCT story_id) FROM story_bands").fetchone()
         assert con.execute("SELECT count(*) FROM story_bands WHERE story_id IN (?, ?)",
                            [gone[0][0], gone[1][0]]).fetchone()[0] == 0

@@ -4,12 +4,14 @@ in one transaction; re-extraction's replacements with their revisions.
 
 `INSERT ... ON CONFLICT DO NOTHING` (or a lookup of the stored keys first)
 makes loading a batch twice change nothing. On a lake each of these is one
-unit of `warehouse.twophase` (`warehouse.lakeload`).
+unit of `warehouse.twophase` (`warehouse.lakeload`). Also the reads of
+stored articles (re-extraction's).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from datetime import date, datetime
+from typing import Any, Callable, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -25,10 +27,11 @@ from warehouse.arrow_rows import (
     marks,
     to_arrow,
 )
-from warehouse.queries import lookup
+from warehouse.lookups import lookup
+from warehouse.outbox import dequeue
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
-from warehouse.story_keys import put_bands, put_fingerprints, refingerprint
+from warehouse.story_rows import put_bands, put_fingerprints, refingerprint
 from warehouse.twophase import is_lake
 
 # What an upgrade changes (the page body `u` replaces a feed-text body):
@@ -99,17 +102,9 @@ def load_batch(
             pairs = pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]})
             with registered(con, "_settled", pairs):
                 con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
-        _dequeue(con, dequeued)
+        dequeue(con, dequeued)
         if before_commit is not None:
             before_commit()
-
-
-def _dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
-    if not keys:
-        return
-    done = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
-    with registered(con, "_done", done):
-        con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
 
 
 def insert_sightings(con: duckdb.DuckDBPyConnection, sightings: Sequence[Sighting]) -> None:
@@ -198,3 +193,40 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
             """)
             queue_articles(con, "_re")
         refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
+
+
+class ArchivedArticle(NamedTuple):
+    article_id: str
+    url: str
+    source: str
+    title: str | None
+    author: str | None
+    published_at: datetime
+    date_source: str
+    first_seen_at: datetime
+    run_id: str
+    warc_file: str
+    warc_offset: int
+    source_language: str | None
+    published_raw: str | None  # the feed's date when it could not be read
+
+
+def select_archived_articles(con: duckdb.DuckDBPyConnection, since: date | None = None, source: str | None = None) -> list[ArchivedArticle]:
+    """Articles whose page body came from an archived response, oldest first."""
+    rows = con.execute("""
+        SELECT a.article_id, a.url, a.source, a.title, a.author, a.published_at, a.date_source, a.first_seen_at,
+               a.run_id, a.warc_file, a.warc_offset, s.language, a.published_raw
+        FROM articles a LEFT JOIN sources s ON s.name = a.source
+        WHERE a.warc_file IS NOT NULL AND a.body_source = 'page'
+          AND ($since IS NULL OR a.published_date >= $since) AND ($source IS NULL OR a.source = $source)
+        ORDER BY a.first_seen_at, a.article_id
+    """, {"since": since, "source": source}).fetchall()
+    return [ArchivedArticle(*r) for r in rows]
+
+
+def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    if not article_ids:
+        return {}
+    names = [r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE articles)").fetchall()]
+    rows = lookup(con, "SELECT * FROM articles", "article_id", article_ids)
+    return {r[0]: dict(zip(names, r)) for r in rows}

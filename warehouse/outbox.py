@@ -1,0 +1,39 @@
+"""Entries waiting for their page: the outbox of entries polls queued
+(entry_outbox) and the pages pending a retry (page_attempts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from transforms.records import FeedEntry, PageAttempt
+from warehouse.arrow_rows import ENTRY_COLUMNS, named_rows, record_of
+from warehouse.scopes import registered
+
+
+def select_outbox(con: duckdb.DuckDBPyConnection) -> list[tuple[FeedEntry, str]]:
+    """Every queued entry with the run that queued it, in the order found."""
+    rows = named_rows(con.execute(f"SELECT {ENTRY_COLUMNS}, run_id FROM entry_outbox ORDER BY queued_at, position"))
+    return [(record_of(FeedEntry, r), r["run_id"]) for r in rows]
+
+
+def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: int = 10_000) -> list[PageAttempt]:
+    """Pending pages whose next attempt has come, oldest first."""
+    rows = named_rows(con.execute(f"""
+        SELECT {ENTRY_COLUMNS}, article_id, status, attempts, last_reason, last_error, first_failed_at,
+               last_attempt_at, next_attempt_at
+        FROM page_attempts WHERE status = 'pending' AND next_attempt_at <= ?
+        ORDER BY next_attempt_at LIMIT ?
+    """, [now, limit]))
+    return [record_of(PageAttempt, r, entry=record_of(FeedEntry, r)) for r in rows]
+
+
+def dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
+    if not keys:
+        return
+    done = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
+    with registered(con, "_done", done):
+        con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
