@@ -111,7 +111,7 @@ def writer_child(target: str, writer: int, commits: int, per_commit: int) -> Non
     from flows.conflicts import retrying
     from flows.settings import StorySettings
     from transforms.fingerprints import fingerprint
-    from transforms.records import Article, Sighting
+    from transforms.records import Article, BatchRows, Sighting
     from warehouse.article_rows import load_batch
     from warehouse.connection import connect
 
@@ -151,7 +151,7 @@ def writer_child(target: str, writer: int, commits: int, per_commit: int) -> Non
             def unit() -> None:
                 nonlocal tries
                 tries += 1
-                load_batch(con, articles=articles, sightings=sightings, run_id=run_id)
+                load_batch(con, BatchRows(articles=articles, sightings=sightings), run_id=run_id)
 
             t0 = time.perf_counter()
             try:

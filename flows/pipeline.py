@@ -33,7 +33,7 @@ from transforms.dedupe import resolve_duplicates
 from transforms.errors import FetchError, StageError
 from transforms.fingerprints import StoryParams
 from transforms.pages import PageOutcome, plan_attempts, triage_pages
-from transforms.records import FeedEntry, PageAttempt, RunCounts
+from transforms.records import BatchRows, FeedEntry, PageAttempt, RunCounts
 from transforms.retries import RetryPolicy
 from warehouse import article_rows, lookups
 from warehouse.connection import Writer
@@ -131,12 +131,11 @@ def _settle_batch(writer: Writer, pages: Sequence[PageFetch], extracted: Sequenc
         loading = time.perf_counter()
         # Every entry of a new page is settled by this batch (an article, a
         # sighting, a failure or a pending retry): it leaves the outbox with it.
-        article_rows.load_batch(con, articles=articles, sightings=resolved.sightings, failures=triage.failures,
-                              attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
-                              dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None
-                                        for e in p.entries],
-                              before_commit=lambda: crash_point("loading"), run_id=run_id,
-                              between_commits=lambda: crash_point("between_commits"))
+        rows = BatchRows(articles=articles, sightings=resolved.sightings, failures=triage.failures,
+                         attempts=attempts.attempts, upgrades=triage.upgrades, settled=triage.settled,
+                         dequeued=[(e.source, e.canonical_link) for p in pages if p.retry is None for e in p.entries])
+        article_rows.load_batch(con, rows, run_id=run_id, before_commit=lambda: crash_point("loading"),
+                                between_commits=lambda: crash_point("between_commits"))
     return RunCounts(
         entries_failed=attempts.entries_failed, entries_pending=attempts.entries_pending, retries=triage.retries,
         retries_loaded=triage.retries_loaded,

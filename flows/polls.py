@@ -31,7 +31,7 @@ from transforms.dedupe import plan_entries, sighting
 from transforms.errors import FetchError, ParseError, StageError
 from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, readable_polls, triage_polls
-from transforms.records import FeedEntry, ParsedFeed, RunCounts, failure_of
+from transforms.records import BatchRows, FeedEntry, ParsedFeed, RunCounts, failure_of
 from transforms.schedule import cache_max_age, due_feeds, next_poll
 from warehouse import article_rows, feed_registry, lookups, outbox
 from warehouse.connection import connect
@@ -237,8 +237,9 @@ def work_outbox(ctx: RunContext, *, extra: Sequence[FeedEntry] = (),
             plan = plan_entries(entries, lookups.select_known_for_entries(con, entries, outbox=False))
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             done = [*plan.already_seen, *(e for e, _ in plan.of_stored_articles)]
-            article_rows.load_batch(con, sightings=stored, dequeued=[(e.source, e.canonical_link) for e in done],
-                                  failures=lost, run_id=run_id)
+            article_rows.load_batch(con, BatchRows(sightings=stored, failures=lost,
+                                                   dequeued=[(e.source, e.canonical_link) for e in done]),
+                                    run_id=run_id)
             return queued, mine, plan, stored, outbox.select_due_attempts(con, now)
 
     queued, mine, plan, stored, retries = retrying(work)

@@ -15,11 +15,12 @@ feedparser's own. Neither reads the clock.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import html
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping, TypeGuard, cast
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeGuard, cast
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
@@ -27,7 +28,7 @@ import feedparser.datetimes
 import lxml.html
 from lxml import etree
 
-from transforms.charsets import decode_feed, utf8_document
+from transforms.charsets import DecodedFeed, decode_feed, utf8_document
 from transforms.controls import one_line, quote_controls, strip_control_refs, strip_controls
 from transforms.dedupe import global_guid
 from transforms.errors import ParseError
@@ -206,6 +207,45 @@ def parse_feed(
     """Parse one feed document. Raises ParseError when nothing readable is in
     it; a feed feedparser can partly recover, or whose encoding had to be
     guessed, is returned with a warning."""
+    parsed, decoded, warnings = _read_document(raw, url, headers, language)
+    feed_meta = parsed.get("feed", {})
+    feed_language = language or one_line(feed_meta.get("language"))
+    entries: list[FeedEntry] = []
+    rejected: list[tuple[str | None, str]] = []
+    failed: list[ParseError] = []
+    # How the document spelled a link, read from it only when a link is refused.
+    spellings = functools.cache(lambda: _slash_spellings(decoded.text))
+    for item in parsed.entries:
+        try:
+            entry = _entry(item, source=source, url=url, language=feed_language, spellings=spellings)
+        except ParseError as exc:  # one malformed link is one failed entry, not a failed feed
+            failed.append(exc)
+            continue
+        if isinstance(entry, str):
+            rejected.append((None, entry))
+        else:
+            entries.append(entry)
+    return ParsedFeed(
+        source=source,
+        url=url,
+        title=normalize_title(_field_text(feed_meta, "title")),
+        language=feed_language,
+        entries=tuple(entries),
+        warning=strip_controls("; ".join(warnings)) or None,  # feedparser quotes the server's Content-Type
+        rejected=tuple(rejected),
+        encoding=decoded.encoding,
+        failed=tuple(failed),
+        ttl_min=_positive_int(feed_meta.get("ttl")),
+        update_period=(str(feed_meta.get("sy_updateperiod") or "").strip().lower() or None),
+        update_frequency=_positive_int(feed_meta.get("sy_updatefrequency")),
+    )
+
+
+def _read_document(raw: bytes, url: str, headers: dict[str, str] | None,
+                   language: str | None) -> tuple[Any, DecodedFeed, list[str]]:
+    """feedparser's reading of the document, decoded first by our charset
+    chain; and the warnings of a feed read despite a problem. Raises
+    ParseError when nothing readable is in it."""
     response_headers = {k.lower(): v for k, v in (headers or {}).items()}
     # feedparser resolves relative links against content-location, but mangles
     # file: bases; we resolve links ourselves against the feed's URL instead.
@@ -231,77 +271,54 @@ def parse_feed(
         warnings.append(bozo)
     if not parsed.get("version") and not parsed.entries:
         raise ParseError(url, "not_a_feed", "no RSS, Atom or RDF document found")
+    return parsed, decoded, warnings
 
-    feed_meta = parsed.get("feed", {})
-    feed_language = language or one_line(feed_meta.get("language"))
-    entries: list[FeedEntry] = []
-    rejected: list[tuple[str | None, str]] = []
-    failed: list[ParseError] = []
-    spellings: dict[str, str] | None = None  # read from the document at the first refused link
-    for item in parsed.entries:
-        guid = one_line(item.get("id"))
-        # A control in a link is no part of any URL: percent-encoded, as a browser does.
-        link: str | None = quote_controls((item.get("link") or "").strip())
-        if not link and _http_url(guid):
-            link = guid
-        title = normalize_title(_field_text(item, "title"))
-        text = _entry_text(item)
-        # dict.get: feedparser's own .get maps a missing published to
-        # updated with a DeprecationWarning; we ask for both explicitly.
-        date_parsed = dict.get(item, "published_parsed") or dict.get(item, "updated_parsed")
-        date_raw = one_line(dict.get(item, "published") or dict.get(item, "updated"))
-        published_at = _utc(date_parsed)
-        if link:
-            try:
-                scheme = urlsplit(link).scheme.lower()
-                if scheme not in ("", "http", "https"):
-                    # Any feed links to pages over http(s); a local feed's
-                    # relative links (the seeds') become files beside it.
-                    if spellings is None:
-                        spellings = _slash_spellings(decoded.text)
-                    raise ParseError(spellings.get(link, link), "scheme_not_allowed",
-                                     f"{scheme}: link refused: an entry's link must be http(s), or relative to the feed")
+
+def _entry(item: Any, *, source: str, url: str, language: str | None,
+           spellings: Callable[[], dict[str, str]]) -> FeedEntry | str:
+    """One item as an entry; or why it was rejected (no link and no text).
+    Raises ParseError for a link that cannot be one."""
+    guid = one_line(item.get("id"))
+    # A control in a link is no part of any URL: percent-encoded, as a browser does.
+    link: str | None = quote_controls((item.get("link") or "").strip())
+    if not link and _http_url(guid):
+        link = guid
+    title = normalize_title(_field_text(item, "title"))
+    text = _entry_text(item)
+    # dict.get: feedparser's own .get maps a missing published to
+    # updated with a DeprecationWarning; we ask for both explicitly.
+    date_parsed = dict.get(item, "published_parsed") or dict.get(item, "updated_parsed")
+    date_raw = one_line(dict.get(item, "published") or dict.get(item, "updated"))
+    published_at = _utc(date_parsed)
+    if link:
+        try:
+            scheme = urlsplit(link).scheme.lower()
+            if scheme in ("", "http", "https"):
                 link = urljoin(url, link)
                 key = canonical_url(link)
-            except ValueError as exc:  # urljoin on an unclosed IPv6 bracket
-                failed.append(ParseError(link, "bad_url", str(exc)))
-                continue
-            except ParseError as exc:  # one malformed link is one failed entry, not a failed feed
-                failed.append(exc)
-                continue
-        elif normalize_text(text, title):
-            # No page to fetch, but the whole item is here: an article from the feed's text.
-            link, key = None, entry_key(source, guid, title, date_raw)
-        else:
-            rejected.append((None, f"entry has no link and no text (guid {guid!r}, title {title!r})"))
-            continue
-        entries.append(
-            FeedEntry(
-                source=source,
-                link=link,
-                canonical_link=key,
-                guid=guid,
-                title=title,
-                author=normalize_title(html.unescape(item.get("author") or "")),
-                published_at=published_at,
-                feed_text=text,
-                language=one_line(item.get("language")) or feed_language,
-                published_raw=date_raw if published_at is None else None,
-            )
-        )
-    return ParsedFeed(
+        except ValueError as exc:  # urlsplit or urljoin on an unclosed IPv6 bracket
+            raise ParseError(link, "bad_url", str(exc)) from None
+        if scheme not in ("", "http", "https"):
+            # Any feed links to pages over http(s); a local feed's
+            # relative links (the seeds') become files beside it.
+            raise ParseError(spellings().get(link, link), "scheme_not_allowed",
+                             f"{scheme}: link refused: an entry's link must be http(s), or relative to the feed")
+    elif normalize_text(text, title):
+        # No page to fetch, but the whole item is here: an article from the feed's text.
+        link, key = None, entry_key(source, guid, title, date_raw)
+    else:
+        return f"entry has no link and no text (guid {guid!r}, title {title!r})"
+    return FeedEntry(
         source=source,
-        url=url,
-        title=normalize_title(_field_text(feed_meta, "title")),
-        language=feed_language,
-        entries=tuple(entries),
-        warning=strip_controls("; ".join(warnings)) or None,  # feedparser quotes the server's Content-Type
-        rejected=tuple(rejected),
-        encoding=decoded.encoding,
-        failed=tuple(failed),
-        ttl_min=_positive_int(feed_meta.get("ttl")),
-        update_period=(str(feed_meta.get("sy_updateperiod") or "").strip().lower() or None),
-        update_frequency=_positive_int(feed_meta.get("sy_updatefrequency")),
+        link=link,
+        canonical_link=key,
+        guid=guid,
+        title=title,
+        author=normalize_title(html.unescape(item.get("author") or "")),
+        published_at=published_at,
+        feed_text=text,
+        language=one_line(item.get("language")) or language,
+        published_raw=date_raw if published_at is None else None,
     )
 
 

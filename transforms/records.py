@@ -243,6 +243,20 @@ class RegistryFeed:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchRows:
+    """What one batch of pages leaves in the warehouse, loaded in one
+    transaction (`warehouse.article_rows.load_batch`)."""
+
+    articles: Sequence[Article] = ()
+    sightings: Sequence[Sighting] = ()
+    failures: Sequence[Failure] = ()
+    attempts: Sequence[PageAttempt] = ()  # upserted into page_attempts
+    upgrades: Sequence[Article] = ()  # feed-text articles whose page has now come: same article_id, new body
+    settled: Sequence[tuple[str, str]] = ()  # (source, canonical_link) that leave page_attempts
+    dequeued: Sequence[tuple[str, str]] = ()  # (source, canonical_link) that leave entry_outbox
+
+
+@dataclass(frozen=True, slots=True)
 class RunCounts:
     """What a run, or one unit of its work (a batch of feeds, of pages),
     counted. The one list of run counters: units return them, the run adds

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, PageAttempt, Sighting
+from transforms.records import Article, BatchRows, Sighting
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
     FAILURE_SCHEMA,
@@ -52,20 +52,9 @@ UPGRADE_SET = """
 """
 
 
-def load_batch(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    articles: Sequence[Article] = (),
-    sightings: Sequence[Sighting] = (),
-    failures: Sequence[Failure] = (),
-    attempts: Sequence[PageAttempt] = (),
-    upgrades: Sequence[Article] = (),
-    settled: Sequence[tuple[str, str]] = (),
-    dequeued: Sequence[tuple[str, str]] = (),
-    before_commit: Callable[[], None] | None = None,
-    run_id: str = "",
-    between_commits: Callable[[], None] | None = None,
-) -> None:
+def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str = "",
+               before_commit: Callable[[], None] | None = None,
+               between_commits: Callable[[], None] | None = None) -> None:
     """Load one batch in one transaction: all of it, or none of it.
 
     `attempts` are upserted into page_attempts; `upgrades` replace the body of
@@ -78,17 +67,17 @@ def load_batch(
     if is_lake(con):
         from warehouse import lakeload
 
-        return lakeload.load_batch(con, articles=articles, sightings=sightings, failures=failures,
-                                   attempts=attempts, upgrades=upgrades, settled=settled, dequeued=dequeued,
-                                   run_id=run_id, before_commit=before_commit, between_commits=between_commits)
+        return lakeload.load_batch(con, batch, run_id=run_id, before_commit=before_commit,
+                                   between_commits=between_commits)
+    articles = batch.articles
     with transaction(con):
         rows = to_arrow(articles, ARTICLE_SCHEMA)
         new = insert_rows(con, "articles", rows, "ON CONFLICT DO NOTHING", "article_id")
         with registered(con, "_loaded", rows.select(["article_id"])):
             queue_articles(con, "_loaded")  # the search index picks them up after the run
-        insert_sightings(con, sightings)
-        insert_rows(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
-        insert_rows(con, "page_attempts", attempts_arrow(attempts), """
+        insert_sightings(con, batch.sightings)
+        insert_rows(con, "failures", to_arrow(batch.failures, FAILURE_SCHEMA), "")
+        insert_rows(con, "page_attempts", attempts_arrow(batch.attempts), """
             ON CONFLICT (source, canonical_link) DO UPDATE SET
                 status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
                 last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
@@ -97,12 +86,12 @@ def load_batch(
         put_fingerprints(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
         put_bands(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
                          if a.fingerprint and a.story_id == a.article_id and a.article_id in new], replace=False)
-        _upgrade(con, upgrades)
-        if settled:
-            pairs = pa.table({"source": [s for s, _ in settled], "link": [c for _, c in settled]})
+        _upgrade(con, batch.upgrades)
+        if batch.settled:
+            pairs = pa.table({"source": [s for s, _ in batch.settled], "link": [c for _, c in batch.settled]})
             with registered(con, "_settled", pairs):
                 con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
-        dequeue(con, dequeued)
+        dequeue(con, batch.dequeued)
         if before_commit is not None:
             before_commit()
 

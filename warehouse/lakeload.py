@@ -18,7 +18,7 @@ from typing import Callable, Sequence, cast
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, FeedEntry, FeedPoll, Fingerprint, PageAttempt, Sighting, SourceState
+from transforms.records import Article, BatchRows, Failure, FeedEntry, FeedPoll, Fingerprint, Sighting, SourceState
 from warehouse import twophase
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
@@ -135,17 +135,16 @@ def _stored_roots(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[st
     return dict(lookup(con, f"SELECT story_id, first_seen_at FROM {KEYS}.story_roots", "story_id", ids))
 
 
-def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], sightings: Sequence[Sighting],
-               failures: Sequence[Failure], attempts: Sequence[PageAttempt], upgrades: Sequence[Article],
-               settled: Sequence[tuple[str, str]], dequeued: Sequence[tuple[str, str]], run_id: str,
+def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str,
                before_commit: Callable[[], None] | None, between_commits: Callable[[], None] | None) -> None:
+    articles, upgrades = batch.articles, batch.upgrades
     upgraded: list[Article] = []
     unit = twophase.new_unit()
 
     def keyed() -> None:
         _claim(con, articles, unit)
-        _sightings(con, sightings)
-        insert_rows(con, f"{KEYS}.page_attempts", attempts_arrow(attempts), """
+        _sightings(con, batch.sightings)
+        insert_rows(con, f"{KEYS}.page_attempts", attempts_arrow(batch.attempts), """
             ON CONFLICT (source, canonical_link) DO UPDATE SET
                 status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
                 last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
@@ -168,7 +167,7 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
                 roots = _stored_roots(con, ids)
                 _roots(con, [(a.article_id, a.fingerprint, roots[a.article_id]) for a in upgraded
                              if a.fingerprint and a.article_id in roots], replace=True)
-        for table, keys in ((f"{KEYS}.page_attempts", settled), (f"{KEYS}.entry_outbox", dequeued)):
+        for table, keys in ((f"{KEYS}.page_attempts", batch.settled), (f"{KEYS}.entry_outbox", batch.dequeued)):
             if keys:
                 pairs = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
                 with registered(con, "_done", pairs):
@@ -178,7 +177,7 @@ def load_batch(con: duckdb.DuckDBPyConnection, *, articles: Sequence[Article], s
     def parts() -> dict[str, pa.Table]:
         return {
             "articles": to_arrow(articles, ARTICLE_SCHEMA),
-            "failures": to_arrow(failures, FAILURE_SCHEMA),
+            "failures": to_arrow(batch.failures, FAILURE_SCHEMA),
             "upgrades": to_arrow(upgraded, ARTICLE_SCHEMA),
             "fingerprints": _fingerprints([(a.article_id, a.fingerprint) for a in [*articles, *upgraded]
                                            if a.fingerprint]),

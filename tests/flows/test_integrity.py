@@ -423,6 +423,7 @@ def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
 
     from tests.transforms.test_articles import entry
     from transforms.articles import build_article
+    from transforms.records import BatchRows
     from warehouse import article_rows
     from warehouse.connection import connect
 
@@ -434,7 +435,7 @@ def test_a_parquet_export_whose_copy_fails_loses_nothing(tmp_path):
                   feed_text=f"Article number {n}. " + "Words of the article. " * 50)
         articles.append(build_article(e, None, page_problem=None, run_id="r", now=datetime(2026, 3, 5, tzinfo=timezone.utc)))
     with connect(db) as con:
-        article_rows.load_batch(con, articles=articles)
+        article_rows.load_batch(con, BatchRows(articles=articles))
     out = tmp_path / "out"
     env = cli_env(tmp_path)
     args = [str(NEWSDESK), "export", "--format", "parquet", "--out", str(out), "--db", str(db)]

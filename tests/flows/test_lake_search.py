@@ -12,6 +12,7 @@ import pytest
 from flows import search_index
 from tests.flows.helpers import run_ingest, serve_seeds, write_sources
 from tests.warehouse.test_warehouse import _batch
+from transforms.records import BatchRows
 from warehouse import article_rows
 from warehouse.connection import connect
 from warehouse.lake import current_snapshot
@@ -40,7 +41,7 @@ def test_a_lake_run_indexes_what_changed_and_another_machine_builds_its_own(serv
     _, art, _, _ = _batch()
     art = replace(art, title="Harbour festival draws record crowds", body="Harbour festival " * 40)
     with connect(db) as con:
-        article_rows.load_batch(con, articles=[art], run_id="other-writer")
+        article_rows.load_batch(con, BatchRows(articles=[art]), run_id="other-writer")
         done = search_index.update(con, db)
     assert (done.articles, done.rebuilt) == (1, False)
     assert sorted(search_index.indexed_ids(db)) == sorted(r[0] for r in _ids(db))
@@ -87,9 +88,8 @@ def test_two_writers_on_one_machine_share_its_index_of_a_lake(tmp_path, make_lak
     with connect(db) as con:
         for n in range(30):
             _, art, _, _ = _batch()
-            article_rows.load_batch(con, articles=[replace(art, article_id=f"a{n}", url=f"https://x.example/{n}",
-                                                        content_hash=f"h{n}", title=f"Story {n}")],
-                                  run_id=f"w{n}")
+            article_rows.load_batch(con, BatchRows(articles=[replace(art, article_id=f"a{n}", url=f"https://x.example/{n}",
+                                                        content_hash=f"h{n}", title=f"Story {n}")]), run_id=f"w{n}")
     go = tmp_path / "go"
     workers = [subprocess.Popen([sys.executable, "-c", _UPDATE, db, str(go)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.warehouse.test_warehouse import _batch
-from transforms.records import FeedPoll, RunCounts
+from transforms.records import BatchRows, FeedPoll, RunCounts
 from warehouse import article_rows, feed_registry, run_rows
 from warehouse.connection import connect
 from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES, connect_lake, current_snapshot
@@ -43,7 +43,7 @@ def _file_warehouse(path):
     with connect(path) as con:
         feed_registry.upsert_sources(con, [{"name": "a", "url": "https://x.example/feed", "tags": ["world"]}])
         run_rows.start_run(con, "run-1", NOW, None)
-        article_rows.load_batch(con, articles=[art], sightings=[s], failures=[f])
+        article_rows.load_batch(con, BatchRows(articles=[art], sightings=[s], failures=[f]))
         feed_registry.insert_feed_polls(con, [FeedPoll(run_id="run-1", source="a", fetched_at=NOW, status=200, ok=True,
                                               not_modified=False, error=None, entries=1, new_entries=1)])
         run_rows.finish_run(con, "run-1", finished_at=NOW, status="completed", counts=RunCounts(articles_new=1))
@@ -130,7 +130,7 @@ def test_migrate_moves_a_file_warehouse_once(lake, tmp_path):
     other = tmp_path / "other.duckdb"
     _file_warehouse(other)
     with connect(other) as con:
-        article_rows.load_batch(con, articles=[replace(art, article_id="another", url="https://x.example/2")])
+        article_rows.load_batch(con, BatchRows(articles=[replace(art, article_id="another", url="https://x.example/2")]))
     refused = runner.invoke(app, ["migrate", "--to", db, "--db", str(other)])
     assert refused.exit_code == 2 and "another warehouse" in refused.output
 

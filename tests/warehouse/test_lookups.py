@@ -10,7 +10,7 @@ import pytest
 from flows.settings import StorySettings
 from tests.warehouse.profiling import Profiled, rows_scanned
 from transforms.fingerprints import fingerprint
-from transforms.records import Article, Sighting
+from transforms.records import Article, BatchRows, Sighting
 from warehouse import article_rows, lookups, run_rows
 from warehouse.connection import connect
 
@@ -139,7 +139,7 @@ def test_an_upgrade_reads_its_articles_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         profiled = Profiled(con)
-        article_rows.load_batch(profiled, upgrades=pages)
+        article_rows.load_batch(profiled, BatchRows(upgrades=pages))
         assert sorted(con.execute("SELECT article_id, body, body_source FROM articles WHERE body_source = 'page' "
                                   "AND article_id IN (?, ?)", targets).fetchall()) == sorted(
             (t, texts[t], "page") for t in targets)
@@ -173,7 +173,7 @@ def test_a_batch_load_reads_its_keys_not_the_history(big, tmp_path):
     with connect(db) as con:
         con.execute(f"SET temp_directory = '{tmp_path}'")
         profiled = Profiled(con)
-        article_rows.load_batch(profiled, articles=articles, sightings=[*sightings, again, sightings[0]])
+        article_rows.load_batch(profiled, BatchRows(articles=articles, sightings=[*sightings, again, sightings[0]]))
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == ROWS + 40
         assert con.execute("SELECT article_id, run_id FROM article_sightings WHERE canonical_link = ?",
                            [again.canonical_link]).fetchall() == [(_md5("7")[:20], "r")]

@@ -18,7 +18,7 @@ from flows.cli import app
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import Failure, FeedPoll, RunCounts
+from transforms.records import BatchRows, Failure, FeedPoll, RunCounts
 from warehouse import article_rows, feed_registry, run_rows
 from warehouse.connection import connect
 from warehouse.lake import connect_lake, current_snapshot
@@ -60,7 +60,7 @@ def _small_run(con, i: int, first: int) -> int:
     feed_registry.record_polls(con, run_id=run, at=at, states=[], queued=[], polls=[
         FeedPoll(run_id=run, source="a", fetched_at=at, status=200, ok=True, not_modified=False, error=None,
                  entries=len(articles), new_entries=len(articles))])
-    article_rows.load_batch(con, articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades, run_id=run)
+    article_rows.load_batch(con, BatchRows(articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades), run_id=run)
     run_rows.finish_run(con, run, finished_at=at, status="completed", counts=RunCounts(articles_new=len(articles)))
     return first + len(articles)
 

@@ -12,6 +12,7 @@ from flows.stories import cluster_backlog, cluster_new
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.fingerprints import StoryParams, fingerprint
+from transforms.records import BatchRows
 from warehouse import arrow_rows, article_rows, story_rows
 from warehouse.connection import connect
 from warehouse.schema import MIGRATIONS
@@ -35,7 +36,7 @@ def article(n: int, text: str, minutes: int = 0, params: StoryParams = P):
 
 def load_clustered(con, articles, params=P):
     clustered, near = cluster_new(con, articles, params)
-    article_rows.load_batch(con, articles=clustered)
+    article_rows.load_batch(con, BatchRows(articles=clustered))
     return clustered, near
 
 
@@ -126,7 +127,7 @@ def test_upgrade_replaces_the_fingerprint_of_a_feed_text_root(tmp_path):
         [root], _ = load_clustered(con, [article(1, "a short summary from the feed " * 3)])
         page_body = body(7)
         upgraded = replace(article(1, page_body), article_id=root.article_id, body_source="page")
-        article_rows.load_batch(con, upgrades=[upgraded])
+        article_rows.load_batch(con, BatchRows(upgrades=[upgraded]))
         stored = con.execute("SELECT signature FROM article_fingerprints WHERE article_id = ?",
                              [root.article_id]).fetchone()[0]
         assert bytes(stored) == fingerprint(page_body, P).signature

@@ -7,7 +7,7 @@ import pytest
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import Failure, FeedPoll, RunCounts, SourceState
+from transforms.records import BatchRows, Failure, FeedPoll, RunCounts, SourceState
 from warehouse import article_rows, feed_registry, lookups, outbox, run_rows
 from warehouse.connection import connect
 from warehouse.schema import SCHEMA_VERSION, SchemaTooNew, migrate, schema_version
@@ -87,8 +87,8 @@ def _batch():
 def test_load_batch_is_idempotent_and_typed(db):
     e, art, s, f = _batch()
     with connect(db) as con:
-        article_rows.load_batch(con, articles=[art], sightings=[s], failures=[f])
-        article_rows.load_batch(con, articles=[art], sightings=[s])
+        article_rows.load_batch(con, BatchRows(articles=[art], sightings=[s], failures=[f]))
+        article_rows.load_batch(con, BatchRows(articles=[art], sightings=[s]))
         assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 1
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == 1
         row = con.execute("SELECT published_at, published_date, typeof(published_at), body_source, body_note FROM articles").fetchone()
@@ -103,7 +103,7 @@ def test_load_batch_is_all_or_nothing(db):
     broken = replace(art, article_id="other", body=None)  # violates NOT NULL
     with connect(db) as con:
         with pytest.raises(duckdb.Error):
-            article_rows.load_batch(con, articles=[art, broken], sightings=[s])
+            article_rows.load_batch(con, BatchRows(articles=[art, broken], sightings=[s]))
         assert con.execute("SELECT count(*) FROM articles").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM article_sightings").fetchone()[0] == 0
 
@@ -112,7 +112,7 @@ def test_known_keys_queries(db):
     e, art, s, _f = _batch()
     other = entry(source="b", link="https://x.example/1", canonical_link="https://x.example/1", guid="zz")
     with connect(db) as con:
-        article_rows.load_batch(con, articles=[art], sightings=[s])
+        article_rows.load_batch(con, BatchRows(articles=[art], sightings=[s]))
         known = lookups.select_known_for_entries(con, [e, other])
         assert known.by_url == {"https://x.example/1": art.article_id}
         assert known.sighted_links == {("a", "https://x.example/1")}
@@ -122,7 +122,7 @@ def test_known_keys_queries(db):
         assert lookups.select_known_articles(con, [], [art.content_hash]).by_hash == {}
         page = replace(art, article_id="p1", url="https://x.example/p", body="A page body.", content_hash="h-page",
                        body_source="page")
-        article_rows.load_batch(con, articles=[page])
+        article_rows.load_batch(con, BatchRows(articles=[page]))
         by_hash = lookups.select_known_articles(con, [], [art.content_hash, "h-page", "nope"])
         assert by_hash.by_hash == {"h-page": "p1"}
         assert lookups.select_known_articles(con, [], []).by_hash == {}
@@ -167,24 +167,24 @@ def test_page_attempts_upsert_due_and_upgrade(db):
                           last_error="ReadTimeout", first_failed_at=NOW, last_attempt_at=NOW,
                           next_attempt_at=NOW + timedelta(minutes=15))
     with connect(db) as con:
-        article_rows.load_batch(con, articles=[art], sightings=[s], attempts=[pending])
+        article_rows.load_batch(con, BatchRows(articles=[art], sightings=[s], attempts=[pending]))
         assert outbox.select_due_attempts(con, NOW) == []
         due = outbox.select_due_attempts(con, NOW + timedelta(hours=1))
         assert [d.entry for d in due] == [e] and due[0].article_id == art.article_id
         # The entry is now known to its feed, so the feed does not re-offer it.
         assert ("a", e.canonical_link) in lookups.select_known_for_entries(con, [e]).sighted_links
         # A second failure updates the same row.
-        article_rows.load_batch(con, attempts=[replace(pending, attempts=2, article_id=None)])
+        article_rows.load_batch(con, BatchRows(attempts=[replace(pending, attempts=2, article_id=None)]))
         assert con.execute("SELECT attempts, article_id FROM page_attempts").fetchall() == [(2, art.article_id)]
         # The page arrives: the same article row is upgraded, the attempt settled.
         page_version = replace(art, body="The page body.", body_source="page", body_note=None, content_hash="h2",
                                extractor="trafilatura x", word_count=3)
-        article_rows.load_batch(con, upgrades=[page_version], settled=[("a", e.canonical_link)])
+        article_rows.load_batch(con, BatchRows(upgrades=[page_version], settled=[("a", e.canonical_link)]))
         assert con.execute("SELECT count(*), any_value(body), any_value(body_source) FROM articles").fetchone() == (
             1, "The page body.", "page")
         assert con.execute("SELECT count(*) FROM page_attempts").fetchone() == (0,)
         # A second upgrade aimed at a row that already has its page body changes nothing.
-        article_rows.load_batch(con, upgrades=[replace(page_version, body="Another page.", content_hash="h3")])
+        article_rows.load_batch(con, BatchRows(upgrades=[replace(page_version, body="Another page.", content_hash="h3")]))
         assert con.execute("SELECT body FROM articles").fetchone() == ("The page body.",)
         # The feed-text version that the page replaced is kept, once.
         assert con.execute("SELECT reason, body_source, body FROM article_revisions").fetchall() == [
