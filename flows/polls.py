@@ -31,7 +31,7 @@ from transforms.dedupe import plan_entries, sighting
 from transforms.errors import FetchError, ParseError, StageError
 from transforms.feeds import parse_feed
 from transforms.polls import PolledFeed, readable_polls, triage_polls
-from transforms.records import BatchRows, FeedEntry, ParsedFeed, RunCounts, failure_of
+from transforms.records import BatchRows, FeedEntry, ParsedFeed, PollRows, RunCounts, failure_of
 from transforms.schedule import cache_max_age, due_feeds, next_poll
 from warehouse import article_rows, feed_registry, lookups, outbox
 from warehouse.connection import connect
@@ -192,9 +192,9 @@ async def poll_feeds(ctx: RunContext, due: Sequence[FeedSettings],
             # Entries of articles we already hold need no fetch: only a sighting.
             stored = [sighting(e, article_id, run_id=run_id, now=now) for e, article_id in plan.of_stored_articles]
             polls = triage.failed_polls + readable_polls(triage, entries, plan.already_seen, run_id=run_id)
-            feed_registry.record_polls(con, run_id=run_id, at=now, states=triage.states, polls=polls,
-                                       queued=[e for group in plan.to_fetch for e in group], sightings=stored,
-                                       failures=triage.failures)
+            rows = PollRows(states=triage.states, polls=polls, queued=[e for group in plan.to_fetch for e in group],
+                            sightings=stored, failures=triage.failures)
+            feed_registry.record_polls(con, rows, run_id=run_id, at=now)
         return plan, stored
 
     plan, stored = retrying(record)

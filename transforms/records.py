@@ -257,6 +257,19 @@ class BatchRows:
 
 
 @dataclass(frozen=True, slots=True)
+class PollRows:
+    """What a batch of feed polls leaves in the warehouse, recorded in one
+    transaction (`warehouse.feed_registry.record_polls`): the validators
+    are never stored without the entries they stand for."""
+
+    states: Sequence[SourceState] = ()  # each feed's new state: validators, backoff, next poll
+    polls: Sequence[FeedPoll] = ()
+    queued: Sequence[FeedEntry] = ()  # new entries, into entry_outbox
+    sightings: Sequence[Sighting] = ()  # entries of articles already held
+    failures: Sequence[Failure] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RunCounts:
     """What a run, or one unit of its work (a batch of feeds, of pages),
     counted. The one list of run counters: units return them, the run adds

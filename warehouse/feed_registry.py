@@ -13,7 +13,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Failure, FeedEntry, FeedPoll, RegistryFeed, Sighting, SourceState
+from transforms.records import FeedPoll, PollRows, RegistryFeed, SourceState
 from warehouse.arrow_rows import (
     FAILURE_SCHEMA,
     TS,
@@ -31,17 +31,7 @@ from warehouse.scopes import registered, transaction
 from warehouse.twophase import is_lake
 
 
-def record_polls(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    run_id: str,
-    at: datetime,
-    states: Sequence[SourceState],
-    polls: Sequence[FeedPoll],
-    queued: Sequence[FeedEntry],
-    sightings: Sequence[Sighting] = (),
-    failures: Sequence[Failure] = (),
-) -> None:
+def record_polls(con: duckdb.DuckDBPyConnection, rows: PollRows, *, run_id: str, at: datetime) -> None:
     """What a run's polls taught us, in one transaction: the feeds' new state
     (validators, backoff), the poll rows, sightings of articles already held,
     failures, and the new entries queued in entry_outbox. The validators are
@@ -49,14 +39,13 @@ def record_polls(
     if is_lake(con):
         from warehouse import lakeload
 
-        return lakeload.record_polls(con, run_id=run_id, at=at, states=states, polls=polls, queued=queued,
-                                     sightings=sightings, failures=failures)
+        return lakeload.record_polls(con, rows, run_id=run_id, at=at)
     with transaction(con):
-        update_source_states(con, states)
-        insert_feed_polls(con, polls)
-        insert_rows(con, "entry_outbox", outbox_arrow(queued, run_id, at), "ON CONFLICT DO NOTHING")
-        insert_sightings(con, sightings)
-        insert_rows(con, "failures", to_arrow(failures, FAILURE_SCHEMA), "")
+        update_source_states(con, rows.states)
+        insert_feed_polls(con, rows.polls)
+        insert_rows(con, "entry_outbox", outbox_arrow(rows.queued, run_id, at), "ON CONFLICT DO NOTHING")
+        insert_sightings(con, rows.sightings)
+        insert_rows(con, "failures", to_arrow(rows.failures, FAILURE_SCHEMA), "")
 
 
 def insert_feed_polls(con: duckdb.DuckDBPyConnection, polls: Sequence[FeedPoll]) -> None:

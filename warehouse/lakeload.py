@@ -18,7 +18,13 @@ from typing import Callable, Sequence, cast
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, BatchRows, Failure, FeedEntry, FeedPoll, Fingerprint, Sighting, SourceState
+from transforms.records import (
+    Article,
+    BatchRows,
+    Fingerprint,
+    PollRows,
+    Sighting,
+)
 from warehouse import twophase
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
@@ -187,19 +193,17 @@ def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str,
                          before_keyed_commit=before_commit, between_commits=between_commits)
 
 
-def record_polls(con: duckdb.DuckDBPyConnection, *, run_id: str, at: datetime, states: Sequence[SourceState],
-                 polls: Sequence[FeedPoll], queued: Sequence[FeedEntry], sightings: Sequence[Sighting],
-                 failures: Sequence[Failure]) -> None:
+def record_polls(con: duckdb.DuckDBPyConnection, rows: PollRows, *, run_id: str, at: datetime) -> None:
     from warehouse.feed_registry import update_source_states
 
     def keyed() -> None:
-        update_source_states(con, states)
-        insert_rows(con, f"{KEYS}.entry_outbox", outbox_arrow(queued, run_id, at), "ON CONFLICT DO NOTHING")
-        _sightings(con, sightings)
+        update_source_states(con, rows.states)
+        insert_rows(con, f"{KEYS}.entry_outbox", outbox_arrow(rows.queued, run_id, at), "ON CONFLICT DO NOTHING")
+        _sightings(con, rows.sightings)
 
     twophase.commit_unit(con, kind="polls", run_id=run_id, keyed=keyed,
-                         parts=lambda: {"feed_polls": feed_polls_arrow(polls),
-                                        "failures": to_arrow(failures, FAILURE_SCHEMA)})
+                         parts=lambda: {"feed_polls": feed_polls_arrow(rows.polls),
+                                        "failures": to_arrow(rows.failures, FAILURE_SCHEMA)})
 
 
 def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[str, Fingerprint]],

@@ -18,7 +18,7 @@ from flows.cli import app
 from tests.transforms.test_articles import entry
 from transforms.articles import build_article
 from transforms.dedupe import sighting
-from transforms.records import BatchRows, Failure, FeedPoll, RunCounts
+from transforms.records import BatchRows, Failure, FeedPoll, PollRows, RunCounts
 from warehouse import article_rows, feed_registry, run_rows
 from warehouse.connection import connect
 from warehouse.lake import connect_lake, current_snapshot
@@ -57,9 +57,9 @@ def _small_run(con, i: int, first: int) -> int:
         upgrades.append(build_article(e, None, page_problem=None, run_id=run, now=at))
     failure = Failure(run_id=run, stage="fetch", url=f"https://x.example/gone/{i}", source="a", reason="http_404",
                       error="Not Found", at=at, transient=False, outcome="feed_fallback")
-    feed_registry.record_polls(con, run_id=run, at=at, states=[], queued=[], polls=[
+    feed_registry.record_polls(con, PollRows(polls=[
         FeedPoll(run_id=run, source="a", fetched_at=at, status=200, ok=True, not_modified=False, error=None,
-                 entries=len(articles), new_entries=len(articles))])
+                 entries=len(articles), new_entries=len(articles))]), run_id=run, at=at)
     article_rows.load_batch(con, BatchRows(articles=articles, sightings=sightings, failures=[failure], upgrades=upgrades), run_id=run)
     run_rows.finish_run(con, run, finished_at=at, status="completed", counts=RunCounts(articles_new=len(articles)))
     return first + len(articles)
