@@ -334,9 +334,9 @@ def search(
 
     with _reporting():
         start, end = _day(since, "--since"), _day(until, "--until")
-        db_path = default_db(db)
-        with connect(db_path, read_only=True) as con:  # no warehouse, or no index beside it: FileNotFoundError
-            hits = search_index.search(con, db_path, query, since=start, until=end, source=source,
+        target = default_db(db)
+        with connect(target, read_only=True) as con:  # no warehouse, or no index beside it: FileNotFoundError
+            hits = search_index.search(con, target, query, since=start, until=end, source=source,
                                        language=language, limit=limit)
     columns = ["score", "published_date", "source", "title", "url", "snippet", "story_matches"]
     rows = [(round(h["score"], 3), h["published_date"], h["source"], h["title"], h["url"],
@@ -359,18 +359,18 @@ def reindex(
     from warehouse.connection import check_warehouse_target, connect
 
     with _reporting():
-        db_path = default_db(db)
+        target = default_db(db)
         settings = load_settings(sources)
-        if isinstance(db_path, Path) and not db_path.exists():
-            raise NoWarehouse(f"no warehouse at {db_path}: run `newsdesk ingest` first")
-        if isinstance(db_path, Path):
-            check_warehouse_target(db_path)  # before the lock file is created beside it
+        if isinstance(target, Path) and not target.exists():
+            raise NoWarehouse(f"no warehouse at {target}: run `newsdesk ingest` first")
+        if isinstance(target, Path):
+            check_warehouse_target(target)  # before the lock file is created beside it
         # Busy (another ingest past lock_wait_s, the file held) is not bad input: exit 1.
         # A lake has no ingest lock: this machine's index is its own (tantivy locks its writer).
-        with (ingest_lock(db_path, settings.pipeline.lock_wait_s) if isinstance(db_path, Path) else nullcontext()), \
-                connect(db_path, read_only=not isinstance(db_path, Path)) as con:
-            done = search_index.rebuild(con, db_path)
-        print(f"indexed {done.articles} articles in {done.seconds:.1f} s into {search_index.index_dir(db_path)}")
+        with (ingest_lock(target, settings.pipeline.lock_wait_s) if isinstance(target, Path) else nullcontext()), \
+                connect(target, read_only=not isinstance(target, Path)) as con:
+            done = search_index.rebuild(con, target)
+        print(f"indexed {done.articles} articles in {done.seconds:.1f} s into {search_index.index_dir(target)}")
 
 
 @app.command()
