@@ -15,7 +15,7 @@ import collections
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from typing import Any, Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -169,6 +169,36 @@ def _read_archived(batch: Sequence[Job], warc: WarcInput) -> list[PageFetch]:
     return pages
 
 
+# A batch on its way: its pages, their extraction, what it counted so far.
+_Extraction = tuple[list[PageFetch], list[Extracted], RunCounts]
+
+
+async def _fetch_batch(ctx: RunContext, batch: Sequence[Job],
+                       warc: WarcInput | None) -> tuple[list[PageFetch], RunCounts]:
+    """One batch's pages: fetched (and archived), or read from WARC files."""
+    started = time.perf_counter()
+    if warc is not None:
+        pages = await asyncio.to_thread(_read_archived, batch, warc)
+    else:
+        pages = await fetch_pages(ctx.fetcher, quote(batch), ctx.file_sources)
+        if ctx.archive is not None:
+            pages = await asyncio.to_thread(_archive_pages, ctx.archive, pages)
+    return pages, RunCounts(pages_fetched=sum(p.response is not None for p in pages), fetch_s=_since(started))
+
+
+async def _extract_batch(ctx: RunContext, pages: list[PageFetch], counts: RunCounts,
+                         stories: StoryParams) -> _Extraction:
+    """One batch's articles, extracted in the worker processes (or on the
+    Dask cluster); the workers' CPU seconds are its extract_s."""
+    crash_point("extracting")
+    if ctx.settings.pipeline.task_runner == "dask":
+        future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), ctx.run_id, ctx.now(), stories)
+        extracted, cpu_s = await asyncio.to_thread(future.result)
+    else:
+        extracted, cpu_s = await extract_pages(ctx.pool, quote(pages), ctx.run_id, ctx.now(), stories)
+    return pages, extracted, counts + RunCounts(extract_s=cpu_s)
+
+
 async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None = None) -> None:
     """Fetch, extract and load the pages in batches, three stages overlapping:
     while batch N is extracted in the worker processes, batches N+1 and N+2
@@ -186,63 +216,38 @@ async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None
     if not batches:
         return
     policy, stories = ctx.settings.retry.policy(), ctx.settings.stories.params()
-    archive = None if warc is not None else ctx.archive
     if pipeline.task_runner == "local":
         ctx.pool.start()  # workers boot while the first batch is fetched
     done = 0
 
-    async def fetch(batch: Sequence[Job]) -> tuple[list[PageFetch], float]:
-        started = time.perf_counter()
-        if warc is not None:
-            pages = await asyncio.to_thread(_read_archived, batch, warc)
-        else:
-            pages = await fetch_pages(ctx.fetcher, quote(batch), ctx.file_sources)
-            if archive is not None:
-                pages = await asyncio.to_thread(_archive_pages, archive, pages)
-        return pages, _since(started)
-
-    async def extract(pages: list[PageFetch]) -> tuple[list[PageFetch], list[Extracted], float]:
-        crash_point("extracting")
-        if pipeline.task_runner == "dask":
-            future = extract_on_cluster.submit(JobBatch([_job(p) for p in pages]), ctx.run_id, ctx.now(), stories)
-            extracted, cpu_s = await asyncio.to_thread(future.result)
-        else:
-            extracted, cpu_s = await extract_pages(ctx.pool, quote(pages), ctx.run_id, ctx.now(), stories)
-        return pages, extracted, cpu_s
-
-    async def load(extraction: tuple[list[PageFetch], list[Extracted], float], fetch_s: float) -> None:
+    async def load(extraction: _Extraction) -> None:
         nonlocal done
-        pages, extracted, cpu_s = extraction
+        pages, extracted, counts = extraction
         # Prefect unwraps quote() arguments; its typing of a task call does not say so.
-        counts = await load_pages(quote(ctx.writer), quote(pages), quote(extracted),  # type: ignore[call-overload]
+        loaded = await load_pages(quote(ctx.writer), quote(pages), quote(extracted),  # type: ignore[call-overload]
                                   ctx.run_id, ctx.now(), policy, stories)
-        ctx.tally.add(counts + RunCounts(pages_fetched=sum(p.response is not None for p in pages), fetch_s=fetch_s,
-                                         extract_s=cpu_s))
+        ctx.tally.add(counts + loaded)
         done += len(pages)
         progress.report("pages", done, len(jobs))
 
-    def out_of_time() -> bool:
-        return time.monotonic() >= ctx.deadline
-
     started = min(_FETCH_AHEAD, len(batches))
-    fetching = collections.deque(asyncio.ensure_future(fetch(b)) for b in batches[:started])
-    extracting: asyncio.Future | None = None
-    extracting_fetch_s = 0.0
-    pending: set[asyncio.Future] = set(fetching)
+    fetching = collections.deque(asyncio.ensure_future(_fetch_batch(ctx, b, warc)) for b in batches[:started])
+    extracting: asyncio.Future[_Extraction] | None = None
+    pending: set[asyncio.Future[Any]] = set(fetching)
     try:
         while fetching:
-            pages, fetch_s = await fetching.popleft()
-            if started < len(batches) and not out_of_time():
-                fetching.append(asyncio.ensure_future(fetch(batches[started])))
+            pages, counts = await fetching.popleft()
+            if started < len(batches) and time.monotonic() < ctx.deadline:
+                fetching.append(asyncio.ensure_future(_fetch_batch(ctx, batches[started], warc)))
                 pending.add(fetching[-1])
                 started += 1
-            current = asyncio.ensure_future(extract(pages))
+            current = asyncio.ensure_future(_extract_batch(ctx, pages, counts, stories))
             pending.add(current)
             if extracting is not None:
-                await load(await extracting, extracting_fetch_s)
-            extracting, extracting_fetch_s = current, fetch_s
+                await load(await extracting)
+            extracting = current
         assert extracting is not None  # there was a batch
-        await load(await extracting, extracting_fetch_s)
+        await load(await extracting)
     finally:
         for future in pending:
             if not future.done():
