@@ -29,6 +29,7 @@ from rich.text import Text
 
 from transforms.controls import escape_controls, escape_controls_json
 from transforms.errors import InputError, NoWarehouse
+from transforms.records import RunCounts
 
 app = typer.Typer(
     help="Turn RSS/Atom feeds into a deduplicated, dated archive of article texts in DuckDB.",
@@ -167,11 +168,12 @@ def ingest(
     with _reporting("ingest failed", run=True):  # the flow already recorded the failed run
         with _progress_bar() if not quiet and sys.stderr.isatty() else nullcontext():
             summary = asyncio.run(ingest_flow(**params))
-    if not quiet:
-        _print_summary(summary)
     from transforms.reports import run_outcome
 
-    code, verdict = run_outcome(summary)  # 0 ok, 3 partial, 1 every feed failed: see docs/reliability.md
+    counts = RunCounts.of_summary(summary)
+    if not quiet:
+        _print_summary(counts, summary["run_id"], summary["db"])
+    code, verdict = run_outcome(counts)  # 0 ok, 3 partial, 1 every feed failed: see docs/reliability.md
     if code:
         err.print(verdict, markup=False, highlight=False)
         raise typer.Exit(code)
@@ -216,20 +218,20 @@ def _plain_console_logs() -> None:
         handler.format = plain  # type: ignore[method-assign]  # on purpose: this handler's own format
 
 
-def _print_summary(s: dict) -> None:
+def _print_summary(s: RunCounts, run_id: str, db: str) -> None:
     out = Console()
     out.print(escape_controls(
-        f"feeds: {s['feeds_ok']}/{s['feeds_total']} fetched ({s['feeds_not_modified']} unchanged, {s['feeds_failed']} failed"
-        + (f", {s['feeds_not_due']} not due" if s.get("feeds_not_due") else "")
-        + (f", {s['feeds_skipped']} backing off" if s.get("feeds_skipped") else "")
-        + (f", {s['feeds_elsewhere']} polled by other workers" if s.get("feeds_elsewhere") else "") + ")\n"
-        f"entries seen: {s['entries_seen']} ({s['entries_known']} already known)\n"
-        f"articles new: {s['articles_new']} ({s['articles_from_feed']} from feed text)\n"
-        f"duplicates skipped: {s['duplicates']}\n"
-        f"near-duplicates: {s['near_duplicates']} (new articles that joined an existing story)\n"
-        f"failures: {s['failures']}" + (
-            " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s["failure_reasons"].items())) + ")" if s["failures"] else ""
-        ) + f"\nwarehouse: {s['db']} (run {s['run_id']})"),
+        f"feeds: {s.feeds_ok}/{s.feeds_total} fetched ({s.feeds_not_modified} unchanged, {s.feeds_failed} failed"
+        + (f", {s.feeds_not_due} not due" if s.feeds_not_due else "")
+        + (f", {s.feeds_skipped} backing off" if s.feeds_skipped else "")
+        + (f", {s.feeds_elsewhere} polled by other workers" if s.feeds_elsewhere else "") + ")\n"
+        f"entries seen: {s.entries_seen} ({s.entries_known} already known)\n"
+        f"articles new: {s.articles_new} ({s.articles_from_feed} from feed text)\n"
+        f"duplicates skipped: {s.duplicates}\n"
+        f"near-duplicates: {s.near_duplicates} (new articles that joined an existing story)\n"
+        f"failures: {s.failures}" + (
+            " (" + ", ".join(f"{k}: {v}" for k, v in sorted(s.failure_reasons.items())) + ")" if s.failures else ""
+        ) + f"\nwarehouse: {db} (run {run_id})"),
         highlight=False, markup=False, soft_wrap=True,  # a lake's name is long: one line, never wrapped
     )
 

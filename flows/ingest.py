@@ -167,7 +167,7 @@ async def _run(settings: Settings, target: Path | str, run_id: str, asked: Asked
             crash_point("indexing")
             per_feed = run_rows.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
-            await acreate_markdown_artifact(markdown=run_report(tally.as_dict(), per_feed), key="newsdesk-run",
+            await acreate_markdown_artifact(markdown=run_report(run_id, str(target), tally.counts, per_feed), key="newsdesk-run",
                                             description=f"newsdesk ingest into {target}")
     c = tally.counts
     logger.info(

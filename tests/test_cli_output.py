@@ -133,11 +133,11 @@ def test_the_table_on_a_terminal_has_no_hostile_sequence(hostile):
 
 def test_the_ingest_summary_is_escaped(capsys):
     from flows.cli import _print_summary
+    from transforms.records import RunCounts
 
-    summary = dict(feeds_ok=1, feeds_total=1, feeds_not_modified=0, feeds_failed=0, entries_seen=1, entries_known=0,
-                   articles_new=1, articles_from_feed=0, duplicates=0, near_duplicates=0, failures=1,
-                   failure_reasons={"http\x1b[2J": 1}, db="/tmp/w\x1b[2Jh.duckdb", run_id="r\x9b1")
-    _print_summary(summary)
+    counts = RunCounts(feeds_ok=1, feeds_total=1, entries_seen=1, articles_new=1, failures=1,
+                       failure_reasons={"http\x1b[2J": 1})
+    _print_summary(counts, "r\x9b1", "/tmp/w\x1b[2Jh.duckdb")
     out = capsys.readouterr().out
     _assert_printable(out)
     assert "http\\x1b[2J: 1" in out and "/tmp/w\\x1b[2Jh.duckdb" in out and "r\\x9b1" in out

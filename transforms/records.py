@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -313,6 +313,12 @@ class RunCounts:
         for reason, n in other.failure_reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
         return RunCounts(**added, failure_reasons=reasons)
+
+    @staticmethod
+    def of_summary(summary: Mapping[str, Any]) -> RunCounts:
+        """The counts of a run's summary as the flow returns it (a dict:
+        its run_id and warehouse beside the counts)."""
+        return RunCounts(**{f.name: summary[f.name] for f in fields(RunCounts)})
 
     @staticmethod
     def of_failures(failures: Sequence[Failure]) -> RunCounts:

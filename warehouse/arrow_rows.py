@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, FeedEntry, FeedPoll, PageAttempt, Sighting
+from transforms.records import Article, Failure, FeedEntry, FeedPoll, PageAttempt, Sighting, SourceState
 from warehouse.scopes import registered
 
 TS = pa.timestamp("us", tz="UTC")
@@ -72,6 +72,7 @@ ARTICLE_SCHEMA = shape_of(Article, leave_out=("fingerprint",))  # fingerprints: 
 SIGHTING_SCHEMA = shape_of(Sighting)
 FAILURE_SCHEMA = shape_of(Failure)
 FEED_POLL_SCHEMA = shape_of(FeedPoll)
+SOURCE_STATE_SCHEMA = shape_of(SourceState)  # the UPDATE of sources (feed_registry.update_source_states)
 # The entry_outbox and page_attempts rows each hold a whole FeedEntry.
 ENTRY_SCHEMA = shape_of(FeedEntry)
 ENTRY_COLUMNS = ", ".join(ENTRY_SCHEMA.names)

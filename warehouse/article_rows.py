@@ -50,6 +50,27 @@ UPGRADE_SET = """
     date_source = CASE WHEN articles.date_source = 'first_seen' AND u.date_source = 'page'
                        THEN 'page' ELSE articles.date_source END
 """
+# What re-extraction replaces (`r`: the article extracted again), on both
+# backends; identity, URL, feed, first sighting and story stay.
+REEXTRACT_SET = """
+    title = r.title, author = r.author, published_at = r.published_at,
+    published_date = r.published_date, date_source = r.date_source, date_note = r.date_note,
+    language = r.language, body = r.body, body_source = r.body_source, body_note = r.body_note,
+    word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
+"""
+# The fields of an Article neither replaces: a new field of Article goes in
+# one of the SETs or here (tests/warehouse/test_shapes.py holds them to it).
+UPGRADE_KEEPS = frozenset({"article_id", "url", "source", "date_note", "first_seen_at", "run_id", "fingerprint",
+                           "story_id", "duplicate_of", "story_similarity", "published_raw"})
+REEXTRACT_KEEPS = frozenset({"article_id", "url", "source", "first_seen_at", "run_id", "fingerprint", "story_id",
+                             "duplicate_of", "story_similarity", "warc_file", "warc_offset", "published_raw"})
+# The columns of an article's earlier version kept in article_revisions.
+REVISION_COLUMNS = "title, body, body_source, content_hash, extractor, published_at, language"
+
+
+def columns_of(alias: str, columns: str) -> str:
+    """`a.x, a.y` of the columns `x, y`."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str = "",
@@ -150,10 +171,8 @@ def _keep_revisions(con: duckdb.DuckDBPyConnection, changes: str, reason: str,
     stored = (f"(WITH k AS MATERIALIZED (SELECT * FROM articles WHERE article_id IN ({marks(ids)})) "
               "SELECT * FROM k)") if ids is not None else "articles"
     con.execute(f"""
-        INSERT INTO article_revisions (article_id, revised_at, reason, title, body, body_source, content_hash,
-                                       extractor, published_at, language)
-        SELECT a.article_id, now(), ?, a.title, a.body, a.body_source, a.content_hash, a.extractor,
-               a.published_at, a.language
+        INSERT INTO article_revisions (article_id, revised_at, reason, {REVISION_COLUMNS})
+        SELECT a.article_id, now(), ?, {columns_of("a", REVISION_COLUMNS)}
         FROM {stored} a JOIN {changes} c USING (article_id)
         WHERE a.content_hash <> c.content_hash
     """, [reason, *(ids or ())])
@@ -172,14 +191,7 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
     with transaction(con):
         with registered(con, "_re", to_arrow(articles, ARTICLE_SCHEMA)):
             _keep_revisions(con, "_re", "reextract")
-            con.execute("""
-                UPDATE articles SET
-                    title = r.title, author = r.author, published_at = r.published_at,
-                    published_date = r.published_date, date_source = r.date_source, date_note = r.date_note,
-                    language = r.language, body = r.body, body_source = r.body_source, body_note = r.body_note,
-                    word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
-                FROM _re r WHERE articles.article_id = r.article_id
-            """)
+            con.execute(f"UPDATE articles SET {REEXTRACT_SET} FROM _re r WHERE articles.article_id = r.article_id")
             queue_articles(con, "_re")
         refingerprint(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
 

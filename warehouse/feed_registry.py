@@ -6,7 +6,6 @@ validators they stand for; and each feed's state as the next run reads it.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -16,8 +15,7 @@ import pyarrow as pa
 from transforms.records import FeedPoll, PollRows, RegistryFeed, SourceState
 from warehouse.arrow_rows import (
     FAILURE_SCHEMA,
-    TS,
-    arrow_schema,
+    SOURCE_STATE_SCHEMA,
     feed_polls_arrow,
     insert_rows,
     named_rows,
@@ -175,13 +173,7 @@ def registry_rows(con: duckdb.DuckDBPyConnection, *, include_inactive: bool = Fa
 def update_source_states(con: duckdb.DuckDBPyConnection, states: Sequence[SourceState]) -> None:
     if not states:
         return
-    table = pa.Table.from_pylist([dataclasses.asdict(s) for s in states], schema=arrow_schema([
-        ("name", pa.string()), ("fetched_at", TS), ("status", pa.int32()), ("ok", pa.bool_()),
-        ("error", pa.string()), ("etag", pa.string()), ("last_modified", pa.string()), ("title", pa.string()),
-        ("next_attempt_at", TS), ("warning", pa.string()),
-        ("next_poll_at", TS), ("poll_interval_s", pa.int32()), ("poll_reason", pa.string()),
-    ]))
-    with registered(con, "_states", table):
+    with registered(con, "_states", to_arrow(states, SOURCE_STATE_SCHEMA)):
         # A 304 carries no validators of its own: keep the ones we had.
         con.execute("""
             UPDATE sources SET

@@ -99,11 +99,11 @@ def _replace_fingerprints(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> Non
 def _keep_revisions(con: duckdb.DuckDBPyConnection, reason: str, changed: str) -> None:
     """The stored version of each article in `_part` (as `u`) that is about
     to be replaced, where `changed` (over `a`, the stored, and `u`) holds."""
+    from warehouse.article_rows import REVISION_COLUMNS, columns_of  # article_rows imports this module
+
     con.execute(f"""
-        INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, title, body, body_source,
-                                                 content_hash, extractor, published_at, language)
-        SELECT a.article_id, now(), '{reason}', a.title, a.body, a.body_source, a.content_hash, a.extractor,
-               a.published_at, a.language
+        INSERT INTO lake.main.article_revisions (article_id, revised_at, reason, {REVISION_COLUMNS})
+        SELECT a.article_id, now(), '{reason}', {columns_of("a", REVISION_COLUMNS)}
         FROM lake.main.articles a JOIN _part u USING (article_id)
         WHERE {changed}""")
 
@@ -132,15 +132,12 @@ def _stories(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
 def _reextract(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """What re-extraction decides replaces the stored (see
     warehouse.article_rows.apply_reextraction): a changed body is kept as a revision."""
+    from warehouse.article_rows import REEXTRACT_SET  # article_rows imports this module
+
     with registered(con, "_part", rows):
         _keep_revisions(con, "reextract", "a.content_hash <> u.content_hash")
-        con.execute("""
-            UPDATE lake.main.articles SET
-                title = r.title, author = r.author, published_at = r.published_at,
-                published_date = r.published_date, date_source = r.date_source, date_note = r.date_note,
-                language = r.language, body = r.body, body_source = r.body_source, body_note = r.body_note,
-                word_count = r.word_count, content_hash = r.content_hash, extractor = r.extractor
-            FROM _part r WHERE articles.article_id = r.article_id""")
+        con.execute(f"UPDATE lake.main.articles SET {REEXTRACT_SET} FROM _part r "
+                    "WHERE articles.article_id = r.article_id")
 
 
 APPLY: dict[str, Callable[[duckdb.DuckDBPyConnection, pa.Table], None]] = {

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.flows.helpers import assert_accounting, query, run_ingest, write_sources
+from transforms.records import RunCounts
 from transforms.reports import run_report
 from warehouse.connection import connect
 from warehouse.run_rows import select_run_feeds
@@ -111,7 +112,7 @@ def test_feed_text_encodings_dates_and_linkless_items(server, tmp_path):
         ("mixed", "Mixed & matched", None, None), ("ru", "Новости", None, warning)]
     # ... and in the run's report (the Prefect artifact).
     with connect(db, read_only=True) as con:
-        report = run_report(first, select_run_feeds(con, first["run_id"]))
+        report = run_report(first["run_id"], first["db"], RunCounts.of_summary(first), select_run_feeds(con, first["run_id"]))
     assert f"- ru: {warning}" in report and "- mixed:" not in report
 
     # A rerun doubles nothing, link-less items included.

@@ -154,6 +154,7 @@ POISON_LINKS = [
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_poison_entries_fail_alone_and_the_run_completes(server, tmp_path):
+    from transforms.records import RunCounts
     from transforms.reports import EXIT_PARTIAL, run_outcome
 
     good = {f"/good/{i}.html": page(f"Good {i}", f"Goodword{i}") for i in range(3)}
@@ -209,7 +210,7 @@ def test_poison_entries_fail_alone_and_the_run_completes(server, tmp_path):
     assert not loaded & set(poison)
     assert summary["feeds_failed"] == 0 and summary["entries_failed"] >= 10
     assert query(db, "SELECT status FROM runs") == [("completed",)]
-    assert run_outcome(summary)[0] == EXIT_PARTIAL
+    assert run_outcome(RunCounts.of_summary(summary))[0] == EXIT_PARTIAL
 
 
 # -- generic teasers -------------------------------------------------------------

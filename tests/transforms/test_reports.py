@@ -1,12 +1,13 @@
 import pytest
 
+from transforms.records import RunCounts
 from transforms.reports import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, run_outcome
 
 
 def summary(**kw):
     base = dict(feeds_total=3, feeds_ok=3, feeds_failed=0, feeds_skipped=0, entries_failed=0, entries_pending=0)
     base.update(kw)
-    return base
+    return RunCounts(**base)
 
 
 @pytest.mark.parametrize("counts, code, words", [

@@ -247,3 +247,15 @@ def test_writers_started_together_on_a_new_lake_all_get_in(postgres, tmp_path):
     go.touch()
     results = [(p.wait(timeout=120), p.stdout.read().strip(), p.stderr.read()[-2000:]) for p in procs]
     assert [(code, out) for code, out, _ in results] == [(0, "0")] * 4, results
+
+
+def test_a_change_to_the_lakes_tables_raises_the_lake_version():
+    """A lake at LAKE_VERSION is not upgraded again: a migration that changes
+    a lake or keyed table without raising LAKE_VERSION would leave every
+    existing lake without its columns (the run then fails at its first
+    write of one). The digest of the tables is pinned to the version."""
+    from warehouse.lake import LAKE_DIGEST, LAKE_VERSION, lake_digest
+
+    assert lake_digest() == LAKE_DIGEST, (
+        f"the lake's tables changed: raise LAKE_VERSION in warehouse/lake.py to {LAKE_VERSION + 1} and set "
+        f"LAKE_DIGEST = {lake_digest()!r} (a lake at the old version then gets the new columns when opened)")

@@ -77,3 +77,30 @@ def test_docs_schema_sql_is_the_current_schema():
     assert path.read_text(encoding="utf-8") == current_schema(), (
         "docs/schema.sql is stale: regenerate it with\n  .venv/bin/python -c \"from warehouse.schema import "
         "current_schema; print(current_schema(), end='')\" > docs/schema.sql")
+
+
+def test_every_field_of_a_source_state_is_written():
+    """A poll's SourceState updates `sources` through a hand-written UPDATE:
+    a field the UPDATE does not read would be dropped without a word."""
+    import inspect
+
+    from transforms.records import SourceState
+    from warehouse import feed_registry
+
+    update = inspect.getsource(feed_registry.update_source_states)
+    assert [f.name for f in fields(SourceState) if f"s.{f.name}" not in update] == []
+
+
+@pytest.mark.parametrize(("changes", "keeps"), [("UPGRADE_SET", "UPGRADE_KEEPS"), ("REEXTRACT_SET", "REEXTRACT_KEEPS")])
+def test_every_article_field_is_replaced_or_kept(changes, keeps):
+    """An upgrade (page body for a feed text) and a re-extraction update
+    stored articles through hand-written SETs, shared by both backends: each
+    field of Article is either set there or listed as kept, so that a new
+    field is a decision, not a column left behind."""
+    import re
+
+    from warehouse import article_rows
+
+    set_columns = set(re.findall(r"(\w+) = ", getattr(article_rows, changes)))
+    kept = getattr(article_rows, keeps)
+    assert [f.name for f in fields(Article) if (f.name in set_columns) == (f.name in kept)] == []

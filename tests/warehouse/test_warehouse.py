@@ -219,4 +219,18 @@ def test_the_runs_columns_are_the_run_counters(db):
         columns = {r[0] for r in con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'").fetchall()}
     lifecycle = {"run_id", "flow_run_id", "started_at", "finished_at", "status", "error", "worker"}
-    assert columns - lifecycle == set(RUN_COLUMNS)
+    assert columns - lifecycle == set(RUN_COLUMNS), (
+        "a counter of RunCounts needs a `runs` column (a migration in warehouse/schema.py, then LAKE_VERSION), "
+        "and a column a counter, or metadata={'stored': False} on the field")
+
+
+def test_every_runs_column_is_in_the_docs(db):
+    """docs/warehouse.md's `runs` table names every column the table has."""
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "warehouse.md").read_text(encoding="utf-8")
+    section = text.split("### `runs`", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    with connect(db) as con:
+        columns = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'").fetchall()]
+    assert [c for c in columns if f"`{c}`" not in section] == []
