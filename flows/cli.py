@@ -271,9 +271,7 @@ def sql(
     from warehouse.connection import connect_sandboxed
 
     with _reporting():
-        target = default_db(db)
-        if as_of is not None and isinstance(target, Path):
-            raise InputError("--as-of needs a lake: a DuckDB file keeps no earlier versions")
+        target = default_db(db)  # --as-of on a file: connect_sandboxed says it needs a lake
         tables = None
         if search_words is not None:
             from flows.search_index import hits_table

@@ -39,10 +39,11 @@ from flows.runstate import abandon_dead_runs, recorded_run
 from flows.settings import Settings, default_db, load_settings, select_feeds, with_registry, worker_name
 from flows.stories import cluster_backlog
 from flows.summary import RunTally
-from transforms.records import RunCounts
+from transforms.records import RegistryFeed, RunCounts
 from transforms.reports import run_report
 from warehouse import feed_registry, run_rows
 from warehouse.connection import Writer, check_warehouse_target, connect
+from warehouse.feed_registry import FeedState
 
 
 @flow(name="ingest", log_prints=False)
@@ -132,7 +133,7 @@ async def _run(settings: Settings, target: Path | str, run_id: str, asked: Asked
     if asked.warc:
         settings = settings.model_copy(update={"feeds": ()})
 
-    def begin() -> tuple[dict, list]:
+    def begin() -> tuple[dict[str, FeedState], list[RegistryFeed]]:
         with connect(target) as con:
             feed_registry.upsert_sources(con, [f.model_dump() for f in settings.feeds])
             feed_registry.upsert_sources(con, [warc_source(p) for p in asked.warc], origin="warc")
@@ -211,13 +212,13 @@ async def _context(settings: Settings, target: Path | str, run_id: str, started:
             writer.close()
 
 
-async def _stages(ctx: RunContext, feed_state: dict, asked: Asked) -> None:
+async def _stages(ctx: RunContext, feed_state: dict[str, FeedState], asked: Asked) -> None:
     """Poll the feeds, then fetch, extract and load their pages (or the
     pages of the WARC files, a file at a time)."""
     if asked.warc:
         await _backfill(ctx, asked.warc)
         return
-    polled = await poll_due(ctx, ctx.settings.feeds, feed_state, all_feeds=asked.all_feeds)
+    polled = await poll_due(ctx, feed_state, all_feeds=asked.all_feeds)
     jobs, counts = work_outbox(ctx, polled=polled)
     ctx.tally.add(counts)
     await run_pages(ctx, jobs)
@@ -252,11 +253,10 @@ async def _backfill(ctx: RunContext, paths: list[str]) -> None:
             ctx.logger.info("WARC file %s: %d pages", path, len(files.entries))
             jobs, counts = work_outbox(ctx, extra=files.entries, unreadable=files.failures)
             ctx.tally.add(counts)
-            deferred = ctx.tally.counts.deferred_pages
-            await run_pages(ctx, jobs, files)
+            deferred = await run_pages(ctx, jobs, files)
             ctx.writer.close()  # the next file's outbox step opens the warehouse itself
             crash_point("warc_file_loaded")
-            if leasing is not None and ctx.tally.counts.deferred_pages == deferred:  # else it stays for the next worker
+            if leasing is not None and not deferred:  # else it stays for the next worker
                 await asyncio.to_thread(leases.finish_file, leasing.dsn, path, owner=leasing.owner,
                                         run_id=ctx.run_id, records=len(files.entries))
     finally:

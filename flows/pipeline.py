@@ -199,7 +199,7 @@ async def _extract_batch(ctx: RunContext, pages: list[PageFetch], counts: RunCou
     return pages, extracted, counts + RunCounts(extract_s=cpu_s)
 
 
-async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None = None) -> None:
+async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None = None) -> int:
     """Fetch, extract and load the pages in batches, three stages overlapping:
     while batch N is extracted in the worker processes, batches N+1 and N+2
     are fetched and batch N-1 is loaded. A fetched batch is ready when the
@@ -210,11 +210,12 @@ async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None
 
     Past `ctx.deadline` ([pipeline] max_run_s) no new batch is started; the
     batches under way finish, and the entries of the others stay in the
-    outbox (retries in page_attempts) for the next run."""
+    outbox (retries in page_attempts) for the next run. Returns how many
+    pages were left so."""
     pipeline = ctx.settings.pipeline
     batches = list(_chunks(jobs, pipeline.batch_size))
     if not batches:
-        return
+        return 0
     policy, stories = ctx.settings.retry.policy(), ctx.settings.stories.params()
     if pipeline.task_runner == "local":
         ctx.pool.start()  # workers boot while the first batch is fetched
@@ -252,8 +253,9 @@ async def run_pages(ctx: RunContext, jobs: Sequence[Job], warc: WarcInput | None
         for future in pending:
             if not future.done():
                 future.cancel()
-    if started < len(batches):
-        left = [job for batch in batches[started:] for job in batch]
+    left = [job for batch in batches[started:] for job in batch]
+    if left:
         ctx.tally.add(RunCounts(entries_pending=sum(len(group) for group, retry in left if retry is None),
                                 deferred_pages=len(left)))
         ctx.logger.warning("max_run_s reached: %d pages left for the next run (their entries stay queued)", len(left))
+    return len(left)

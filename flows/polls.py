@@ -35,6 +35,7 @@ from transforms.records import BatchRows, FeedEntry, ParsedFeed, PollRows, RunCo
 from transforms.schedule import cache_max_age, due_feeds, next_poll
 from warehouse import article_rows, feed_registry, lookups, outbox
 from warehouse.connection import connect
+from warehouse.feed_registry import FeedState
 from warehouse.twophase import alive, is_lake, keyed_dsn
 
 _FEED_ACCEPT = ("application/rss+xml,application/atom+xml,application/rdf+xml,application/xml;q=0.9,"
@@ -95,14 +96,14 @@ async def parse_feeds(fetched: Sequence[FeedFetch]) -> list[PolledFeed]:
     return await asyncio.to_thread(_parse_all, fetched)
 
 
-async def poll_due(ctx: RunContext, feeds: Sequence[FeedSettings], feed_state: dict, *,
+async def poll_due(ctx: RunContext, feed_state: dict[str, FeedState], *,
                    all_feeds: bool = False) -> frozenset[tuple[str, str]]:
     """Poll the feeds that are due (all of them with `all_feeds`). Alone
     (a file), in one go; with `ctx.leasing` (a lake), a batch at a time, each
     leased so that no other worker polls it. Each batch's counts go to the
     run's tally as it is recorded. Returns, as `poll_feeds`, the (feed, link)
     of the entries found new."""
-    logger, leasing = ctx.logger, ctx.leasing
+    logger, leasing, feeds = ctx.logger, ctx.leasing, ctx.settings.feeds
     overrides = {f.name: f.interval_min * 60 for f in feeds if f.interval_min is not None}
     polls_at = {n: next_poll(s.next_poll_at, s.last_fetched_at, overrides.get(n)) for n, s in feed_state.items()}
     plan = due_feeds([f.name for f in feeds], {n: s.next_attempt_at for n, s in feed_state.items()}, polls_at,
@@ -148,7 +149,7 @@ async def poll_due(ctx: RunContext, feeds: Sequence[FeedSettings], feed_state: d
 
 
 async def poll_feeds(ctx: RunContext, due: Sequence[FeedSettings],
-                     feed_state: dict) -> tuple[frozenset[tuple[str, str]], RunCounts]:
+                     feed_state: dict[str, FeedState]) -> tuple[frozenset[tuple[str, str]], RunCounts]:
     """Poll these feeds and record, in one transaction, the polls, the
     feeds' new state and next poll, the failures, the sightings of articles
     already held and the new entries (queued in the outbox for

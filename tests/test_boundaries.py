@@ -218,3 +218,25 @@ def test_checker_reads_every_package_file():
     # A package moved or renamed would leave the boundary tests checking nothing.
     for package in ("flows", "transforms", "warehouse"):
         assert len(list((REPO / package).rglob("*.py"))) >= 3, package
+
+
+def test_the_module_map_lists_every_module():
+    """docs/architecture.md's module map names every module of the three
+    packages under its package, and none that is gone."""
+    import re
+
+    block = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8").split("## The module map", 1)[1]
+    block = block.split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    package = None
+    for line in block.splitlines():
+        if head := re.match(r"^(flows|transforms|warehouse)/", line):
+            package = head.group(1)
+        elif re.match(r"^\S", line):
+            package = None
+        elif package and (name := re.match(r"^  (\w+\.py)\b", line)):
+            listed.setdefault(package, set()).add(name.group(1))
+    for package in ("flows", "transforms", "warehouse"):
+        modules = {p.name for p in (REPO / package).glob("*.py") if p.name != "__init__.py"}
+        assert (package, sorted(modules - listed.get(package, set())), sorted(listed.get(package, set()) - modules)) \
+            == (package, [], [])

@@ -11,6 +11,7 @@ import pkgutil
 import pytest
 
 from transforms.errors import InputError, NewsdeskError, NoWarehouse, ParseError, StageError
+from transforms.opml import OpmlError
 
 
 def _our_exception_classes() -> list[type]:
@@ -29,7 +30,7 @@ def test_every_error_class_derives_from_the_root():
     assert [c.__qualname__ for c in classes if not issubclass(c, NewsdeskError)] == []
 
 
-@pytest.mark.parametrize(("cls", "code"), [(NewsdeskError, 1), (InputError, 2), (NoWarehouse, 2), (ParseError, 2),
+@pytest.mark.parametrize(("cls", "code"), [(NewsdeskError, 1), (InputError, 2), (NoWarehouse, 2), (ParseError, 1), (OpmlError, 2),
                                             (StageError, 1)])
 def test_the_class_gives_the_exit_code(cls, code):
     assert cls.exit_code == code

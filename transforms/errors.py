@@ -69,7 +69,6 @@ class FetchError(StageError):
 
 class ParseError(StageError):
     stage = "parse"
-    exit_code = 2  # when one reaches the CLI, it was a file the user gave (`feeds import`)
 
 
 class ExtractError(StageError):

@@ -28,6 +28,13 @@ from lxml import etree
 from transforms.errors import ParseError
 from transforms.records import RegistryFeed
 
+
+class OpmlError(ParseError):
+    """The OPML file the user gave cannot be read: their input (exit 2)."""
+
+    exit_code = 2
+
+
 # OPML of 100,000 feeds is ~20 MB; the cap keeps a wrong file from being read whole.
 MAX_OPML_BYTES = 64 * 1024 * 1024
 _NAME_MAX = 60
@@ -94,16 +101,16 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 def read_opml(data: bytes, *, url: str = "OPML") -> OpmlDocument:
     """The feed outlines of an OPML document, each with the titles of the
-    folders it sits in as tags. Not XML, or not OPML: ParseError. An outline
+    folders it sits in as tags. Not XML, or not OPML: OpmlError. An outline
     that is not usable is a Problem, and the rest are still read."""
     if data[:2] == b"\x1f\x8b":  # a gzipped export (.opml.gz): read it, within the same cap
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
                 data = z.read(MAX_OPML_BYTES + 1)
         except (OSError, EOFError) as exc:
-            raise ParseError(url, "malformed_gzip", f"a gzip file that cannot be read: {exc}") from None
+            raise OpmlError(url, "malformed_gzip", f"a gzip file that cannot be read: {exc}") from None
     if len(data) > MAX_OPML_BYTES:
-        raise ParseError(url, "too_large", f"larger than {MAX_OPML_BYTES // (1024 * 1024)} MB")
+        raise OpmlError(url, "too_large", f"larger than {MAX_OPML_BYTES // (1024 * 1024)} MB")
     data = data.lstrip(b" \t\r\n")  # some exporters put a blank line before <?xml
     # No entities, no DTD, no network: an OPML file comes from anywhere.
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
@@ -115,15 +122,15 @@ def read_opml(data: bytes, *, url: str = "OPML") -> OpmlDocument:
         message = " ".join(str(exc).split())
         if "XML_PARSE_HUGE" in message or "Resource limit" in message:
             message = f"too deeply nested or too large a value for an OPML file ({message.split(',')[0]})"
-        raise ParseError(url, "malformed_xml", f"not well-formed XML: {message}") from None
+        raise OpmlError(url, "malformed_xml", f"not well-formed XML: {message}") from None
     if not isinstance(root.tag, str) or etree.QName(root).localname.lower() != "opml":
-        raise ParseError(url, "not_opml", f"the root element is <{etree.QName(root).localname}>, not <opml>")
+        raise OpmlError(url, "not_opml", f"the root element is <{etree.QName(root).localname}>, not <opml>")
     head = _child(root, "head")
     title_element = None if head is None else _child(head, "title")
     head_title = None if title_element is None else title_element.text
     body = _child(root, "body")
     if body is None:
-        raise ParseError(url, "not_opml", "no <body>")
+        raise OpmlError(url, "not_opml", "no <body>")
     outlines: list[Outline] = []
     problems: list[Problem] = []
     folders = 0

@@ -203,7 +203,7 @@ class FeedPoll:
 class KnownKeys:
     """What the warehouse already holds, for the duplicate decisions.
 
-    Maps each key to the article it belongs to; built by `warehouse.queries`.
+    Maps each key to the article it belongs to; built by `warehouse.lookups`.
     """
 
     by_url: dict[str, str] = field(default_factory=dict)

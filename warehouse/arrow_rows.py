@@ -1,5 +1,6 @@
-"""The Arrow shapes of the records the warehouse loads, the one INSERT
-every load goes through, and the reader that turns rows back into records.
+"""The Arrow shapes of the records the warehouse loads, the INSERT the
+loads of an Arrow table go through, and the reader that turns rows back
+into records.
 
 Rows travel as Arrow tables (DuckDB loads them ~100x faster than
 executemany), one shape per table. Each shape is derived from its record
@@ -15,13 +16,16 @@ import dataclasses
 import types
 import typing
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from transforms.records import Article, Failure, FeedEntry, FeedPoll, PageAttempt, Sighting, SourceState
 from warehouse.scopes import registered
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -53,13 +57,16 @@ def shape_of(record: type, *, leave_out: Sequence[str] = ()) -> pa.Schema:
                          if f.name not in leave_out])
 
 
-T = TypeVar("T")
+R = TypeVar("R", bound="DataclassInstance")
 
 
-def record_of(record: type[T], row: Mapping[str, Any], **given: Any) -> T:
+def record_of(record: type[R], row: Mapping[str, Any], **given: Any) -> R:
     """A record from a row read by column name (`named_rows`); `given` fields
-    are set from elsewhere (a nested record, a value the row lacks)."""
-    return record(**{f.name: given[f.name] if f.name in given else row[f.name] for f in dataclasses.fields(record)})  # type: ignore[arg-type]
+    are set from elsewhere (a nested record, a value the row lacks). A field
+    with a default may be missing from the row; one without is an error."""
+    values = {f.name: given[f.name] if f.name in given else row[f.name]
+              for f in dataclasses.fields(record) if f.name in given or f.name in row}
+    return record(**values)
 
 
 def named_rows(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from warehouse.arrow_rows import (
     chunks,
     insert_rows,
     marks,
+    named_rows,
     to_arrow,
 )
 from warehouse.lookups import lookup
@@ -214,15 +215,15 @@ class ArchivedArticle(NamedTuple):
 
 def select_archived_articles(con: duckdb.DuckDBPyConnection, since: date | None = None, source: str | None = None) -> list[ArchivedArticle]:
     """Articles whose page body came from an archived response, oldest first."""
-    rows = con.execute("""
+    rows = named_rows(con.execute("""
         SELECT a.article_id, a.url, a.source, a.title, a.author, a.published_at, a.date_source, a.first_seen_at,
-               a.run_id, a.warc_file, a.warc_offset, s.language, a.published_raw
+               a.run_id, a.warc_file, a.warc_offset, s.language AS source_language, a.published_raw
         FROM articles a LEFT JOIN sources s ON s.name = a.source
         WHERE a.warc_file IS NOT NULL AND a.body_source = 'page'
           AND ($since IS NULL OR a.published_date >= $since) AND ($source IS NULL OR a.source = $source)
         ORDER BY a.first_seen_at, a.article_id
-    """, {"since": since, "source": source}).fetchall()
-    return [ArchivedArticle(*r) for r in rows]
+    """, {"since": since, "source": source}))
+    return [ArchivedArticle(**r) for r in rows]
 
 
 def select_articles(con: duckdb.DuckDBPyConnection, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import duckdb
 
-from transforms.errors import NewsdeskError, NoWarehouse
+from transforms.errors import InputError, NewsdeskError, NoWarehouse
 from warehouse.schema import NotAWarehouse as NotAWarehouse  # raised by connect(), imported from here
 from warehouse.schema import migrate, refuse_foreign
 from warehouse.target import LakeTarget, is_lake, parse_target
@@ -233,7 +233,7 @@ def connect_sandboxed(path: str | os.PathLike[str], *, allow_read: Sequence[str 
             yield con
         return
     if as_of is not None:
-        raise ValueError("--as-of needs a lake: a DuckDB file keeps no earlier versions")
+        raise InputError("--as-of needs a lake: a DuckDB file keeps no earlier versions")
     path = Path(path)
     if not path.exists():
         raise NoWarehouse(f"no warehouse at {path}: run `newsdesk ingest` first")

@@ -21,7 +21,7 @@ polled the feed does not poll it again.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Sequence
 
 import psycopg
 
@@ -135,10 +135,3 @@ def release_files(dsn: str, owner: str) -> None:
         pg.execute(f"UPDATE {_S}.warc_files SET lease_owner = NULL, lease_until = NULL "
                    "WHERE lease_owner = %s AND done_at IS NULL", [owner])
 
-
-def files_state(dsn: str, paths: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """(done_at, lease_owner, lease_until) of each registered path."""
-    with psycopg.connect(dsn, autocommit=True) as pg:
-        return {r[0]: r[1:] for r in pg.execute(
-            f"SELECT path, done_at, lease_owner, lease_until FROM {_S}.warc_files WHERE path = ANY(%s)",
-            [list(paths)]).fetchall()}

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from transforms.records import RUN_COLUMNS, RunCounts
-from warehouse.adhoc import run_sql
+from warehouse.arrow_rows import named_rows
 from warehouse.scopes import transaction
 from warehouse.twophase import alive, is_lake, keyed_dsn
 
@@ -81,8 +81,8 @@ def abandon_dead_runs(con: duckdb.DuckDBPyConnection, live_run_id: str, at: date
 
 
 def select_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    columns, rows = run_sql(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
-    return dict(zip(columns, rows[0])) if rows else None
+    rows = named_rows(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+    return rows[0] if rows else None
 
 
 def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
@@ -115,9 +115,11 @@ def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[s
 
 
 def select_recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> tuple[list[str], list[tuple[Any, ...]]]:
-    return run_sql(con, """
+    """The last runs, newest first, as `newsdesk runs` shows them: columns and rows."""
+    cur = con.execute("""
         SELECT run_id, started_at, status, round(epoch(finished_at - started_at), 1) AS wall_s,
                feeds_ok || '/' || feeds_total AS feeds, entries_seen, articles_new, duplicates, near_duplicates,
                entries_pending AS pending, failures, flow_run_id
         FROM runs ORDER BY started_at DESC LIMIT ?
     """, [limit])
+    return [d[0] for d in cur.description], cur.fetchall()

@@ -1,5 +1,6 @@
 """The warehouse side of full-text search: which articles the search index
-must (re)index, their text, and ranking the index's hits into stories.
+must (re)index, their text, and the rows a search shows (the ranking into
+stories is `transforms.ranking`).
 
 The index itself is a tantivy index beside the DuckDB file
 (`flows.search_index`); it never talks to DuckDB. Every load that adds or

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Fingerprint, StoryRoot
-from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, arrow_schema, insert_rows
+from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, arrow_schema, insert_rows, named_rows
 from warehouse.lookups import lookup
 from warehouse.rows import one_row
 from warehouse.scopes import registered, transaction
@@ -178,9 +178,9 @@ def select_fingerprint_backlog(con: duckdb.DuckDBPyConnection, scheme: str, limi
                                   "- (SELECT count(*) FROM article_fingerprints WHERE scheme = ?)", [scheme]))[0]
     if missing <= 0:
         return []
-    rows = con.execute("""
+    rows = named_rows(con.execute("""
         SELECT a.article_id, a.body, a.story_id, a.first_seen_at FROM articles a
         WHERE NOT EXISTS (SELECT 1 FROM article_fingerprints f WHERE f.article_id = a.article_id AND f.scheme = ?)
         ORDER BY a.first_seen_at, a.article_id LIMIT ?
-    """, [scheme, limit]).fetchall()
-    return [BacklogArticle(*r) for r in rows]
+    """, [scheme, limit]))
+    return [BacklogArticle(**r) for r in rows]

@@ -104,3 +104,13 @@ def test_every_article_field_is_replaced_or_kept(changes, keeps):
     set_columns = set(re.findall(r"(\w+) = ", getattr(article_rows, changes)))
     kept = getattr(article_rows, keeps)
     assert [f.name for f in fields(Article) if (f.name in set_columns) == (f.name in kept)] == []
+
+
+def test_a_record_from_a_row_takes_its_defaults_and_refuses_a_missing_field():
+    from transforms.records import RegistryFeed
+    from warehouse.arrow_rows import record_of
+
+    feed = record_of(RegistryFeed, {"name": "a", "url": "https://a.example/rss", "title": None}, tags=("x",))
+    assert feed == RegistryFeed(name="a", url="https://a.example/rss", tags=("x",))  # origin: its default
+    with pytest.raises(TypeError):
+        record_of(RegistryFeed, {"name": "a"})  # url has no default
