@@ -39,3 +39,23 @@ def test_the_class_gives_the_exit_code(cls, code):
 def test_no_warehouse_is_still_a_missing_file():
     # Callers and users of the library catch a missing warehouse as the OS names it.
     assert issubclass(NoWarehouse, FileNotFoundError)
+
+
+def test_no_error_class_hides_inside_a_function():
+    """The walk above sees module-level classes only: an exception class
+    defined inside a function (or a class) would escape it, so none is."""
+    import ast
+
+    from tests.conftest import REPO
+
+    nested = []
+    for package in ("transforms", "warehouse", "flows"):
+        for path in sorted((REPO / package).glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            top = {id(node) for node in tree.body}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef) and id(node) not in top and any(
+                        isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception")) or b.id in ("Exit",))
+                        for b in node.bases):
+                    nested.append(f"{path.name}:{node.lineno} {node.name}")
+    assert nested == []
