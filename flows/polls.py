@@ -13,7 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from typing import Callable, Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -52,17 +52,18 @@ class FeedFetch:
 
 
 @task(cache_policy=NO_CACHE)
-async def fetch_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], validators: dict[str, tuple]) -> list[FeedFetch]:
-    """Fetch every feed concurrently, with conditional GET."""
+async def fetch_feeds(fetcher: Fetcher, feeds: Sequence[FeedSettings], validators: dict[str, tuple],
+                      clock: Callable[[], datetime] = utc_now) -> list[FeedFetch]:
+    """Fetch every feed concurrently, with conditional GET; each stamped by `clock`."""
 
     async def one(feed: FeedSettings) -> FeedFetch:
         etag, last_modified = validators.get(feed.name, (None, None))
         try:
             resp = await fetcher.get(feed.url, etag=etag, last_modified=last_modified, allow_file=True,
                                      accept=_FEED_ACCEPT)
-            return FeedFetch(feed, resp, None, utc_now())
+            return FeedFetch(feed, resp, None, clock())
         except FetchError as exc:
-            return FeedFetch(feed, None, exc, utc_now())
+            return FeedFetch(feed, None, exc, clock())
 
     return list(await asyncio.gather(*(one(f) for f in feeds)))
 
@@ -161,7 +162,7 @@ async def poll_feeds(ctx: RunContext, due: Sequence[FeedSettings],
     validators = {name: (state.etag, state.last_modified) for name, state in feed_state.items()}
     clock = time.perf_counter()
     # Prefect unwraps quote() arguments; its typing of a task call does not say so.
-    fetched = await fetch_feeds(ctx.fetcher, due, quote(validators))  # type: ignore[call-overload]
+    fetched = await fetch_feeds(ctx.fetcher, due, quote(validators), ctx.now)  # type: ignore[call-overload]
     archive = ctx.archive
     if archive is not None:
         await asyncio.to_thread(lambda: [archive.write(f.response) for f in fetched
