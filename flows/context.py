@@ -35,6 +35,9 @@ class Leasing:
 
 @dataclass(frozen=True)
 class RunContext:
+    """What every stage of one run reads. Frozen: a stage changes the run
+    only through the warehouse and by adding its counts to `tally`."""
+
     run_id: str
     target: Path | str  # the warehouse: a DuckDB file, or a lake (ducklake:postgres:...)
     settings: Settings
