@@ -16,16 +16,13 @@ import dataclasses
 import types
 import typing
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from transforms.records import Article, Failure, FeedEntry, FeedPoll, PageAttempt, Sighting, SourceState
 from warehouse.scopes import registered
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -57,7 +54,13 @@ def shape_of(record: type, *, leave_out: Sequence[str] = ()) -> pa.Schema:
                          if f.name not in leave_out])
 
 
-R = TypeVar("R", bound="DataclassInstance")
+class _Record(Protocol):
+    """What every dataclass has: the type `record_of` builds."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+R = TypeVar("R", bound=_Record)
 
 
 def record_of(record: type[R], row: Mapping[str, Any], **given: Any) -> R:
