@@ -1,12 +1,12 @@
-"""The Arrow shapes of the records the warehouse loads, the INSERT the
-loads of an Arrow table go through, and the reader that turns rows back
-into records.
+"""The Arrow shapes of the records the warehouse loads, and the INSERT the
+loads of an Arrow table go through.
 
 Rows travel as Arrow tables (DuckDB loads them ~100x faster than
 executemany), one shape per table. Each shape is derived from its record
 type in `transforms.records` (a column per field, the type from the
 annotation), so a field added to a record is a column of its shape; rows
-read back become records by column name, never by position.
+read back become records by column name (`warehouse.rows`), never by
+position.
 `tests/warehouse/test_shapes.py` checks each shape against its table.
 """
 
@@ -16,7 +16,7 @@ import dataclasses
 import types
 import typing
 from datetime import date, datetime
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -52,30 +52,6 @@ def shape_of(record: type, *, leave_out: Sequence[str] = ()) -> pa.Schema:
     hints = typing.get_type_hints(record)
     return arrow_schema([(f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(record)
                          if f.name not in leave_out])
-
-
-class _Record(Protocol):
-    """What every dataclass has: the type `record_of` builds."""
-
-    __dataclass_fields__: ClassVar[dict[str, Any]]
-
-
-R = TypeVar("R", bound=_Record)
-
-
-def record_of(record: type[R], row: Mapping[str, Any], **given: Any) -> R:
-    """A record from a row read by column name (`named_rows`); `given` fields
-    are set from elsewhere (a nested record, a value the row lacks). A field
-    with a default may be missing from the row; one without is an error."""
-    values = {f.name: given[f.name] if f.name in given else row[f.name]
-              for f in dataclasses.fields(record) if f.name in given or f.name in row}
-    return record(**values)
-
-
-def named_rows(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """The rows of an executed query, as dicts by column name."""
-    names = [d[0] for d in cursor.description or ()]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 ARTICLE_SCHEMA = shape_of(Article, leave_out=("fingerprint",))  # fingerprints: article_fingerprints

@@ -25,11 +25,11 @@ from warehouse.arrow_rows import (
     chunks,
     insert_rows,
     marks,
-    named_rows,
     to_arrow,
 )
 from warehouse.lookups import lookup
-from warehouse.outbox import dequeue
+from warehouse.outbox import delete_keys
+from warehouse.rows import named_rows
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
 from warehouse.story_rows import put_bands, put_fingerprints, refingerprint
@@ -109,11 +109,8 @@ def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str 
         put_bands(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
                          if a.fingerprint and a.story_id == a.article_id and a.article_id in new], replace=False)
         _upgrade(con, batch.upgrades)
-        if batch.settled:
-            pairs = pa.table({"source": [s for s, _ in batch.settled], "link": [c for _, c in batch.settled]})
-            with registered(con, "_settled", pairs):
-                con.execute("DELETE FROM page_attempts p USING _settled s WHERE p.source = s.source AND p.canonical_link = s.link")
-        dequeue(con, batch.dequeued)
+        delete_keys(con, "page_attempts", batch.settled)
+        delete_keys(con, "entry_outbox", batch.dequeued)
         if before_commit is not None:
             before_commit()
 

@@ -18,13 +18,11 @@ from warehouse.arrow_rows import (
     SOURCE_STATE_SCHEMA,
     feed_polls_arrow,
     insert_rows,
-    named_rows,
     outbox_arrow,
-    record_of,
     to_arrow,
 )
 from warehouse.article_rows import insert_sightings
-from warehouse.rows import one_row
+from warehouse.rows import named_rows, one_row, record_of
 from warehouse.scopes import registered, transaction
 from warehouse.twophase import is_lake
 

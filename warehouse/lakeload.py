@@ -41,6 +41,7 @@ from warehouse.arrow_rows import (
 )
 from warehouse.lake import KEYED_SCHEMA
 from warehouse.lookups import lookup
+from warehouse.outbox import delete_keys
 from warehouse.scopes import registered
 
 KEYS = f"keys.{KEYED_SCHEMA}"
@@ -173,12 +174,8 @@ def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str,
                 roots = _stored_roots(con, ids)
                 _roots(con, [(a.article_id, a.fingerprint, roots[a.article_id]) for a in upgraded
                              if a.fingerprint and a.article_id in roots], replace=True)
-        for table, keys in ((f"{KEYS}.page_attempts", batch.settled), (f"{KEYS}.entry_outbox", batch.dequeued)):
-            if keys:
-                pairs = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
-                with registered(con, "_done", pairs):
-                    con.execute(f"DELETE FROM {table} t USING _done d "
-                                "WHERE t.source = d.source AND t.canonical_link = d.link")
+        delete_keys(con, f"{KEYS}.page_attempts", batch.settled)
+        delete_keys(con, f"{KEYS}.entry_outbox", batch.dequeued)
 
     def parts() -> dict[str, pa.Table]:
         return {

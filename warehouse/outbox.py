@@ -10,7 +10,8 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import FeedEntry, PageAttempt
-from warehouse.arrow_rows import ENTRY_COLUMNS, named_rows, record_of
+from warehouse.arrow_rows import ENTRY_COLUMNS
+from warehouse.rows import named_rows, record_of
 from warehouse.scopes import registered
 
 
@@ -31,9 +32,12 @@ def select_due_attempts(con: duckdb.DuckDBPyConnection, now: datetime, limit: in
     return [record_of(PageAttempt, r, entry=record_of(FeedEntry, r)) for r in rows]
 
 
-def dequeue(con: duckdb.DuckDBPyConnection, keys: Sequence[tuple[str, str]]) -> None:
+def delete_keys(con: duckdb.DuckDBPyConnection, table: str, keys: Sequence[tuple[str, str]]) -> None:
+    """Delete the rows of these (source, canonical_link) keys from `table`:
+    entry_outbox (entries dequeued) or page_attempts (pages settled), in the
+    file or, prefixed, in a lake's keyed schema."""
     if not keys:
         return
     done = pa.table({"source": [s for s, _ in keys], "link": [c for _, c in keys]})
     with registered(con, "_done", done):
-        con.execute("DELETE FROM entry_outbox o USING _done d WHERE o.source = d.source AND o.canonical_link = d.link")
+        con.execute(f"DELETE FROM {table} t USING _done d WHERE t.source = d.source AND t.canonical_link = d.link")

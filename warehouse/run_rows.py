@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from transforms.records import RUN_COLUMNS, RunCounts
-from warehouse.arrow_rows import named_rows
+from warehouse.rows import named_rows
 from warehouse.scopes import transaction
 from warehouse.twophase import alive, is_lake, keyed_dsn
 

@@ -12,9 +12,9 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Fingerprint, StoryRoot
-from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, arrow_schema, insert_rows, named_rows
+from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, arrow_schema, insert_rows
 from warehouse.lookups import lookup
-from warehouse.rows import one_row
+from warehouse.rows import named_rows, one_row
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
 from warehouse.twophase import is_lake

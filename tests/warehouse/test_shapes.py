@@ -108,7 +108,7 @@ def test_every_article_field_is_replaced_or_kept(changes, keeps):
 
 def test_a_record_from_a_row_takes_its_defaults_and_refuses_a_missing_field():
     from transforms.records import RegistryFeed
-    from warehouse.arrow_rows import record_of
+    from warehouse.rows import record_of
 
     feed = record_of(RegistryFeed, {"name": "a", "url": "https://a.example/rss", "title": None}, tags=("x",))
     assert feed == RegistryFeed(name="a", url="https://a.example/rss", tags=("x",))  # origin: its default
