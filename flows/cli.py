@@ -145,10 +145,9 @@ def ingest(
             check_warehouse_target(target)
         else:  # a new lake is made here, with its data folder; the flow's connections then find it
             from warehouse.lake import connect_lake
-            from warehouse.target import LakeTarget, parse_target
+            from warehouse.target import parse_lake
 
-            lake = parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
-            assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+            lake = parse_lake(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
             with connect_lake(lake):
                 pass
 
@@ -586,10 +585,9 @@ def _open_registry(db: str | None, data_path: str | None = None):
         check_warehouse_target(target)
         return connect(target)
     from warehouse.lake import connect_lake
-    from warehouse.target import LakeTarget, parse_target
+    from warehouse.target import parse_lake
 
-    lake = parse_target(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
-    assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+    lake = parse_lake(target, data_path or os.environ.get("NEWSDESK_DATA_PATH"))
     return connect_lake(lake)
 
 

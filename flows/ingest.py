@@ -113,11 +113,10 @@ async def _ingest(settings: Settings, target: Path | str, asked: Asked, logger) 
     # writers tell it from a dead run by that lock.
     from warehouse.lake import connect_lake
     from warehouse.maintenance import writing
-    from warehouse.target import LakeTarget, parse_target
+    from warehouse.target import parse_lake
     from warehouse.twophase import hold_run, replay_staged
 
-    lake = parse_target(target)
-    assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+    lake = parse_lake(target)
     # writing: no `newsdesk maintain` compacts the lake while the run writes.
     with writing(lake.dsn), hold_run(lake.dsn, run_id):
         with connect_lake(lake) as con:
@@ -192,10 +191,9 @@ async def _context(settings: Settings, target: Path | str, run_id: str, started:
     leasing, shared = None, None
     if not isinstance(target, Path):  # a lake: the due feeds and each host's politeness shared by its workers
         from warehouse.host_turns import HostTurns
-        from warehouse.target import LakeTarget, parse_target
+        from warehouse.target import parse_lake
 
-        lake = parse_target(target)
-        assert isinstance(lake, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+        lake = parse_lake(target)
         dsn = lake.dsn
         leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s,
                           settings.workers.feeds_per_lease, settings.workers.warc_lease_s)

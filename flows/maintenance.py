@@ -40,10 +40,9 @@ def maintain(db: str | Path, *, keep_days: int, grace_hours: float,
 
     from warehouse.lake import NewLakeNeedsDataPath, connect_lake
     from warehouse.maintenance import maintain_lake
-    from warehouse.target import LakeTarget, parse_target
+    from warehouse.target import parse_lake
 
-    target = parse_target(db)
-    assert isinstance(target, LakeTarget)  # not a Path: default_db gave a lake's ATTACH string
+    target = parse_lake(db)
     try:
         with connect_lake(target) as con:
             report = maintain_lake(con, keep_days=keep_days, grace=timedelta(hours=grace_hours), on_step=on_step)

@@ -21,7 +21,7 @@ import duckdb
 from transforms.errors import InputError, NewsdeskError, NoWarehouse
 from warehouse.schema import NotAWarehouse as NotAWarehouse  # raised by connect(), imported from here
 from warehouse.schema import migrate, refuse_foreign
-from warehouse.target import LakeTarget, is_lake, parse_target
+from warehouse.target import LakeTarget, is_lake, parse_lake
 
 # For type hints outside the warehouse, which never imports duckdb itself.
 Connection = duckdb.DuckDBPyConnection
@@ -187,8 +187,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False,
     if is_lake(path):
         from warehouse.lake import connect_lake
 
-        target = parse_target(path)
-        assert isinstance(target, LakeTarget)  # is_lake(path): parse_target gives a lake
+        target = parse_lake(path)
         with connect_lake(target, read_only=read_only,
                           memory_limit=MEMORY_LIMIT if read_only else WRITER_MEMORY_LIMIT) as con:
             yield con
@@ -227,8 +226,7 @@ def connect_sandboxed(path: str | os.PathLike[str], *, allow_read: Sequence[str 
     locked, so a query cannot switch any of it back. On a lake, `as_of` (a
     snapshot id or a time) reads the lake as it was then."""
     if is_lake(path):
-        target = parse_target(path)
-        assert isinstance(target, LakeTarget)  # is_lake(path): parse_target gives a lake
+        target = parse_lake(path)
         with _sandboxed_lake(target, allow_read, as_of) as con:
             yield con
         return
@@ -322,8 +320,7 @@ class Writer:
                 from warehouse.lake import connect_lake
 
                 self._lake_scope = ExitStack()
-                target = parse_target(self.path)
-                assert isinstance(target, LakeTarget)  # is_lake(path): parse_target gives a lake
+                target = parse_lake(self.path)
                 self._con = self._lake_scope.enter_context(
                     connect_lake(target, memory_limit=WRITER_MEMORY_LIMIT))
             try:

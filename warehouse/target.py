@@ -73,3 +73,12 @@ def parse_target(value: str | os.PathLike[str], data_path: str | os.PathLike[str
             data = str(Path(data).expanduser().resolve())
         data_path = data.rstrip("/") + "/"
     return LakeTarget(text, data_path)
+
+
+def parse_lake(value: str | os.PathLike[str], data_path: str | os.PathLike[str] | None = None) -> LakeTarget:
+    """`parse_target` of a value known to name a lake (`is_lake`);
+    BadTarget if it names a file."""
+    target = parse_target(value, data_path)
+    if not isinstance(target, LakeTarget):
+        raise BadTarget(f"{value} is not a lake (ducklake:postgres:...)")
+    return target

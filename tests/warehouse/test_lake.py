@@ -259,3 +259,12 @@ def test_a_change_to_the_lakes_tables_raises_the_lake_version():
     assert lake_digest() == LAKE_DIGEST, (
         f"the lake's tables changed: raise LAKE_VERSION in warehouse/lake.py to {LAKE_VERSION + 1} and set "
         f"LAKE_DIGEST = {lake_digest()!r} (a lake at the old version then gets the new columns when opened)")
+
+
+def test_parse_lake_refuses_a_file():
+    from warehouse.target import BadTarget, LakeTarget, parse_lake
+
+    lake = parse_lake("ducklake:postgres:dbname=news host=127.0.0.1")
+    assert isinstance(lake, LakeTarget) and lake.dsn == "dbname=news host=127.0.0.1"
+    with pytest.raises(BadTarget, match="not a lake"):
+        parse_lake("newsdesk.duckdb")
