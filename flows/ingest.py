@@ -167,7 +167,8 @@ async def _run(settings: Settings, target: Path | str, run_id: str, asked: Asked
             crash_point("indexing")
             per_feed = run_rows.select_run_feeds(con, run_id)
         if flow_run.id:  # under Prefect: the run's report, in the UI beside the flow run
-            await acreate_markdown_artifact(markdown=run_report(run_id, str(target), tally.counts, per_feed), key="newsdesk-run",
+            report = run_report(run_id, str(target), tally.counts, per_feed)
+            await acreate_markdown_artifact(markdown=report, key="newsdesk-run",
                                             description=f"newsdesk ingest into {target}")
     c = tally.counts
     logger.info(
@@ -193,8 +194,7 @@ async def _context(settings: Settings, target: Path | str, run_id: str, started:
         from warehouse.host_turns import HostTurns
         from warehouse.target import parse_lake
 
-        lake = parse_lake(target)
-        dsn = lake.dsn
+        dsn = parse_lake(target).dsn
         leasing = Leasing(dsn, f"{worker_name()} {run_id}", settings.workers.lease_s,
                           settings.workers.feeds_per_lease, settings.workers.warc_lease_s)
         shared = HostTurns(dsn, leasing.owner, hold_s=settings.fetch.total_timeout_s + 60)

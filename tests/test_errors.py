@@ -10,7 +10,7 @@ import pkgutil
 
 import pytest
 
-from transforms.errors import InputError, NewsdeskError, NoWarehouse, ParseError, StageError
+from transforms.errors import InputError, NewsdeskError, NoWarehouse, ParseError
 from transforms.opml import OpmlError
 
 
@@ -30,10 +30,24 @@ def test_every_error_class_derives_from_the_root():
     assert [c.__qualname__ for c in classes if not issubclass(c, NewsdeskError)] == []
 
 
-@pytest.mark.parametrize(("cls", "code"), [(NewsdeskError, 1), (InputError, 2), (NoWarehouse, 2), (ParseError, 1), (OpmlError, 2),
-                                            (StageError, 1)])
-def test_the_class_gives_the_exit_code(cls, code):
-    assert cls.exit_code == code
+@pytest.mark.parametrize(("error", "code"), [
+    (NewsdeskError("failed"), 1), (InputError("wrong"), 2), (NoWarehouse("no warehouse at x"), 2),
+    (ParseError("https://x.example/", "malformed_feed"), 1), (OpmlError("f.opml", "not_opml"), 2),
+    (FileNotFoundError("no such file"), 2), (RuntimeError("a bug"), 1),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_the_cli_takes_the_exit_code_from_the_class(error, code):
+    import typer
+
+    from flows.cli import _reporting
+
+    with pytest.raises(typer.Exit) as caught:
+        with _reporting():
+            raise error
+    assert caught.value.exit_code == code
+    with pytest.raises(typer.Exit) as caught:  # a run that failed: 1, whatever the error
+        with _reporting(run=True):
+            raise error
+    assert caught.value.exit_code == 1
 
 
 def test_no_warehouse_is_still_a_missing_file():
