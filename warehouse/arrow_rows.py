@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
-from transforms.records import Article, Failure, FeedEntry, FeedPoll, PageAttempt, Sighting, SourceState
+from transforms.records import Article, Failure, FeedEntry, FeedPoll, Fingerprint, PageAttempt, Sighting, SourceState
 from warehouse.scopes import registered
 
 TS = pa.timestamp("us", tz="UTC")
@@ -86,8 +86,12 @@ def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, conf
         return {r[0] for r in result.fetchall()} if returning else set()
 
 
+def _entry_columns(entries: Sequence[FeedEntry]) -> dict[str, list[Any]]:
+    return {name: [getattr(e, name) for e in entries] for name in ENTRY_SCHEMA.names}
+
+
 def attempts_arrow(attempts: Sequence[PageAttempt]) -> pa.Table:
-    columns = {name: [getattr(a.entry, name) for a in attempts] for name in ENTRY_SCHEMA.names}
+    columns = _entry_columns([a.entry for a in attempts])
     for name in ATTEMPT_SCHEMA.names[len(ENTRY_SCHEMA):]:
         columns[name] = [getattr(a, name) for a in attempts]
     return pa.table(columns, schema=ATTEMPT_SCHEMA)
@@ -95,7 +99,7 @@ def attempts_arrow(attempts: Sequence[PageAttempt]) -> pa.Table:
 
 def outbox_arrow(queued: Sequence[FeedEntry], run_id: str, at: datetime) -> pa.Table:
     """entry_outbox rows: the entries a run queued, in the order found."""
-    columns: dict[str, list[Any]] = {name: [getattr(e, name) for e in queued] for name in ENTRY_SCHEMA.names}
+    columns = _entry_columns(queued)
     columns.update(run_id=[run_id] * len(queued), queued_at=[at] * len(queued), position=list(range(len(queued))))
     return pa.table(columns, schema=OUTBOX_SCHEMA)
 
@@ -105,7 +109,35 @@ FINGERPRINT_SCHEMA = arrow_schema([
 ])
 
 
+def fingerprints_arrow(pairs: Sequence[tuple[str, Fingerprint]]) -> pa.Table:
+    """article_fingerprints rows of these (article id, fingerprint) pairs."""
+    return pa.table({
+        "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
+        "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
+    }, schema=FINGERPRINT_SCHEMA)
+
+
 BAND_SCHEMA = arrow_schema([("band_key", pa.int64()), ("story_id", pa.string()), ("first_seen_at", TS)])
+
+
+def bands_arrow(roots: Sequence[tuple[str, Fingerprint, datetime]]) -> pa.Table:
+    """story_bands rows: a row per band key of each story root (id, fingerprint, first seen)."""
+    return pa.table({
+        "band_key": [k for _, f, _ in roots for k in f.band_keys],
+        "story_id": [a for a, f, _ in roots for _ in f.band_keys],
+        "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
+    }, schema=BAND_SCHEMA)
+
+
+STORY_SCHEMA = arrow_schema([("article_id", pa.string()), ("story_id", pa.string()),
+                             ("duplicate_of", pa.string()), ("similarity", pa.float64())])
+
+
+def stories_arrow(assignments: Sequence[tuple[str, str, str | None, float | None]]) -> pa.Table:
+    """Story assignments (article_id, story_id, duplicate_of, similarity), as
+    the backlog's clustering gives them to stored articles."""
+    return pa.table({name: [a[i] for a in assignments] for i, name in enumerate(STORY_SCHEMA.names)},
+                    schema=STORY_SCHEMA)
 
 
 def feed_polls_arrow(polls: Sequence[FeedPoll]) -> pa.Table:

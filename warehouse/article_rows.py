@@ -28,7 +28,7 @@ from warehouse.arrow_rows import (
     to_arrow,
 )
 from warehouse.lookups import lookup
-from warehouse.outbox import delete_keys
+from warehouse.outbox import ATTEMPT_UPSERT, delete_keys
 from warehouse.rows import named_rows
 from warehouse.scopes import registered, transaction
 from warehouse.search import queue_articles
@@ -99,12 +99,7 @@ def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str 
             queue_articles(con, "_loaded")  # the search index picks them up after the run
         insert_sightings(con, batch.sightings)
         insert_rows(con, "failures", to_arrow(batch.failures, FAILURE_SCHEMA), "")
-        insert_rows(con, "page_attempts", attempts_arrow(batch.attempts), """
-            ON CONFLICT (source, canonical_link) DO UPDATE SET
-                status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
-                last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
-                next_attempt_at = excluded.next_attempt_at,
-                article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
+        insert_rows(con, "page_attempts", attempts_arrow(batch.attempts), ATTEMPT_UPSERT)
         put_fingerprints(con, [(a.article_id, a.fingerprint) for a in articles if a.fingerprint])
         put_bands(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
                          if a.fingerprint and a.story_id == a.article_id and a.article_id in new], replace=False)

@@ -28,20 +28,20 @@ from transforms.records import (
 from warehouse import twophase
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
-    BAND_SCHEMA,
     FAILURE_SCHEMA,
-    FINGERPRINT_SCHEMA,
     SIGHTING_SCHEMA,
-    arrow_schema,
     attempts_arrow,
+    bands_arrow,
     feed_polls_arrow,
+    fingerprints_arrow,
     insert_rows,
     outbox_arrow,
+    stories_arrow,
     to_arrow,
 )
 from warehouse.lake import KEYED_SCHEMA
 from warehouse.lookups import lookup
-from warehouse.outbox import delete_keys
+from warehouse.outbox import ATTEMPT_UPSERT, delete_keys
 from warehouse.scopes import registered
 
 KEYS = f"keys.{KEYED_SCHEMA}"
@@ -115,11 +115,7 @@ def _roots(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprin
     if replace:
         con.execute(f"DELETE FROM {KEYS}.story_bands WHERE story_id IN ({', '.join('?' * len(ids))})", ids)
         con.execute(f"DELETE FROM {KEYS}.story_roots WHERE story_id IN ({', '.join('?' * len(ids))})", ids)
-    bands = pa.table({
-        "band_key": [k for _, f, _ in roots for k in f.band_keys],
-        "story_id": [a for a, f, _ in roots for _ in f.band_keys],
-        "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
-    }, schema=BAND_SCHEMA)
+    bands = bands_arrow(roots)
     prints = pa.table({
         "story_id": ids, "first_seen_at": [t for _, _, t in roots], "scheme": [f.scheme for _, f, _ in roots],
         "shingles": [f.shingles for _, f, _ in roots], "signature": [f.signature for _, f, _ in roots],
@@ -129,13 +125,6 @@ def _roots(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerprin
                     "SELECT band_key, story_id, first_seen_at FROM _bands")
         con.execute(f"INSERT INTO {KEYS}.story_roots (story_id, first_seen_at, scheme, shingles, signature) "
                     "SELECT story_id, first_seen_at, scheme, shingles, signature FROM _prints ON CONFLICT DO NOTHING")
-
-
-def _fingerprints(pairs: Sequence[tuple[str, Fingerprint]]) -> pa.Table:
-    return pa.table({
-        "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
-        "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
-    }, schema=FINGERPRINT_SCHEMA)
 
 
 def _stored_roots(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, datetime]:
@@ -151,12 +140,7 @@ def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str,
     def keyed() -> None:
         _claim(con, articles, unit)
         _sightings(con, batch.sightings)
-        insert_rows(con, f"{KEYS}.page_attempts", attempts_arrow(batch.attempts), """
-            ON CONFLICT (source, canonical_link) DO UPDATE SET
-                status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
-                last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
-                next_attempt_at = excluded.next_attempt_at,
-                article_id = coalesce(excluded.article_id, page_attempts.article_id)""")
+        insert_rows(con, f"{KEYS}.page_attempts", attempts_arrow(batch.attempts), ATTEMPT_UPSERT)
         _roots(con, [(a.article_id, a.fingerprint, a.first_seen_at) for a in articles
                      if a.fingerprint and a.story_id == a.article_id], replace=False)
         # Upgrades: only a feed-text body is replaced, as in the file.
@@ -182,7 +166,7 @@ def load_batch(con: duckdb.DuckDBPyConnection, batch: BatchRows, *, run_id: str,
             "articles": to_arrow(articles, ARTICLE_SCHEMA),
             "failures": to_arrow(batch.failures, FAILURE_SCHEMA),
             "upgrades": to_arrow(upgraded, ARTICLE_SCHEMA),
-            "fingerprints": _fingerprints([(a.article_id, a.fingerprint) for a in [*articles, *upgraded]
+            "fingerprints": fingerprints_arrow([(a.article_id, a.fingerprint) for a in [*articles, *upgraded]
                                            if a.fingerprint]),
         }
 
@@ -215,13 +199,9 @@ def save_stories(con: duckdb.DuckDBPyConnection, fingerprints: Sequence[tuple[st
         _roots(con, [(a, f, first_seen[a]) for a, f in fingerprints if a in new_roots | stored_roots],
                replace=True)
 
-    stories = pa.table({
-        "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
-        "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
-    }, schema=arrow_schema([("article_id", pa.string()), ("story_id", pa.string()),
-                            ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
     twophase.commit_unit(con, kind="stories", run_id="backlog", keyed=keyed,
-                         parts=lambda: {"stories": stories, "fingerprints": _fingerprints(fingerprints)})
+                         parts=lambda: {"stories": stories_arrow(assignments),
+                                        "fingerprints": fingerprints_arrow(fingerprints)})
 
 
 def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Article]) -> None:
@@ -238,5 +218,5 @@ def apply_reextraction(con: duckdb.DuckDBPyConnection, articles: Sequence[Articl
 
     twophase.commit_unit(con, kind="reextract", run_id="reextract", keyed=keyed, load_id=unit,
                          parts=lambda: {"reextract": to_arrow(articles, ARTICLE_SCHEMA),
-                                        "fingerprints": _fingerprints([(a.article_id, a.fingerprint)
+                                        "fingerprints": fingerprints_arrow([(a.article_id, a.fingerprint)
                                                                        for a in articles if a.fingerprint])})

@@ -14,6 +14,15 @@ from warehouse.arrow_rows import ENTRY_COLUMNS
 from warehouse.rows import named_rows, record_of
 from warehouse.scopes import registered
 
+# Upserting page_attempts rows: a page tried again keeps its row, with the
+# new outcome, and the article its entry was sighted under (both backends).
+ATTEMPT_UPSERT = """
+    ON CONFLICT (source, canonical_link) DO UPDATE SET
+        status = excluded.status, attempts = excluded.attempts, last_reason = excluded.last_reason,
+        last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at,
+        next_attempt_at = excluded.next_attempt_at,
+        article_id = coalesce(excluded.article_id, page_attempts.article_id)"""
+
 
 def select_outbox(con: duckdb.DuckDBPyConnection) -> list[tuple[FeedEntry, str]]:
     """Every queued entry with the run that queued it, in the order found."""

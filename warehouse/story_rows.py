@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import Fingerprint, StoryRoot
-from warehouse.arrow_rows import BAND_SCHEMA, FINGERPRINT_SCHEMA, arrow_schema, insert_rows
+from warehouse.arrow_rows import bands_arrow, fingerprints_arrow, insert_rows, stories_arrow
 from warehouse.lookups import lookup
 from warehouse.rows import named_rows, one_row
 from warehouse.scopes import registered, transaction
@@ -21,11 +21,7 @@ from warehouse.twophase import is_lake
 
 
 def put_fingerprints(con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, Fingerprint]]) -> None:
-    rows = pa.table({
-        "article_id": [a for a, _ in pairs], "scheme": [f.scheme for _, f in pairs],
-        "shingles": [f.shingles for _, f in pairs], "signature": [f.signature for _, f in pairs],
-    }, schema=FINGERPRINT_SCHEMA)
-    insert_rows(con, "article_fingerprints", rows, """ON CONFLICT (article_id) DO UPDATE SET
+    insert_rows(con, "article_fingerprints", fingerprints_arrow(pairs), """ON CONFLICT (article_id) DO UPDATE SET
         scheme = excluded.scheme, shingles = excluded.shingles, signature = excluded.signature""")
 
 
@@ -36,14 +32,9 @@ def put_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, Fingerp
     the DELETE would scan the whole table, so only re-fingerprints replace."""
     if not roots:
         return
-    rows = pa.table({
-        "band_key": [k for _, f, _ in roots for k in f.band_keys],
-        "story_id": [a for a, f, _ in roots for _ in f.band_keys],
-        "first_seen_at": [t for _, f, t in roots for _ in f.band_keys],
-    }, schema=BAND_SCHEMA)
     if replace:
         _drop_bands(con, [(a, t) for a, _, t in roots])
-    insert_rows(con, "story_bands", rows, "")
+    insert_rows(con, "story_bands", bands_arrow(roots), "")
 
 
 def _drop_bands(con: duckdb.DuckDBPyConnection, roots: Sequence[tuple[str, datetime]]) -> None:
@@ -88,12 +79,7 @@ def save_stories(
         return lakeload.save_stories(con, fingerprints, assignments)
     with transaction(con):
         if assignments:
-            stories = pa.table({
-                "article_id": [a[0] for a in assignments], "story_id": [a[1] for a in assignments],
-                "duplicate_of": [a[2] for a in assignments], "similarity": [a[3] for a in assignments],
-            }, schema=arrow_schema([("article_id", pa.string()), ("story_id", pa.string()),
-                                    ("duplicate_of", pa.string()), ("similarity", pa.float64())]))
-            with registered(con, "_stories", stories):
+            with registered(con, "_stories", stories_arrow(assignments)):
                 con.execute("""
                     UPDATE articles SET story_id = s.story_id, duplicate_of = s.duplicate_of,
                                         story_similarity = s.similarity

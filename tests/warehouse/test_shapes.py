@@ -18,8 +18,10 @@ from warehouse import outbox
 from warehouse.arrow_rows import (
     ARTICLE_SCHEMA,
     ATTEMPT_SCHEMA,
+    BAND_SCHEMA,
     FAILURE_SCHEMA,
     FEED_POLL_SCHEMA,
+    FINGERPRINT_SCHEMA,
     OUTBOX_SCHEMA,
     SIGHTING_SCHEMA,
     attempts_arrow,
@@ -32,7 +34,7 @@ from warehouse.schema import current_schema
 # The DuckDB column types an Arrow type of a shape may load into.
 _LOADS_INTO = {
     pa.string(): {"VARCHAR"}, pa.int64(): {"INTEGER", "BIGINT"}, pa.int32(): {"INTEGER"},
-    pa.float64(): {"DOUBLE"}, pa.bool_(): {"BOOLEAN"}, pa.date32(): {"DATE"},
+    pa.float64(): {"DOUBLE"}, pa.bool_(): {"BOOLEAN"}, pa.date32(): {"DATE"}, pa.binary(): {"BLOB"},
     pa.timestamp("us", tz="UTC"): {"TIMESTAMP WITH TIME ZONE"},
 }
 NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
@@ -41,6 +43,7 @@ NOW = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 @pytest.mark.parametrize(("table", "shape"), [
     ("articles", ARTICLE_SCHEMA), ("article_sightings", SIGHTING_SCHEMA), ("failures", FAILURE_SCHEMA),
     ("feed_polls", FEED_POLL_SCHEMA), ("entry_outbox", OUTBOX_SCHEMA), ("page_attempts", ATTEMPT_SCHEMA),
+    ("article_fingerprints", FINGERPRINT_SCHEMA), ("story_bands", BAND_SCHEMA),
 ])
 def test_each_shape_fits_its_table(tmp_path, table, shape):
     with connect(tmp_path / "w.duckdb") as con:
