@@ -7,6 +7,7 @@ a record is built once, in a transform, and never patched on the way.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, Mapping, Sequence
@@ -309,10 +310,7 @@ class RunCounts:
 
     def __add__(self, other: RunCounts) -> RunCounts:
         added = {name: getattr(self, name) + getattr(other, name) for name in _ADDED}
-        reasons = dict(self.failure_reasons)
-        for reason, n in other.failure_reasons.items():
-            reasons[reason] = reasons.get(reason, 0) + n
-        return RunCounts(**added, failure_reasons=reasons)
+        return RunCounts(**added, failure_reasons=dict(Counter(self.failure_reasons) + Counter(other.failure_reasons)))
 
     @staticmethod
     def of_summary(summary: Mapping[str, Any]) -> RunCounts:
@@ -323,10 +321,7 @@ class RunCounts:
     @staticmethod
     def of_failures(failures: Sequence[Failure]) -> RunCounts:
         """The `failures` count and `failure_reasons` of these failure rows."""
-        reasons: dict[str, int] = {}
-        for f in failures:
-            reasons[f.reason] = reasons.get(f.reason, 0) + 1
-        return RunCounts(failures=len(failures), failure_reasons=reasons)
+        return RunCounts(failures=len(failures), failure_reasons=dict(Counter(f.reason for f in failures)))
 
 
 _ADDED = tuple(f.name for f in fields(RunCounts) if f.name != "failure_reasons")

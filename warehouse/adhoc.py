@@ -20,7 +20,7 @@ import sys
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -183,21 +183,3 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, sql: str, tables: dict[str, dic
         finally:
             timer.cancel()
 
-
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
-            tables: dict[str, dict[str, list[Any]]] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement; returns column names and rows. `tables` are
-    columns made visible to the statement under their names (search hits)."""
-    with ExitStack() as scopes:
-        for name, columns in (tables or {}).items():
-            scopes.enter_context(registered(con, name, pa.table(columns)))
-        try:
-            cur = con.execute(sql, params or [])
-        except duckdb.Error as exc:
-            raise QueryError(str(exc)) from exc
-        if cur.description is None:
-            return [], []  # type: ignore[unreachable]  # duckdb's stubs leave out the None of a result-less cursor
-        try:
-            return [d[0] for d in cur.description], cur.fetchall()
-        except duckdb.Error as exc:
-            raise QueryError(str(exc)) from exc

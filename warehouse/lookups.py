@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 
 from transforms.records import FeedEntry, KnownKeys
+from warehouse.arrow_rows import chunks, marks
 from warehouse.scopes import registered
 
 
@@ -51,9 +52,8 @@ def lookup(con: duckdb.DuckDBPyConnection, select: str, column: str, values: Ite
     matches a few rows (a link seen in several feeds)."""
     distinct = list(dict.fromkeys(v for v in values if v is not None))
     rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(distinct), chunk):
-        part = distinct[start:start + chunk]
-        rows += con.execute(f"{select} WHERE {column} IN ({', '.join('?' * len(part))})", part).fetchall()
+    for part in chunks(distinct, chunk):
+        rows += con.execute(f"{select} WHERE {column} IN ({marks(part)})", part).fetchall()
     return rows
 
 

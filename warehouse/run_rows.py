@@ -110,8 +110,7 @@ def select_run_feeds(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[s
         WHERE p.run_id = $r AND p.fetched_at >= $since
         ORDER BY p.source
     """, {"r": run_id, "since": since})
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+    return named_rows(cur)
 
 
 def select_recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> tuple[list[str], list[tuple[Any, ...]]]:

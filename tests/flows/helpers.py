@@ -56,11 +56,10 @@ def run_ingest(sources: Path, db: Path, *, all_feeds: bool = False) -> dict:
 
 
 def query(db: Path, sql: str, params=None) -> list[tuple]:
-    from warehouse.adhoc import run_sql
     from warehouse.connection import connect
 
     with connect(db, read_only=True) as con:
-        return run_sql(con, sql, params)[1]
+        return con.execute(sql, params or []).fetchall()
 
 
 def assert_accounting(summary: dict) -> None:
