@@ -21,7 +21,6 @@ written out below.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import shutil
@@ -30,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Iterator
 
 import duckdb
 import duckdb_extension_ducklake
@@ -39,7 +38,7 @@ import psycopg
 
 from transforms.errors import InputError, NewsdeskError, NoWarehouse
 from warehouse.rows import one_row
-from warehouse.schema import migrate
+from warehouse.schema import built_schema
 from warehouse.target import LakeTarget
 
 # Where the tables live. Everything a reader analyses is in the lake;
@@ -152,30 +151,6 @@ class NewLakeNeedsDataPath(InputError):
     """A lake is created on first use, and needs a folder for its data files."""
 
 
-@functools.lru_cache(maxsize=1)
-def _file_schema() -> dict[str, Any]:
-    """Columns, primary keys, indexes and views of the file warehouse at its
-    current version, read from an in-memory database the migrations built."""
-    con = duckdb.connect()
-    try:
-        migrate(con)
-        columns: dict[str, list[tuple[str, str, bool, str | None]]] = {}
-        for table, name, kind, nullable, default in con.execute("""
-                SELECT table_name, column_name, data_type, is_nullable = 'YES', column_default
-                FROM information_schema.columns WHERE table_schema = 'main' ORDER BY table_name, ordinal_position
-                """).fetchall():
-            columns.setdefault(table, []).append((name, kind, nullable, default))
-        keys = {table: names for table, names in con.execute(
-            "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
-            "WHERE constraint_type = 'PRIMARY KEY'").fetchall()}
-        indexes = con.execute("SELECT index_name, table_name, expressions FROM duckdb_indexes()").fetchall()
-        views = {name: sql for name, sql in con.execute(
-            "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()}
-        return {"columns": columns, "keys": keys, "indexes": indexes, "views": views}
-    finally:
-        con.close()
-
-
 # Every commit newsdesk makes to the lake writes one row here in the same
 # snapshot, so that whether a unit of work reached the lake can be asked
 # after a crash (the keyed side commits separately).
@@ -191,11 +166,11 @@ CREATE TABLE IF NOT EXISTS lake.main.lake_loads (
 
 def lake_ddl() -> list[str]:
     """CREATE TABLE for each lake table: the file's columns, no keys."""
-    schema = _file_schema()
+    schema = built_schema()
     out = [_LAKE_EXTRA]
     for table in LAKE_TABLES:
         cols = ", ".join(f'"{n}" {kind}{"" if nullable else " NOT NULL"}'
-                         for n, kind, nullable, _ in schema["columns"][table])
+                         for n, kind, nullable, _ in schema.columns[table])
         out.append(f"CREATE TABLE IF NOT EXISTS lake.main.{table} ({cols})")
     return out
 
@@ -209,9 +184,9 @@ def _added_column(name: str, kind: str, default: str | None) -> str:
 def lake_digest() -> str:
     """A digest of what a lake is made of (the keyed tables' DDL, the lake
     tables' columns): it changes exactly when LAKE_VERSION must be raised."""
-    schema = _file_schema()
+    schema = built_schema()
     # Sorted lines: the DDL says the same whatever order DuckDB lists indexes in.
-    made_of = sorted([*keyed_ddl().splitlines(), *(repr((table, schema["columns"][table])) for table in LAKE_TABLES),
+    made_of = sorted([*keyed_ddl().splitlines(), *(repr((table, schema.columns[table])) for table in LAKE_TABLES),
                       *_LAKE_EXTRA.splitlines()])
     return hashlib.sha256("\n".join(made_of).encode()).hexdigest()[:16]
 
@@ -220,35 +195,35 @@ def keyed_upgrades() -> list[str]:
     """ALTER TABLE ... ADD COLUMN IF NOT EXISTS for every column of the keyed
     tables: no-ops on a lake made by this version, the new columns on an
     older one."""
-    schema = _file_schema()
+    schema = built_schema()
     return [f"ALTER TABLE {KEYED_SCHEMA}.{table} ADD COLUMN IF NOT EXISTS "
             + _added_column(name, _PG_TYPES[kind], default)
-            for table in KEYED_TABLES for name, kind, _, default in schema["columns"][table]]
+            for table in KEYED_TABLES for name, kind, _, default in schema.columns[table]]
 
 
 def lake_upgrades() -> list[str]:
     """The same for the lake tables, in DuckDB's dialect."""
-    schema = _file_schema()
+    schema = built_schema()
     return [f"ALTER TABLE lake.main.{table} ADD COLUMN IF NOT EXISTS " + _added_column(name, kind, None)
-            for table in LAKE_TABLES for name, kind, _, _ in schema["columns"][table]]
+            for table in LAKE_TABLES for name, kind, _, _ in schema.columns[table]]
 
 
 def keyed_ddl() -> str:
     """PostgreSQL DDL for the keyed tables: the file's columns, keys and
     indexes in PostgreSQL's types, then the lake's own tables."""
-    schema = _file_schema()
+    schema = built_schema()
     parts = [f"CREATE SCHEMA IF NOT EXISTS {KEYED_SCHEMA};"]
     for table in KEYED_TABLES:
         cols = []
-        for name, kind, nullable, default in schema["columns"][table]:
+        for name, kind, nullable, default in schema.columns[table]:
             col = f'"{name}" {_PG_TYPES[kind]}'
             if default is not None and not default.startswith("nextval"):
                 col += f" DEFAULT {default}"
             cols.append(col + ("" if nullable else " NOT NULL"))
-        if table in schema["keys"]:
-            cols.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in schema["keys"][table]) + ")")
+        if table in schema.keys:
+            cols.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in schema.keys[table]) + ")")
         parts.append(f"CREATE TABLE IF NOT EXISTS {KEYED_SCHEMA}.{table} ({', '.join(cols)});")
-    for name, table, expressions in schema["indexes"]:
+    for name, table, expressions, _ in schema.indexes:
         if table in KEYED_TABLES:
             # DuckDB lists them as one string, '[col, col]'
             exprs = ", ".join(f'"{e.strip()}"' for e in expressions.strip("[]").split(","))
@@ -332,7 +307,7 @@ def _kept_snapshots(con: duckdb.DuckDBPyConnection, target: LakeTarget) -> str:
 
 def _views(con: duckdb.DuckDBPyConnection) -> None:
     for name in VIEWS:
-        sql = _file_schema()["views"][name]
+        sql = built_schema().views[name]
         con.execute(re.sub(r"^\s*CREATE VIEW", "CREATE OR REPLACE TEMP VIEW", sql, count=1))
 
 

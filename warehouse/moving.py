@@ -18,8 +18,9 @@ from pathlib import Path
 import duckdb
 
 from transforms.errors import InputError
-from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES, _file_schema
+from warehouse.lake import KEYED_SCHEMA, KEYED_TABLES, LAKE_TABLES
 from warehouse.rows import one_row
+from warehouse.schema import built_schema
 from warehouse.scopes import transaction
 
 
@@ -50,7 +51,7 @@ def _checksum(con: duckdb.DuckDBPyConnection, table: str) -> str:
 
 
 def _columns(table: str) -> str:
-    return ", ".join(f'"{name}"' for name, *_ in _file_schema()["columns"][table])
+    return ", ".join(f'"{name}"' for name, *_ in built_schema().columns[table])
 
 
 def move_into_lake(con: duckdb.DuckDBPyConnection, source: Path) -> Moved:
